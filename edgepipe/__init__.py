@@ -1,0 +1,3 @@
+"""edgepipe: pipelines of ONNX models on Kubernetes and at the edge."""
+
+__version__ = "0.1.0"

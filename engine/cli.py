@@ -1,0 +1,65 @@
+"""``edgepipe-engine``: serve a pipeline over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .loader import StartupError, read_config
+from .server import create_app
+from .settings import Settings, SettingsError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgepipe-engine",
+        description=(
+            "Serve a pipeline of ONNX models over HTTP. Settings also come from env "
+            "(EDGEPIPE_ENGINE_*, CONFIG_CPUS, DEBUG, PIPELINE_URL, OCI_*); flags win."
+        ),
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", type=Path, help="pipeline config file (YAML or JSON)")
+    source.add_argument(
+        "--model", type=Path, help="one ONNX file, served as a pipeline named after the file"
+    )
+    parser.add_argument("--host", help="listen address (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="listen port (default 8080)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env().with_overrides(
+            host=args.host, port=args.port, config_path=args.config, model_path=args.model
+        )
+    except SettingsError as exc:
+        sys.exit(f"edgepipe-engine: {exc}")
+    logging.basicConfig(
+        level=logging.DEBUG if settings.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if settings.oci is None:
+        try:
+            read_config(settings)  # a config that cannot be read is fatal; say so once
+        except StartupError as exc:
+            sys.exit(f"edgepipe-engine: {exc}")
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log=logging.getLogger("edgepipe.access") if settings.debug else None,
+            print=lambda msg: logging.getLogger("edgepipe.engine").info(msg.strip()),
+        )
+    except StartupError as exc:
+        sys.exit(f"edgepipe-engine: {exc}")
+
+
+if __name__ == "__main__":
+    main()

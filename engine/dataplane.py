@@ -1,0 +1,129 @@
+"""The data plane: look up a pipeline, decode the body, run the steps, encode the answer.
+
+Everything heavy runs in thread pools, never on the event loop: decoding in ``decode_pool``
+(sized from ``CONFIG_CPUS``) and model calls in ``infer_pool``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .codecs import Decoded, InputField, Response, pick_decoder, pick_encoder
+from .errors import BadRequest, NotFound, Unavailable
+from .metrics import Metrics
+from .runtime import Pipeline, RunResult
+from .settings import Settings
+
+# Bodies below this are decoded on the loop: a pool hop costs more than the work.
+INLINE_DECODE_BYTES = 64 * 1024
+
+
+@dataclass
+class Answer:
+    media_type: str
+    body: Any
+
+
+class DataPlane:
+    def __init__(self, settings: Settings, pipelines: dict[str, Pipeline], metrics: Metrics):
+        self.settings = settings
+        self.pipelines = pipelines
+        self.metrics = metrics
+        self.decode_pool = ThreadPoolExecutor(settings.cpus, thread_name_prefix="decode")
+        self.infer_pool = ThreadPoolExecutor(settings.infer_workers, thread_name_prefix="infer")
+
+    def close(self) -> None:
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.infer_pool.shutdown(wait=True, cancel_futures=True)
+
+    def get(self, name: str) -> Pipeline:
+        pipeline = self.pipelines.get(name)
+        if pipeline is None:
+            known = ", ".join(sorted(self.pipelines)) or "none"
+            raise NotFound(f"unknown pipeline {name!r}; this engine serves: {known}", "pipeline")
+        if pipeline.error:
+            raise Unavailable(f"pipeline {name!r} failed to load: {pipeline.error}", "pipeline")
+        return pipeline
+
+    def list_pipelines(self) -> list[dict[str, str]]:
+        return [{"id": p.name, "status": p.status} for p in self.pipelines.values()]
+
+    def list_models(self) -> list[dict[str, str]]:
+        models = []
+        for p in self.pipelines.values():
+            if p.error:
+                for step in p.config.steps:
+                    ref = step.model
+                    models.append(
+                        {
+                            "name": ref.name,
+                            "sha": ref.sha256 or "",
+                            "status": "Error",
+                            "version": ref.version or "",
+                        }
+                    )
+                continue
+            for step in p.steps:
+                m = step.model
+                models.append(
+                    {"name": m.name, "sha": m.sha256, "status": "Running", "version": m.version}
+                )
+        return models
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.pipelines) and all(not p.error for p in self.pipelines.values())
+
+    async def infer(
+        self, name: str, body: bytes, content_type: str, accept: str
+    ) -> tuple[Pipeline, Answer]:
+        pipeline = self.get(name)
+        decoder = pick_decoder(content_type)
+        media_type, encoder = pick_encoder(accept)
+        if not body:
+            raise BadRequest("the request body is empty; expected rows of tensor fields", "body")
+        fields = [InputField(field, spec) for field, spec in pipeline.input_specs]
+        echo = len(body) <= self.settings.echo_limit_bytes
+        loop = asyncio.get_running_loop()
+
+        def decode() -> tuple[Decoded, int]:
+            t0 = time.perf_counter_ns()
+            decoded = decoder(body, fields, self.settings.allow_nan, echo)
+            decoded.rows = [
+                {f.name: f.spec.fit(row[f.name], f.name) for f in fields} for row in decoded.rows
+            ]
+            return decoded, time.perf_counter_ns() - t0
+
+        if len(body) <= INLINE_DECODE_BYTES:
+            decoded, decode_ns = decode()
+        else:
+            decoded, decode_ns = await loop.run_in_executor(self.decode_pool, decode)
+        result: RunResult = await loop.run_in_executor(self.infer_pool, pipeline.run, decoded.rows)
+        for step, ns in zip(pipeline.steps, _step_totals(result), strict=True):
+            self.metrics.step_latency.labels(pipeline.name, step.name).observe(ns / 1e9)
+        response = Response(
+            pipeline_name=pipeline.name,
+            model_name=pipeline.last_model.name,
+            model_version=pipeline.last_model.version,
+            decode_ns=decode_ns,
+            result=result,
+            original=decoded.original,
+        )
+        if sum(o.nbytes for outs in result.outputs for o in outs) <= INLINE_DECODE_BYTES:
+            payload = encoder(response)
+        else:
+            payload = await loop.run_in_executor(self.decode_pool, encoder, response)
+        return pipeline, Answer(media_type, payload)
+
+
+def _step_totals(result: RunResult) -> list[int]:
+    """Per-step time of this request: the largest per-row figure (batched rows share one)."""
+    if not result.step_ns:
+        return []
+    return np.max(np.asarray(result.step_ns, dtype=np.int64), axis=0).tolist()

@@ -1,0 +1,51 @@
+"""The engine's error family: each error carries its HTTP status and the bad field."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every error the engine reports to a client as ``{"error", "field"}``."""
+
+    status = 500
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error": self.message, "field": self.field}
+
+
+class BadRequest(EngineError):
+    """The request body is not what the pipeline expects (400)."""
+
+    status = 400
+
+
+class NotFound(EngineError):
+    status = 404
+
+
+class PayloadTooLarge(EngineError):
+    status = 413
+
+
+class UnsupportedMediaType(EngineError):
+    status = 415
+
+
+class NotAcceptable(EngineError):
+    status = 406
+
+
+class ModelFailure(EngineError):
+    """The model raised while running (500); the message is the runtime's own."""
+
+    status = 500
+
+
+class Unavailable(EngineError):
+    """The pipeline failed to load and cannot serve (503)."""
+
+    status = 503

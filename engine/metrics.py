@@ -1,0 +1,39 @@
+"""Prometheus metrics of one engine, in a registry of its own (no process globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+# Inference latencies span sub-millisecond tabular models to seconds-long image batches.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "edgepipe_requests",
+            "Inference requests, by pipeline and HTTP status.",
+            ["pipeline", "status"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "edgepipe_errors",
+            "Failed inference requests, by pipeline and HTTP status.",
+            ["pipeline", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "edgepipe_request_latency_seconds",
+            "Inference request latency in the engine, by pipeline.",
+            ["pipeline"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.step_latency = Histogram(
+            "edgepipe_step_latency_seconds",
+            "Model time of one pipeline step per request.",
+            ["pipeline", "step"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )

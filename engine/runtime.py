@@ -1,0 +1,313 @@
+"""The model layer: onnxruntime sessions, tensor specs, and a pipeline that chains steps."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgepipe.config import ModelRef, PipelineConfig, Step, model_version
+
+from .errors import BadRequest, ModelFailure
+
+log = logging.getLogger("edgepipe.engine")
+
+# onnxruntime's type strings -> numpy dtypes the engine accepts.
+ORT_DTYPES: dict[str, np.dtype] = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(int8)": np.dtype(np.int8),
+    "tensor(int16)": np.dtype(np.int16),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(uint8)": np.dtype(np.uint8),
+    "tensor(uint16)": np.dtype(np.uint16),
+    "tensor(uint32)": np.dtype(np.uint32),
+    "tensor(uint64)": np.dtype(np.uint64),
+    "tensor(bool)": np.dtype(np.bool_),
+}
+
+Dim = int | str | None  # int: fixed; str: a symbolic name; None: unnamed dynamic
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output: name, dtype and shape (symbolic dims stay symbolic)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[Dim, ...]
+
+    @property
+    def batch_dynamic(self) -> bool:
+        return bool(self.shape) and not isinstance(self.shape[0], int)
+
+    def describe_shape(self) -> str:
+        return "[" + ",".join(str(d) if d is not None else "?" for d in self.shape) + "]"
+
+    def fit(self, arr: np.ndarray, field: str) -> np.ndarray:
+        """Return ``arr`` in this spec's shape, or raise BadRequest naming ``field``.
+
+        Accepted: the exact shape (symbolic dims take any size), the shape without its
+        leading batch dimension (a batch of one is added), or a flat list whose length
+        fits when the batch is one and every other dim is fixed.
+        """
+        shape = self.shape
+        if _matches(arr.shape, shape):
+            return arr
+        if not shape:
+            raise BadRequest(
+                f"tensor field {field!r}: expected a scalar, got shape {list(arr.shape)}", field
+            )
+        leading = shape[0] if isinstance(shape[0], int) else 1
+        if arr.ndim == len(shape) - 1 and leading == 1 and _matches(arr.shape, shape[1:]):
+            return arr[np.newaxis]
+        if arr.ndim == 1 and all(isinstance(d, int) for d in shape[1:]):
+            target = (leading, *shape[1:])
+            if int(np.prod(target, dtype=np.int64)) == arr.size:
+                return arr.reshape(target)
+        raise BadRequest(
+            f"tensor field {field!r}: expected shape {self.describe_shape()} "
+            f"(or a flat list of its size), got {list(arr.shape)}",
+            field,
+        )
+
+
+def _matches(actual: Sequence[int], expected: Sequence[Dim]) -> bool:
+    if len(actual) != len(expected):
+        return False
+    return all(not isinstance(e, int) or e == a for a, e in zip(actual, expected, strict=True))
+
+
+def _spec(arg: ort.NodeArg) -> TensorSpec:
+    dtype = ORT_DTYPES.get(arg.type)
+    if dtype is None:
+        raise ValueError(f"{arg.name}: unsupported tensor type {arg.type}")
+    dims: list[Dim] = []
+    for d in arg.shape:
+        dims.append(d if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) else None))
+    return TensorSpec(arg.name, dtype, tuple(dims))
+
+
+class OnnxModel:
+    """One loaded ONNX model: its session and signature."""
+
+    def __init__(self, ref: ModelRef, path: Path, cpus: int) -> None:
+        self.ref = ref
+        self.name = ref.name
+        self.version = model_version(ref)
+        self.sha256 = ref.sha256 or ""
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = cpus
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self.inputs = [_spec(a) for a in self.session.get_inputs()]
+        self.outputs = [_spec(a) for a in self.session.get_outputs()]
+        self._output_names = [o.name for o in self.outputs]
+
+    @property
+    def batch_dynamic(self) -> bool:
+        return all(spec.batch_dynamic for spec in self.inputs)
+
+    def predict(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self.session.run(self._output_names, feeds)
+        except Exception as exc:  # onnxruntime raises its own types; all are model failures
+            raise ModelFailure(f"model {self.name!r} failed: {exc}") from exc
+
+
+@dataclass
+class StepRuntime:
+    """A step with its model and the names (or positions) it reads from the step before."""
+
+    config: Step
+    model: OnnxModel
+    sources: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.config.step_name
+
+
+@dataclass
+class RunResult:
+    """Per-row outputs of the last step, and per-row step timings in ns."""
+
+    outputs: list[list[np.ndarray]]
+    step_ns: list[list[int]]
+    output_specs: list[TensorSpec]
+
+
+@dataclass
+class Pipeline:
+    """A loaded pipeline. ``error`` is set when it failed to load; it then cannot serve."""
+
+    config: PipelineConfig
+    steps: list[StepRuntime] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def status(self) -> str:
+        return "Error" if self.error else "Running"
+
+    @property
+    def input_specs(self) -> list[tuple[str, TensorSpec]]:
+        """(request field, model input) pairs that the first step reads."""
+        first = self.steps[0]
+        return list(zip(first.sources, first.model.inputs, strict=True))
+
+    @property
+    def last_model(self) -> OnnxModel:
+        return self.steps[-1].model
+
+    def run(self, rows: list[dict[str, np.ndarray]]) -> RunResult:
+        """Run every step over the rows; blocking, called from the inference pool."""
+        n = len(rows)
+        step_ns: list[list[int]] = [[] for _ in range(n)]
+        # The first step reads request fields; later steps read the previous outputs.
+        current: list[dict[str, np.ndarray]] = rows
+        outputs: list[list[np.ndarray]] = []
+        for k, step in enumerate(self.steps):
+            feeds = [self._feeds(step, row, k) for row in current]
+            if step.config.batch_config == "batch" and step.model.batch_dynamic and n > 1:
+                outputs = self._run_batched(step, feeds, step_ns)
+            else:
+                outputs = []
+                for i, feed in enumerate(feeds):
+                    t0 = time.perf_counter_ns()
+                    outputs.append(step.model.predict(feed))
+                    step_ns[i].append(time.perf_counter_ns() - t0)
+            names = [o.name for o in step.model.outputs]
+            current = [dict(zip(names, out, strict=True)) for out in outputs]
+        return RunResult(outputs, step_ns, self.last_model.outputs)
+
+    @staticmethod
+    def _feeds(step: StepRuntime, row: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
+        feeds = {}
+        for source, spec in zip(step.sources, step.model.inputs, strict=True):
+            arr = row[source]
+            if k > 0:
+                # Between steps the data is ours, so adapt dtype and shape quietly.
+                if arr.dtype != spec.dtype:
+                    arr = arr.astype(spec.dtype)
+                arr = spec.fit(arr, f"{step.name}.{spec.name}")
+            feeds[spec.name] = np.ascontiguousarray(arr)
+        return feeds
+
+    @staticmethod
+    def _run_batched(
+        step: StepRuntime, feeds: list[dict[str, np.ndarray]], step_ns: list[list[int]]
+    ) -> list[list[np.ndarray]]:
+        sizes = [next(iter(f.values())).shape[0] for f in feeds]
+        for f in feeds:
+            row_sizes = {a.shape[0] for a in f.values()}
+            if len(row_sizes) != 1:
+                raise BadRequest(
+                    f"step {step.name!r}: inputs of one row disagree on the batch size "
+                    f"({sorted(row_sizes)})"
+                )
+        stacked = {}
+        for spec in step.model.inputs:
+            parts = [f[spec.name] for f in feeds]
+            if len({p.shape[1:] for p in parts}) != 1:
+                raise BadRequest(
+                    f"tensor field {spec.name!r}: rows must share one shape to be batched, "
+                    f"got {sorted({tuple(p.shape) for p in parts})}",
+                    spec.name,
+                )
+            stacked[spec.name] = np.concatenate(parts, axis=0)
+        t0 = time.perf_counter_ns()
+        result = step.model.predict(stacked)
+        elapsed = time.perf_counter_ns() - t0
+        total = sum(sizes)
+        bounds = np.cumsum([0, *sizes])
+        per_row: list[list[np.ndarray]] = [[] for _ in feeds]
+        for out in result:
+            if out.ndim == 0 or out.shape[0] != total:
+                raise ModelFailure(
+                    f"model {step.model.name!r}: output of shape {list(out.shape)} cannot be "
+                    f"split back into {len(feeds)} rows; use batchConfig: single"
+                )
+            for i in range(len(feeds)):
+                per_row[i].append(out[bounds[i] : bounds[i + 1]])
+        for i in range(len(feeds)):
+            step_ns[i].append(elapsed)
+        return per_row
+
+
+def _wire(step: Step, model: OnnxModel, previous: list[str] | None) -> list[str]:
+    """Which request fields / previous outputs feed each model input."""
+    inputs = [spec.name for spec in model.inputs]
+    fields = list(step.tensor_fields)
+    if fields:
+        if len(fields) != len(inputs):
+            raise ValueError(
+                f"step {step.step_name!r}: tensorFields has {len(fields)} names but the model "
+                f"has {len(inputs)} inputs ({', '.join(inputs)})"
+            )
+        if previous is not None:
+            missing = [f for f in fields if f not in previous]
+            if missing:
+                raise ValueError(
+                    f"step {step.step_name!r}: tensorFields {missing} are not outputs of the "
+                    f"step before ({', '.join(previous)})"
+                )
+        return fields
+    if previous is None:
+        return inputs
+    sources = []
+    for i, name in enumerate(inputs):
+        if name in previous:
+            sources.append(name)
+        elif i < len(previous):
+            sources.append(previous[i])
+        else:
+            raise ValueError(
+                f"step {step.step_name!r}: input {name!r} matches no output of the step before "
+                f"({', '.join(previous)}) by name or position"
+            )
+    return sources
+
+
+def load_pipeline(config: PipelineConfig, model_paths: Sequence[Path], cpus: int) -> Pipeline:
+    """Load every step's model. A failure gives a Pipeline in Error rather than raising."""
+    pipeline = Pipeline(config)
+    previous: list[str] | None = None
+    try:
+        for i, (step, path) in enumerate(zip(config.steps, model_paths, strict=True)):
+            try:
+                model = OnnxModel(step.model, path, cpus)
+            except Exception as exc:
+                raise ValueError(
+                    f"steps[{i}] ({step.step_name}): cannot load model {step.model.name!r} "
+                    f"from {path}: {exc}"
+                ) from exc
+            sources = _wire(step, model, previous)
+            pipeline.steps.append(StepRuntime(step, model, sources))
+            previous = [o.name for o in model.outputs]
+            log.info(
+                "loaded step %s: model %s version %s sha256 %s inputs %s outputs %s",
+                step.step_name,
+                model.name,
+                model.version,
+                model.sha256[:12],
+                [f"{s.name}{s.describe_shape()}:{s.dtype}" for s in model.inputs],
+                [f"{s.name}{s.describe_shape()}:{s.dtype}" for s in model.outputs],
+            )
+    except ValueError as exc:
+        pipeline.error = str(exc)
+        log.error("pipeline %s failed to load: %s", config.name, exc)
+    return pipeline

@@ -1,0 +1,180 @@
+"""The HTTP transport: the aiohttp app factory, routes, and the one error middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .dataplane import DataPlane
+from .errors import EngineError
+from .loader import load_pipelines
+from .metrics import Metrics
+from .settings import Settings
+
+log = logging.getLogger("edgepipe.engine")
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+DATAPLANE = web.AppKey("dataplane", DataPlane)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _http_error(exc: web.HTTPException, request: web.Request) -> dict[str, object]:
+    if exc.status == 413:
+        limit = request.app[SETTINGS].max_body_bytes
+        return {
+            "error": f"the request body is larger than the limit of {limit} bytes "
+            "(EDGEPIPE_ENGINE_MAX_BODY_BYTES)",
+            "field": "body",
+        }
+    if exc.status == 404:
+        return {"error": f"no route for {request.method} {request.path}", "field": "path"}
+    if exc.status == 405:
+        return {
+            "error": f"method {request.method} is not allowed on {request.path}",
+            "field": "method",
+        }
+    return {"error": exc.reason, "field": None}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure as ``{"error": …, "field": …}`` with its status."""
+    try:
+        return await handler(request)
+    except EngineError as exc:
+        if exc.status >= 500:
+            log.error("%s %s: %s", request.method, request.path, exc.message)
+        return json_response(exc.to_dict(), exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_response(_http_error(exc, request), exc.status)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return json_response({"error": f"internal error: {exc}", "field": None}, 500)
+
+
+async def list_pipelines(request: web.Request) -> web.Response:
+    return json_response({"pipelines": request.app[DATAPLANE].list_pipelines()})
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return json_response({"models": request.app[DATAPLANE].list_models()})
+
+
+async def describe_pipeline(request: web.Request) -> web.Response:
+    pipeline = request.app[DATAPLANE].get(request.match_info["name"])
+    steps = []
+    for step in pipeline.steps:
+        m = step.model
+        steps.append(
+            {
+                "name": step.name,
+                "model": {"name": m.name, "version": m.version, "sha": m.sha256},
+                "batchConfig": step.config.batch_config,
+                "inputs": [
+                    {"name": s.name, "field": src, "dtype": str(s.dtype), "shape": list(s.shape)}
+                    for src, s in zip(step.sources, m.inputs, strict=True)
+                ],
+                "outputs": [
+                    {"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape)}
+                    for s in m.outputs
+                ],
+            }
+        )
+    return json_response(
+        {
+            "id": pipeline.name,
+            "version": pipeline.config.version,
+            "status": pipeline.status,
+            "steps": steps,
+        }
+    )
+
+
+async def infer(request: web.Request) -> web.Response:
+    plane = request.app[DATAPLANE]
+    metrics = request.app[METRICS]
+    name = request.match_info["name"]
+    label = name if name in plane.pipelines else "_unknown"
+    t0 = time.perf_counter()
+    status = 500
+    try:
+        body = await request.read()
+        _, answer = await plane.infer(
+            name, body, request.headers.get("Content-Type", ""), request.headers.get("Accept", "")
+        )
+        status = 200
+        return web.Response(
+            body=memoryview(answer.body), status=200, headers={"Content-Type": answer.media_type}
+        )
+    except (EngineError, web.HTTPException) as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.requests.labels(label, str(status)).inc()
+        if status >= 400:
+            metrics.errors.labels(label, str(status)).inc()
+        metrics.latency.labels(label).observe(time.perf_counter() - t0)
+
+
+async def live(request: web.Request) -> web.Response:
+    return json_response({"status": "live"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    plane = request.app[DATAPLANE]
+    if plane.ready:
+        return json_response({"status": "ready"})
+    problems = {p.name: p.error for p in plane.pipelines.values() if p.error}
+    return json_response({"status": "not ready", "errors": problems}, 503)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    data = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _dataplane_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    loop = asyncio.get_running_loop()
+    # Loading reads model files and builds sessions: keep it off the loop.
+    pipelines = await loop.run_in_executor(None, load_pipelines, settings)
+    plane = DataPlane(settings, {p.name: p for p in pipelines}, app[METRICS])
+    app[DATAPLANE] = plane
+    for p in pipelines:
+        if p.error:
+            log.error("pipeline %s: Error: %s", p.name, p.error)
+        else:
+            log.info("pipeline %s version %s: Running", p.name, p.config.version)
+    yield
+    plane.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.append(_dataplane_ctx)
+    app.router.add_get("/pipelines", list_pipelines)
+    app.router.add_get("/pipelines/{name}", describe_pipeline)
+    app.router.add_post("/pipelines/{name}", infer)
+    app.router.add_get("/models", list_models)
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app

@@ -1,0 +1,139 @@
+"""Engine settings, read from ``EDGEPIPE_ENGINE_*`` env vars and the tutorial's own names.
+
+| env var | default | meaning |
+|---|---|---|
+| ``EDGEPIPE_ENGINE_HOST`` | ``0.0.0.0`` | listen address |
+| ``EDGEPIPE_ENGINE_PORT`` | ``8080`` | listen port |
+| ``EDGEPIPE_ENGINE_CONFIG`` | (none) | pipeline config file (YAML or JSON) |
+| ``EDGEPIPE_ENGINE_MODEL`` | (none) | one ONNX file, served as a one-step pipeline |
+| ``EDGEPIPE_ENGINE_MAX_BODY_BYTES`` | ``67108864`` (64 MiB) | request body limit (413 above) |
+| ``EDGEPIPE_ENGINE_ECHO_LIMIT_BYTES`` | ``65536`` | bodies up to this size are echoed as ``original_data`` |
+| ``EDGEPIPE_ENGINE_ALLOW_NAN`` | ``false`` | accept NaN/Inf in float inputs |
+| ``EDGEPIPE_ENGINE_INFER_WORKERS`` | ``1`` | concurrent model calls; each uses ``CONFIG_CPUS`` threads |
+| ``EDGEPIPE_ENGINE_CACHE_DIR`` | ``~/.cache/edgepipe/engine`` | edge mode: where pulled models go |
+| ``CONFIG_CPUS`` | ``1`` | onnxruntime intra-op threads, and the decode pool's size |
+| ``DEBUG`` | ``false`` | debug logging |
+| ``PIPELINE_URL`` | (none) | edge mode: the published pipeline to pull (``registry/repo:tag``) |
+| ``OCI_REGISTRY``, ``OCI_USERNAME``, ``OCI_PASSWORD`` | (none) | edge mode: registry login |
+| ``OCI_PLAIN_HTTP`` | ``false`` | edge mode: the registry speaks plain HTTP (loopback tests) |
+
+One model call at a time (``INFER_WORKERS=1``) is the default because onnxruntime
+already spreads one call over ``CONFIG_CPUS`` threads; more concurrent calls on the same
+cores only fight for them. Decoding runs in its own pool, so the next request is decoded
+while the current one is in the model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+PREFIX = "EDGEPIPE_ENGINE_"
+# 1x3x640x640 float32 as pandas-records JSON is about 13 MB; 64 MiB leaves room for batches.
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """An env var with a value that cannot be used."""
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{key}={raw!r}: expected true or false")
+
+
+def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r}: expected a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"{key}={raw!r}: expected at least {minimum}")
+    return value
+
+
+def _cpus(env: Mapping[str, str]) -> int:
+    raw = env.get("CONFIG_CPUS")
+    if raw is None or raw == "":
+        return 1
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"CONFIG_CPUS={raw!r}: expected a number of cores") from None
+    if value <= 0:
+        raise SettingsError(f"CONFIG_CPUS={raw!r}: expected a positive number")
+    # Fractional CPU limits (0.5) still need one thread.
+    return max(1, int(value))
+
+
+@dataclass(frozen=True)
+class OciSettings:
+    pipeline_url: str
+    registry: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    plain_http: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    config_path: Path | None = None
+    model_path: Path | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    echo_limit_bytes: int = 65536
+    allow_nan: bool = False
+    cpus: int = 1
+    infer_workers: int = 1
+    debug: bool = False
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache/edgepipe/engine")
+    oci: OciSettings | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def path(key: str) -> Path | None:
+            raw = env.get(PREFIX + key)
+            return Path(raw) if raw else None
+
+        oci = None
+        if env.get("PIPELINE_URL"):
+            oci = OciSettings(
+                pipeline_url=env["PIPELINE_URL"],
+                registry=env.get("OCI_REGISTRY") or None,
+                username=env.get("OCI_USERNAME") or None,
+                password=env.get("OCI_PASSWORD") or None,
+                plain_http=_bool(env, "OCI_PLAIN_HTTP", False),
+            )
+        defaults = cls()
+        return cls(
+            host=env.get(PREFIX + "HOST") or defaults.host,
+            port=_int(env, PREFIX + "PORT", defaults.port),
+            config_path=path("CONFIG"),
+            model_path=path("MODEL"),
+            max_body_bytes=_int(env, PREFIX + "MAX_BODY_BYTES", defaults.max_body_bytes, 1),
+            echo_limit_bytes=_int(env, PREFIX + "ECHO_LIMIT_BYTES", defaults.echo_limit_bytes),
+            allow_nan=_bool(env, PREFIX + "ALLOW_NAN", False),
+            cpus=_cpus(env),
+            infer_workers=_int(env, PREFIX + "INFER_WORKERS", 1, 1),
+            debug=_bool(env, "DEBUG", False),
+            cache_dir=path("CACHE_DIR") or defaults.cache_dir,
+            oci=oci,
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})

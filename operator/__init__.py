@@ -1,0 +1,1 @@
+"""The edgepipe kopf operator (imported as ``edgepipe.operator``, never as ``operator``)."""
