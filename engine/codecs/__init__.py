@@ -71,18 +71,19 @@ def describe(spec: TensorSpec) -> str:
 def coerce(arr: np.ndarray, spec: TensorSpec, field: str, allow_nan: bool) -> np.ndarray:
     """Cast ``arr`` to the model input's dtype when that loses no kind of meaning.
 
-    Integers go into float inputs, narrower into wider; floats into an integer input, or
-    anything but booleans into a boolean input, is a wrong dtype (400). NaN and infinities
+    Integers go into integer inputs when every value fits, and into float inputs; floats
+    go into float inputs. Floats into an integer input, or anything but booleans into a
+    boolean input, is a wrong dtype (400). NaN and infinities
     are refused in float inputs unless allowed.
     """
     want = spec.dtype
     have = arr.dtype
     if have != want:
         ok = (
-            have.kind in "iuf"
-            and want.kind in "iuf"
-            and np.can_cast(have, want, casting="same_kind")
-        ) or (have.kind == "b" and want.kind == "b")
+            (have.kind in "iu" and want.kind in "iuf")  # integers: range-checked below
+            or (have.kind == "f" and want.kind == "f")
+            or (have.kind == "b" and want.kind == "b")
+        )
         if not ok:
             raise BadRequest(
                 f"tensor field {field!r}: expected {describe(spec)}, got {have} values", field
@@ -94,7 +95,8 @@ def coerce(arr: np.ndarray, spec: TensorSpec, field: str, allow_nan: bool) -> np
                 raise BadRequest(
                     f"tensor field {field!r}: values from {lo} to {hi} do not fit {want}", field
                 )
-        arr = arr.astype(want)
+        with np.errstate(over="ignore"):  # float64 -> float32 overflow is caught just below
+            arr = arr.astype(want)
     if want.kind == "f" and not allow_nan and arr.size and not np.isfinite(arr).all():
         raise BadRequest(
             f"tensor field {field!r}: NaN or infinite values are not allowed; "

@@ -1,1 +1,0 @@
-"""The edgepipe kopf operator (imported as ``edgepipe.operator``, never as ``operator``)."""

@@ -1,0 +1,99 @@
+"""Small ONNX models built with onnx.helper, for tests that need exact, known answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = [helper.make_opsetid("", 17)]
+
+_TYPES = {
+    np.dtype(np.float32): TensorProto.FLOAT,
+    np.dtype(np.float64): TensorProto.DOUBLE,
+    np.dtype(np.int32): TensorProto.INT32,
+    np.dtype(np.int64): TensorProto.INT64,
+    np.dtype(np.uint8): TensorProto.UINT8,
+    np.dtype(np.bool_): TensorProto.BOOL,
+}
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=OPSET)
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def add_constant(path: Path, value: float, *, inp="x", out="y", shape=("N", 4)) -> Path:
+    """out = inp + value, float32, with a symbolic batch dimension."""
+    const = numpy_helper.from_array(np.array(value, dtype=np.float32), "c")
+    graph = helper.make_graph(
+        [helper.make_node("Add", [inp, "c"], [out])],
+        f"add{value}",
+        [helper.make_tensor_value_info(inp, TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, list(shape))],
+        initializer=[const],
+    )
+    return _save(graph, path)
+
+
+def scale(path: Path, factor: float, *, inp="y", out="z", shape=("N", 4)) -> Path:
+    """out = inp * factor, float32."""
+    const = numpy_helper.from_array(np.array(factor, dtype=np.float32), "f")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", [inp, "f"], [out])],
+        f"scale{factor}",
+        [helper.make_tensor_value_info(inp, TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, list(shape))],
+        initializer=[const],
+    )
+    return _save(graph, path)
+
+
+def identity(path: Path, dtype: np.dtype, shape=("N", 3), name="x") -> Path:
+    t = _TYPES[np.dtype(dtype)]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [name], ["out"])],
+        "identity",
+        [helper.make_tensor_value_info(name, t, list(shape))],
+        [helper.make_tensor_value_info("out", t, list(shape))],
+    )
+    return _save(graph, path)
+
+
+def reshape_to_2x2(path: Path) -> Path:
+    """Takes any 1-D float32 vector; onnxruntime raises unless it has exactly 4 values."""
+    target = numpy_helper.from_array(np.array([2, 2], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+        initializer=[target],
+    )
+    return _save(graph, path)
+
+
+def two_inputs(path: Path) -> Path:
+    """sum = a + b (float32 [N,2]) and total = its sum over axis 1, as two outputs."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["a", "b"], ["sum"]),
+            helper.make_node("ReduceSum", ["sum", "axes"], ["total"], keepdims=0),
+        ],
+        "two",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 2]),
+        ],
+        [
+            helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, ["N"]),
+        ],
+        initializer=[numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
+    )
+    return _save(graph, path)
