@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import sys
 from pathlib import Path
@@ -32,8 +33,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tune_malloc() -> None:
+    """Make glibc hand large buffers back to the OS when they are freed.
+
+    Request bodies and responses are megabytes each. glibc raises its mmap threshold after
+    such buffers are freed, then serves later ones from per-thread arenas that rarely
+    shrink, so RSS ratchets up. A fixed 4 MiB threshold sends whole bodies and JSON
+    answers to mmap (returned on free), and two arenas bound the rest. A lower threshold
+    saves a little more memory but costs latency in page faults; ``bench/README.md`` has
+    the measurements.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, macOS): nothing to tune
+        return
+    m_mmap_threshold, m_arena_max = -3, -8
+    libc.mallopt(m_mmap_threshold, 4 * 1024 * 1024)
+    libc.mallopt(m_arena_max, 2)
+    # pyarrow's bundled allocator keeps freed pages for reuse; the system one, tuned as
+    # above, gives them back.
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    tune_malloc()
     try:
         settings = Settings.from_env().with_overrides(
             host=args.host, port=args.port, config_path=args.config, model_path=args.model

@@ -44,7 +44,7 @@ def load_pipelines(settings: Settings) -> list[Pipeline]:
         from .edge import fetch_pipeline
 
         config, paths = fetch_pipeline(settings)
-        return [load_pipeline(config, paths, settings.cpus)]
+        return [load_pipeline(config, paths, settings.threads_per_call)]
     config = read_config(settings)
     try:
         resolved = resolve_local(config)
@@ -60,4 +60,4 @@ def load_pipelines(settings: Settings) -> list[Pipeline]:
             )
             return [Pipeline(resolved, error=err)]
         paths.append(Path(step.model.path))
-    return [load_pipeline(resolved, paths, settings.cpus)]
+    return [load_pipeline(resolved, paths, settings.threads_per_call)]

@@ -194,6 +194,19 @@ class Pipeline:
             current = [dict(zip(names, out, strict=True)) for out in outputs]
         return RunResult(outputs, step_ns, self.last_model.outputs)
 
+    def warm_up(self) -> None:
+        """One call with zeros, so that onnxruntime's allocations and lazy set-up happen
+        before the first request (and show in the start-up RSS, not as growth later).
+        Symbolic dims take 1; a model that refuses that input is simply not warmed."""
+        row = {}
+        for name, spec in self.input_specs:
+            shape = tuple(d if isinstance(d, int) else 1 for d in spec.shape)
+            row[name] = np.zeros(shape, dtype=spec.dtype)
+        try:
+            self.run([row])
+        except Exception as exc:
+            log.info("pipeline %s: warm-up skipped: %s", self.name, exc)
+
     @staticmethod
     def _feeds(step: StepRuntime, row: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
         feeds = {}
@@ -310,4 +323,6 @@ def load_pipeline(config: PipelineConfig, model_paths: Sequence[Path], cpus: int
     except ValueError as exc:
         pipeline.error = str(exc)
         log.error("pipeline %s failed to load: %s", config.name, exc)
+        return pipeline
+    pipeline.warm_up()
     return pipeline

@@ -9,7 +9,7 @@
 | ``EDGEPIPE_ENGINE_MAX_BODY_BYTES`` | ``67108864`` (64 MiB) | request body limit (413 above) |
 | ``EDGEPIPE_ENGINE_ECHO_LIMIT_BYTES`` | ``65536`` | bodies up to this size are echoed as ``original_data`` |
 | ``EDGEPIPE_ENGINE_ALLOW_NAN`` | ``false`` | accept NaN/Inf in float inputs |
-| ``EDGEPIPE_ENGINE_INFER_WORKERS`` | ``1`` | concurrent model calls; each uses ``CONFIG_CPUS`` threads |
+| ``EDGEPIPE_ENGINE_INFER_WORKERS`` | ``1`` | concurrent model calls; each gets ``CONFIG_CPUS / workers`` threads |
 | ``EDGEPIPE_ENGINE_CACHE_DIR`` | ``~/.cache/edgepipe/engine`` | edge mode: where pulled models go |
 | ``CONFIG_CPUS`` | ``1`` | onnxruntime intra-op threads, and the decode pool's size |
 | ``DEBUG`` | ``false`` | debug logging |
@@ -17,10 +17,12 @@
 | ``OCI_REGISTRY``, ``OCI_USERNAME``, ``OCI_PASSWORD`` | (none) | edge mode: registry login |
 | ``OCI_PLAIN_HTTP`` | ``false`` | edge mode: the registry speaks plain HTTP (loopback tests) |
 
-One model call at a time (``INFER_WORKERS=1``) is the default because onnxruntime
-already spreads one call over ``CONFIG_CPUS`` threads; more concurrent calls on the same
-cores only fight for them. Decoding runs in its own pool, so the next request is decoded
-while the current one is in the model.
+Latency or throughput: with ``INFER_WORKERS=1`` (the default) one model call at a time
+spreads over all ``CONFIG_CPUS`` threads, which gives the lowest latency per request.
+With ``INFER_WORKERS=N`` up to N calls run at once, each on ``CONFIG_CPUS / N`` threads;
+single-threaded calls side by side waste less time in synchronisation, so a busy engine
+answers more requests per second (``bench/README.md`` has the figures). Decoding runs in
+its own pool either way, so the next request is decoded while one is in the model.
 """
 
 from __future__ import annotations
@@ -134,6 +136,11 @@ class Settings:
             cache_dir=path("CACHE_DIR") or defaults.cache_dir,
             oci=oci,
         )
+
+    @property
+    def threads_per_call(self) -> int:
+        """onnxruntime intra-op threads for one model call: the cores shared by the workers."""
+        return max(1, self.cpus // self.infer_workers)
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
