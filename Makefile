@@ -1,0 +1,20 @@
+# Entry points; each calls a script so that CI and users run the same thing.
+.PHONY: demo test lint format bench
+
+demo:
+	scripts/demo
+
+test:
+	scripts/test
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format:
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+bench:
+	scripts/setup --dev
+	.venv/bin/python bench/engine_bench.py
