@@ -58,9 +58,9 @@ class _Model(BaseModel):
 class ModelRef(_Model):
     """One model: what it is (name, version, sha256) and where to find it.
 
-    Exactly one of ``path`` (a file in the image or a volume; relative paths are taken
-    from the config file's folder) or ``url`` (``oci://registry/repo@sha256:…``, or
-    ``http(s)://…``) says where the ONNX file is.
+    Exactly one of path (a file in the engine's image or a volume; in a config file, a
+    relative path is taken from the file's folder) or url (oci://registry/repo@sha256:...
+    or http(s)://...) says where the ONNX file is.
     """
 
     name: Name = Field(description="Model name, shown by the engine's /models.")

@@ -1,1 +1,68 @@
-"""Operator CLI placeholder."""
+"""``edgepipe-operator``: run the operator against the current kubeconfig or in-cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from urllib3.exceptions import InsecureRequestWarning
+
+from .settings import PREFIX, OperatorSettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgepipe-operator",
+        description="The edgepipe operator: reconciles Pipelines and Publishes (edgepipe.io).",
+        epilog=f"Settings come from env vars {PREFIX}* (see the README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="run the operator",
+        description="Run the operator with the kubeconfig's credentials (KUBECONFIG, "
+        "~/.kube/config) or, inside a pod, its service account.",
+    )
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", help="watch one namespace only")
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)"
+    )
+    run.add_argument(
+        "--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8081/healthz"
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = OperatorSettings.from_env()
+    except ValueError as exc:
+        sys.exit(f"edgepipe-operator: {exc}")
+    import kopf
+
+    from . import pipelines  # noqa: F401 - registers the handlers
+    from .kube import load_config
+
+    try:
+        load_config()
+    except Exception as exc:
+        sys.exit(f"edgepipe-operator: no Kubernetes credentials: {exc}")
+    namespace = args.namespace or settings.namespace
+    # kopf sets up its own log handler; with an insecure test kubeconfig, urllib3 would
+    # otherwise warn on every single request.
+    kopf.configure(verbose=args.verbose)
+    warnings.simplefilter("once", InsecureRequestWarning)
+    kopf.run(
+        standalone=True,  # one operator per cluster; no peering resources needed
+        clusterwide=namespace is None,
+        namespaces=[namespace] if namespace else [],
+        liveness_endpoint=args.liveness,
+    )
+
+
+if __name__ == "__main__":
+    main()

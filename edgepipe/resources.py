@@ -1,0 +1,149 @@
+"""The custom resources' specs and statuses: `Pipeline` and `Publish` (edgepipe.io/v1alpha1).
+
+These models are the one source of truth for the CRDs (``edgepipe.crds`` turns them into
+structural OpenAPI schemas) and the operator validates specs with them. A Pipeline's steps
+are the pipeline config's steps, so a resolved Pipeline *is* a pipeline config.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .config import NAME_MAX, NAME_PATTERN, QUANTITY_PATTERN, EngineConfig, Step, _Model
+
+GROUP = "edgepipe.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+PipelinePhase = Literal["Pending", "Deploying", "Running", "Undeployed", "Error"]
+PublishPhase = Literal["PendingPublish", "Published", "Failed"]
+
+
+class DeploymentConfig(_Model):
+    """How many engine replicas run, and the resources of each."""
+
+    replicas: int = Field(default=1, ge=0, description="Engine replicas.")
+    cpus: float = Field(default=1.0, gt=0, description="CPU cores per replica (CONFIG_CPUS).")
+    memory: str = Field(
+        default="1Gi", pattern=QUANTITY_PATTERN, description="Memory per replica, e.g. 1Gi."
+    )
+    gpus: int = Field(default=0, ge=0, description="GPUs per replica (nvidia.com/gpu).")
+
+    def engine(self) -> EngineConfig:
+        return EngineConfig(cpus=self.cpus, memory=self.memory, gpus=self.gpus)
+
+
+class PipelineSpec(_Model):
+    """A pipeline of ONNX model steps, and whether and how it is deployed."""
+
+    deployed: bool = Field(
+        default=False, description="true: run the engine; false: remove it, keep the Pipeline."
+    )
+    steps: list[Step] = Field(min_length=1, description="Ordered model steps.")
+    deployment: DeploymentConfig = Field(
+        default_factory=DeploymentConfig, description="Engine replicas and resources."
+    )
+    image: str | None = Field(
+        default=None,
+        description="Engine image; defaults to the operator's EDGEPIPE_OPERATOR_ENGINE_IMAGE.",
+    )
+
+
+class Condition(_Model):
+    """A standard Kubernetes condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class VersionRecord(_Model):
+    """One version the pipeline has had."""
+
+    version: str = Field(description="The pipeline version (a digest of its resolved config).")
+    created_at: str = Field(description="When the operator first saw this version (RFC 3339).")
+    spec_digest: str = Field(description="sha256 of the resolved pipeline config document.")
+
+
+class PublishRecord(_Model):
+    """A Publish of this pipeline, as the Pipeline's status lists it."""
+
+    name: str
+    version: str | None = None
+    phase: str | None = None
+    helm_chart_reference: str | None = None
+
+
+class PipelineStatus(_Model):
+    phase: PipelinePhase | None = None
+    message: str | None = None
+    deployed: bool | None = None
+    url: str | None = Field(default=None, description="In-cluster inference URL.")
+    version: str | None = Field(default=None, description="The current version.")
+    versions: list[VersionRecord] | None = Field(default=None, description="Version history.")
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] | None = None
+    published: bool | None = None
+    publishes: list[PublishRecord] | None = None
+
+
+class SecretRef(_Model):
+    name: str = Field(description="Secret in the Publish's namespace.")
+
+
+class RegistryRef(_Model):
+    """Where a Publish pushes, and the credentials to push with."""
+
+    url: str = Field(
+        min_length=1,
+        description="Registry host and optional path prefix, e.g. registry.example.com/edge.",
+    )
+    secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret with 'username' and 'password' keys (or a dockerconfigjson).",
+    )
+    plain_http: bool = Field(default=False, description="Speak plain HTTP (a loopback registry).")
+
+
+class PublishSpec(_Model):
+    """Publish one version of a pipeline to an OCI registry, with a Helm chart for the edge."""
+
+    pipeline: str = Field(
+        pattern=NAME_PATTERN, max_length=NAME_MAX, description="Pipeline in this namespace."
+    )
+    version: str | None = Field(default=None, description="Pipeline version; default: current.")
+    registry: RegistryRef
+    engine_config: DeploymentConfig | None = Field(
+        default=None, description="Replaces the pipeline's deployment config in the chart."
+    )
+    chart_name: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        max_length=NAME_MAX,
+        description="Chart name; default: the pipeline's name.",
+    )
+
+
+class PublishStatus(_Model):
+    phase: PublishPhase | None = None
+    reason: str | None = None
+    message: str | None = None
+    pipeline_version: str | None = None
+    engine_url: str | None = Field(default=None, description="The engine image.")
+    pipeline_url: str | None = Field(default=None, description="The pipeline artifact.")
+    helm_chart_url: str | None = None
+    helm_chart_reference: str | None = Field(default=None, description="The chart by digest.")
+    helm_chart_version: str | None = Field(default=None, description="0.0.1-<version>.")
+    engine_config: DeploymentConfig | None = None
+    docker_run_command: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] | None = None

@@ -1,0 +1,328 @@
+"""Pure functions from a Pipeline to the manifests and status the operator writes.
+
+Nothing here talks to the cluster: handlers call these and send the results, and unit
+tests call them directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from edgepipe.config import (
+    ConfigError,
+    ModelRef,
+    PipelineConfig,
+    Step,
+    _error_field,
+)
+from edgepipe.resources import PipelineSpec
+
+ENGINE_PORT = 8080
+CONFIG_KEY = "pipeline.json"
+CONFIG_DIR = "/etc/edgepipe"
+CACHE_DIR = "/var/cache/edgepipe"
+MANAGED_BY = "edgepipe-operator"
+PIPELINE_LABEL = "edgepipe.io/pipeline"
+DIGEST_ANNOTATION = "edgepipe.io/config-digest"
+MAX_HISTORY = 20
+
+ModelResolver = Callable[[str, ModelRef], ModelRef]
+
+
+def engine_name(pipeline: str) -> str:
+    return f"{pipeline}-engine"
+
+
+def configmap_name(pipeline: str) -> str:
+    return f"{pipeline}-pipeline"
+
+
+def inference_url(pipeline: str, namespace: str) -> str:
+    return f"http://{engine_name(pipeline)}.{namespace}.svc:{ENGINE_PORT}/pipelines/{pipeline}"
+
+
+def selector_labels(pipeline: str) -> dict[str, str]:
+    """The labels that select a pipeline's engine pods (never changes for a Deployment)."""
+    return {
+        "app.kubernetes.io/name": "edgepipe-engine",
+        "app.kubernetes.io/instance": pipeline,
+    }
+
+
+def labels(pipeline: str, version: str | None) -> dict[str, str]:
+    out = {
+        **selector_labels(pipeline),
+        "app.kubernetes.io/component": "engine",
+        "app.kubernetes.io/part-of": "edgepipe",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        PIPELINE_LABEL: pipeline,
+    }
+    if version:
+        out["app.kubernetes.io/version"] = version
+    return out
+
+
+# -- spec -> pipeline config ------------------------------------------------------------
+
+
+def parse_spec(spec: dict[str, Any]) -> PipelineSpec:
+    """Validate a Pipeline's spec, or raise ConfigError naming the field (``spec.…``)."""
+    try:
+        return PipelineSpec.model_validate(spec)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = "spec." + _error_field(err["loc"])
+        raise ConfigError(f"{field}: {err['msg']}", field) from None
+
+
+def resolve_pipeline(
+    name: str, spec: PipelineSpec, resolve_model: ModelResolver | None = None
+) -> PipelineConfig:
+    """The pipeline config a Pipeline stands for, with its version computed.
+
+    ``resolve_model(field, ref)`` may fill in a model's sha256 (or raise ConfigError when a
+    reference cannot be reached); ``field`` is the ref's path, e.g. ``spec.steps[0].model``.
+    """
+    steps: list[Step] = []
+    for i, step in enumerate(spec.steps):
+        model = step.model
+        if resolve_model is not None:
+            model = resolve_model(f"spec.steps[{i}].model", model)
+        steps.append(step.model_copy(update={"model": model}))
+    try:
+        config = PipelineConfig(name=name, steps=steps, engine=spec.deployment.engine())
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = "spec." + _error_field(err["loc"])
+        raise ConfigError(f"{field}: {err['msg']}", field) from None
+    return config.with_version()
+
+
+def config_digest(config: PipelineConfig) -> str:
+    return hashlib.sha256(config.to_json()).hexdigest()
+
+
+# -- manifests --------------------------------------------------------------------------
+
+
+def build_configmap(config: PipelineConfig, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": configmap_name(config.name),
+            "namespace": namespace,
+            "labels": labels(config.name, config.version),
+        },
+        "data": {CONFIG_KEY: config.to_json().decode()},
+    }
+
+
+def cpu_quantity(cpus: float) -> str:
+    millis = round(cpus * 1000)
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+def build_deployment(
+    config: PipelineConfig,
+    spec: PipelineSpec,
+    namespace: str,
+    *,
+    image: str,
+    pull_policy: str = "IfNotPresent",
+) -> dict[str, Any]:
+    """The engine Deployment: the config mounted read-only, probes on the health endpoints."""
+    name = config.name
+    deploy = spec.deployment
+    resources: dict[str, dict[str, str]] = {
+        "requests": {"cpu": cpu_quantity(deploy.cpus), "memory": deploy.memory},
+        "limits": {"cpu": cpu_quantity(deploy.cpus), "memory": deploy.memory},
+    }
+    if deploy.gpus:
+        resources["limits"]["nvidia.com/gpu"] = str(deploy.gpus)
+    probe = {"httpGet": {"path": "/health/ready", "port": "http"}, "periodSeconds": 5}
+    container = {
+        "name": "engine",
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": ["edgepipe-engine"],
+        "args": ["--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
+        "env": [
+            # onnxruntime threads: whole cores, at least one.
+            {"name": "CONFIG_CPUS", "value": str(max(1, math.ceil(deploy.cpus)))},
+            {"name": "EDGEPIPE_ENGINE_PORT", "value": str(ENGINE_PORT)},
+            {"name": "EDGEPIPE_ENGINE_CACHE_DIR", "value": CACHE_DIR},
+        ],
+        "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"}],
+        "resources": resources,
+        "readinessProbe": probe,
+        "livenessProbe": {"httpGet": {"path": "/health/live", "port": "http"}, "periodSeconds": 10},
+        # Loading (or pulling) models can take a while: give start-up its own budget.
+        "startupProbe": {
+            "httpGet": {"path": "/health/live", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 150,
+        },
+        "volumeMounts": [
+            {"name": "pipeline-config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "model-cache", "mountPath": CACHE_DIR},
+        ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": engine_name(name),
+            "namespace": namespace,
+            "labels": labels(name, config.version),
+        },
+        "spec": {
+            "replicas": deploy.replicas,
+            "selector": {"matchLabels": selector_labels(name)},
+            "template": {
+                "metadata": {
+                    "labels": labels(name, config.version),
+                    # A new config digest rolls the pods, since a ConfigMap edit alone won't.
+                    "annotations": {DIGEST_ANNOTATION: config_digest(config)},
+                },
+                "spec": {
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "pipeline-config", "configMap": {"name": configmap_name(name)}},
+                        {"name": "model-cache", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def build_service(pipeline: str, namespace: str, version: str | None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": engine_name(pipeline),
+            "namespace": namespace,
+            "labels": labels(pipeline, version),
+        },
+        "spec": {
+            "selector": selector_labels(pipeline),
+            "ports": [
+                {"name": "http", "port": ENGINE_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+# -- status -----------------------------------------------------------------------------
+
+
+def condition(
+    type_: str, status: bool | str, reason: str, message: str, now: str, generation: int | None
+) -> dict[str, Any]:
+    value = status if isinstance(status, str) else ("True" if status else "False")
+    cond = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    }
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    return cond
+
+
+def merge_conditions(old: list[dict] | None, new: list[dict]) -> list[dict]:
+    """New conditions replace old ones of the same type, keeping the transition time when
+    the status did not change."""
+    by_type = {c["type"]: c for c in old or []}
+    for cond in new:
+        prev = by_type.get(cond["type"])
+        if prev and prev.get("status") == cond["status"]:
+            cond = {
+                **cond,
+                "lastTransitionTime": prev.get("lastTransitionTime", cond["lastTransitionTime"]),
+            }
+        by_type[cond["type"]] = cond
+    return list(by_type.values())
+
+
+def record_version(history: list[dict] | None, version: str, digest: str, now: str) -> list[dict]:
+    """The version history with this version in it (first-seen time kept), newest last."""
+    history = list(history or [])
+    if not any(h.get("version") == version for h in history):
+        history.append({"version": version, "createdAt": now, "specDigest": digest})
+    return history[-MAX_HISTORY:]
+
+
+def deployment_phase(deployment: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """(phase, status fields) of a deployed pipeline, read from its Deployment."""
+    if not deployment:
+        return "Deploying", {"replicas": 0, "readyReplicas": 0}
+    spec = deployment.get("spec") or {}
+    st = deployment.get("status") or {}
+    meta = deployment.get("metadata") or {}
+    want = spec.get("replicas", 1)
+    ready = st.get("readyReplicas", 0) or 0
+    available = st.get("availableReplicas", 0) or 0
+    updated = st.get("updatedReplicas", 0) or 0
+    current = st.get("observedGeneration", 0) >= meta.get("generation", 0)
+    fields = {"replicas": want, "readyReplicas": ready}
+    if current and available >= want and updated >= want and st.get("replicas", 0) == want:
+        return "Running", fields
+    return "Deploying", fields
+
+
+def deployment_conditions(
+    deployment: dict[str, Any] | None, phase: str, now: str, generation: int | None
+) -> list[dict[str, Any]]:
+    """Ready and Progressing, with the Deployment's own reason and message when it has one."""
+    progressing = next(
+        (
+            c
+            for c in ((deployment or {}).get("status") or {}).get("conditions") or []
+            if c.get("type") == "Progressing"
+        ),
+        None,
+    )
+    running = phase == "Running"
+    ready = condition(
+        "Ready",
+        running,
+        "EngineAvailable" if running else "EngineNotAvailable",
+        "all engine replicas are available" if running else "waiting for engine replicas",
+        now,
+        generation,
+    )
+    if progressing:
+        prog = condition(
+            "Progressing",
+            progressing.get("status", "Unknown"),
+            progressing.get("reason", "Progressing"),
+            progressing.get("message", ""),
+            now,
+            generation,
+        )
+    else:
+        prog = condition(
+            "Progressing",
+            not running,
+            "Deploying" if not running else "Deployed",
+            "engine Deployment created" if not running else "rollout complete",
+            now,
+            generation,
+        )
+    return [ready, prog]

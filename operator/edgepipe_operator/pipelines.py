@@ -1,0 +1,280 @@
+"""The Pipeline reconciler: thin kopf handlers over the pure builders.
+
+- create/update/resume: validate and resolve the spec, write the ConfigMap, Deployment and
+  Service (owned by the Pipeline, so deleting it garbage-collects them), or remove them
+  when ``deployed: false``; record the version.
+- Deployment events: copy the engine's readiness into the Pipeline's phase and conditions.
+  (No kopf timer: timers make kopf put a finalizer on every Pipeline, and then a Pipeline
+  could not be deleted while the operator is down. A restarted operator re-reads every
+  Deployment on resume instead.)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import urllib.error
+import urllib.request
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from edgepipe.config import ConfigError, ModelRef
+from edgepipe.resources import GROUP, VERSION
+
+from . import builders as b
+from .kube import Kube
+from .settings import OperatorSettings
+
+# A model URL that does not answer is retried this many times (with back-off) before the
+# Pipeline is put in Error; a spec edit starts over.
+MODEL_RETRIES = 3
+
+
+class ModelUnreachable(Exception):
+    """A model reference that did not answer; maybe transient."""
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def api_error(exc: Exception, what: str) -> kopf.TemporaryError | kopf.PermanentError:
+    """Conflicts, throttling, server and network errors are retried; the rest are final."""
+    if isinstance(exc, ApiException) and exc.status in (400, 403, 422):
+        return kopf.PermanentError(f"{what}: HTTP {exc.status}: {exc.reason}")
+    return kopf.TemporaryError(f"{what}: {exc}", delay=5)
+
+
+def make_resolver(settings: OperatorSettings):
+    """Checks each model reference the engine will have to fetch.
+
+    ``path`` models live in the engine's image or a volume and cannot be checked from here.
+    ``http(s)`` URLs must answer a HEAD request. ``oci://`` references are resolved to the
+    model file's sha256 through the registry.
+    """
+
+    def resolve(field: str, ref: ModelRef) -> ModelRef:
+        if ref.url is None:
+            return ref
+        if ref.url.startswith(("http://", "https://")):
+            req = urllib.request.Request(ref.url, method="HEAD")
+            try:
+                with urllib.request.urlopen(req, timeout=settings.model_check_timeout):
+                    return ref
+            except urllib.error.HTTPError as exc:
+                if exc.code in (404, 410):
+                    raise ConfigError(
+                        f"{field}.url: {ref.url} answered {exc.code}", f"{field}.url"
+                    ) from None
+                raise ModelUnreachable(f"{field}.url: {ref.url}: HTTP {exc.code}") from None
+            except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise ModelUnreachable(f"{field}.url: {ref.url} is unreachable: {reason}") from None
+        if ref.url.startswith("oci://") and not ref.sha256:
+            from edgepipe import oci
+
+            try:
+                return ref.model_copy(update={"sha256": oci.model_sha256(ref.url)})
+            except oci.RegistryUnavailable as exc:
+                raise ModelUnreachable(f"{field}.url: {exc}") from None
+            except oci.OciError as exc:
+                raise ConfigError(f"{field}.url: {exc}", f"{field}.url") from None
+        return ref
+
+    return resolve
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Handler progress lives in annotations under our own prefix, not in status.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = 20  # logging.INFO: events for transitions, not debug chatter
+    memo.settings = OperatorSettings.from_env()
+    memo.kube = Kube()
+    memo.resolve_model = make_resolver(memo.settings)
+
+
+def _error_status(message: str, status: dict, generation: int | None) -> dict[str, Any]:
+    t = now()
+    return {
+        "phase": "Error",
+        "message": message,
+        "observedGeneration": generation,
+        "conditions": b.merge_conditions(
+            status.get("conditions"),
+            [
+                b.condition("Ready", False, "InvalidSpec", message, t, generation),
+                b.condition("Progressing", False, "InvalidSpec", message, t, generation),
+            ],
+        ),
+    }
+
+
+@kopf.on.create(GROUP, VERSION, "pipelines")
+@kopf.on.update(GROUP, VERSION, "pipelines")
+@kopf.on.resume(GROUP, VERSION, "pipelines")
+def reconcile_pipeline(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    name: str,
+    namespace: str,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    retry: int,
+    **_: Any,
+) -> None:
+    generation = meta.get("generation")
+    try:
+        parsed = b.parse_spec(dict(spec))
+        config = b.resolve_pipeline(name, parsed, memo.resolve_model)
+    except ConfigError as exc:
+        patch.status.update(_error_status(exc.message, dict(status), generation))
+        kopf.warn(body, reason="InvalidSpec", message=exc.message)
+        raise kopf.PermanentError(exc.message) from None
+    except ModelUnreachable as exc:
+        if retry + 1 >= MODEL_RETRIES:
+            message = f"{exc} (gave up after {MODEL_RETRIES} attempts; edit the spec to retry)"
+            patch.status.update(_error_status(message, dict(status), generation))
+            kopf.warn(body, reason="ModelUnreachable", message=message)
+            raise kopf.PermanentError(message) from None
+        patch.status.update({"phase": "Pending", "message": str(exc)})
+        raise kopf.TemporaryError(str(exc), delay=5 * 2**retry) from None
+
+    t = now()
+    version_fields = {
+        "version": config.version,
+        "versions": b.record_version(
+            status.get("versions"), config.version, b.config_digest(config), t
+        ),
+        "observedGeneration": generation,
+        "message": None,
+    }
+    if not parsed.deployed:
+        for kind in ("Deployment", "Service", "ConfigMap"):
+            try:
+                memo.kube.delete(
+                    kind,
+                    b.engine_name(name) if kind != "ConfigMap" else b.configmap_name(name),
+                    namespace,
+                )
+            except (ApiException, Urllib3Error) as exc:
+                raise api_error(exc, f"deleting {kind}") from None
+        patch.status.update(
+            {
+                **version_fields,
+                "phase": "Undeployed",
+                "deployed": False,
+                "url": None,
+                "replicas": 0,
+                "readyReplicas": 0,
+                "conditions": b.merge_conditions(
+                    status.get("conditions"),
+                    [
+                        b.condition(
+                            "Ready", False, "Undeployed", "spec.deployed is false", t, generation
+                        ),
+                        b.condition(
+                            "Progressing", False, "Undeployed", "nothing to deploy", t, generation
+                        ),
+                    ],
+                ),
+            }
+        )
+        if status.get("phase") not in (None, "Undeployed"):
+            kopf.info(body, reason="Undeployed", message="engine Deployment and Service removed")
+        return
+
+    settings: OperatorSettings = memo.settings
+    manifests = [
+        b.build_configmap(config, namespace),
+        b.build_deployment(
+            config,
+            parsed,
+            namespace,
+            image=parsed.image or settings.engine_image,
+            pull_policy=settings.image_pull_policy,
+        ),
+        b.build_service(name, namespace, config.version),
+    ]
+    deployment = None
+    for manifest in manifests:
+        kopf.adopt(manifest, owner=body)
+        try:
+            applied = memo.kube.apply(manifest)
+        except (ApiException, Urllib3Error) as exc:
+            raise api_error(exc, f"applying {manifest['kind']}") from None
+        if manifest["kind"] == "Deployment":
+            deployment = applied
+    phase, fields = b.deployment_phase(deployment)
+    patch.status.update(
+        {
+            **version_fields,
+            **fields,
+            "phase": phase,
+            "deployed": True,
+            "url": b.inference_url(name, namespace),
+            "conditions": b.merge_conditions(
+                status.get("conditions"), b.deployment_conditions(deployment, phase, t, generation)
+            ),
+        }
+    )
+    if status.get("version") != config.version:
+        kopf.info(body, reason="Deploying", message=f"deploying version {config.version}")
+
+
+def sync_from_deployment(
+    kube: Kube, name: str, namespace: str, deployment: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Copy a deployed pipeline's readiness from its Deployment; the patch, if any."""
+    pipeline = kube.get_custom("pipelines", name, namespace)
+    if not pipeline or not (pipeline.get("spec") or {}).get("deployed"):
+        return None
+    status = pipeline.get("status") or {}
+    if status.get("phase") in (None, "Error", "Pending"):
+        return None  # the reconciler has not deployed (or cannot deploy) this spec
+    phase, fields = b.deployment_phase(deployment)
+    generation = status.get("observedGeneration")
+    conditions = b.merge_conditions(
+        status.get("conditions"), b.deployment_conditions(deployment, phase, now(), generation)
+    )
+    changed = (
+        status.get("phase") != phase
+        or any(status.get(k) != v for k, v in fields.items())
+        or [(c["type"], c["status"]) for c in conditions]
+        != [(c.get("type"), c.get("status")) for c in status.get("conditions") or []]
+    )
+    if not changed:
+        return None
+    new = {"phase": phase, **fields, "conditions": conditions}
+    kube.patch_status("pipelines", name, namespace, new)
+    if phase == "Running" and status.get("phase") != "Running":
+        kopf.info(
+            pipeline,
+            reason="Running",
+            message=f"{fields['readyReplicas']}/{fields['replicas']} engine replicas ready",
+        )
+    return new
+
+
+@kopf.on.event(
+    "apps",
+    "v1",
+    "deployments",
+    labels={"app.kubernetes.io/managed-by": b.MANAGED_BY, b.PIPELINE_LABEL: kopf.PRESENT},
+)
+def engine_deployment_changed(
+    type: str, body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
+    if type == "DELETED":
+        return  # an undeploy or a delete; the reconciler already wrote that status
+    try:
+        sync_from_deployment(memo.kube, labels[b.PIPELINE_LABEL], namespace, dict(body))
+    except (ApiException, Urllib3Error) as exc:
+        kopf.warn(body, reason="StatusSyncFailed", message=str(exc))

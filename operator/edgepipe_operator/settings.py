@@ -1,0 +1,47 @@
+"""Operator settings from ``EDGEPIPE_OPERATOR_*`` env vars.
+
+| env var | default | meaning |
+|---|---|---|
+| ``EDGEPIPE_OPERATOR_ENGINE_IMAGE`` | ``edgepipe:0.1.0`` | engine image for Pipelines that name none |
+| ``EDGEPIPE_OPERATOR_IMAGE_PULL_POLICY`` | ``IfNotPresent`` | the engine containers' pull policy |
+| ``EDGEPIPE_OPERATOR_NAMESPACE`` | (all) | watch one namespace instead of the whole cluster |
+| ``EDGEPIPE_OPERATOR_RESYNC_SECONDS`` | ``10`` | how often a deployed Pipeline's status is re-read from its Deployment |
+| ``EDGEPIPE_OPERATOR_MODEL_CHECK_TIMEOUT`` | ``5`` | seconds to wait for a model URL to answer |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+PREFIX = "EDGEPIPE_OPERATOR_"
+DEFAULT_ENGINE_IMAGE = "edgepipe:0.1.0"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    engine_image: str = DEFAULT_ENGINE_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    namespace: str | None = None
+    resync_seconds: float = 10.0
+    model_check_timeout: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
+        env = os.environ if env is None else env
+        d = cls()
+
+        def get(key: str, default: str) -> str:
+            return env.get(PREFIX + key) or default
+
+        try:
+            return cls(
+                engine_image=get("ENGINE_IMAGE", d.engine_image),
+                image_pull_policy=get("IMAGE_PULL_POLICY", d.image_pull_policy),
+                namespace=env.get(PREFIX + "NAMESPACE") or None,
+                resync_seconds=float(get("RESYNC_SECONDS", str(d.resync_seconds))),
+                model_check_timeout=float(get("MODEL_CHECK_TIMEOUT", str(d.model_check_timeout))),
+            )
+        except ValueError as exc:
+            raise ValueError(f"{PREFIX}*: {exc}") from None
