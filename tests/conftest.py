@@ -75,6 +75,128 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 EngineFactory = Callable[..., EngineProcess]
 
 
+# -- the test control plane -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A real etcd + kube-apiserver + controller-manager + scheduler + kwok on loopback."""
+    import json
+    import subprocess
+
+    base = tmp_path_factory.mktemp("cluster") / "cp"
+    script = ROOT / "scripts" / "testcluster"
+    proc = subprocess.run(
+        [str(script), "start", str(base)], capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"the test control plane did not start:\n{proc.stderr[-4000:]}")
+    try:
+        info = json.loads((base / "cluster.json").read_text())
+        info["kubeconfig"] = Path(info["kubeconfig"])
+        info["base"] = base
+        subprocess.run(
+            ["kubectl", f"--kubeconfig={info['kubeconfig']}", "apply", "-f", str(ROOT / "crds")],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                "kubectl",
+                f"--kubeconfig={info['kubeconfig']}",
+                "wait",
+                "--for=condition=Established",
+                "crd/pipelines.edgepipe.io",
+                "crd/publishes.edgepipe.io",
+                "--timeout=60s",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        yield info
+    finally:
+        subprocess.run([str(script), "stop", str(base)], timeout=120)
+
+
+@pytest.fixture
+def namespace(cluster: dict, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, so tests cannot see each other's objects."""
+    import re
+    import subprocess
+    import uuid
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    ns = f"{name}-{uuid.uuid4().hex[:5]}"
+    kc = f"--kubeconfig={cluster['kubeconfig']}"
+    subprocess.run(["kubectl", kc, "create", "namespace", ns], check=True, capture_output=True)
+    yield ns
+    subprocess.run(["kubectl", kc, "delete", "namespace", ns, "--wait=false"], capture_output=True)
+
+
+@pytest.fixture
+def kubectl(cluster: dict, namespace: str):
+    from tests.kube import Kubectl
+
+    return Kubectl(cluster["kubeconfig"], namespace)
+
+
+class OperatorProcess:
+    """``edgepipe-operator run`` as a real process against the test apiserver."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None):
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.env = env or {}
+        self.proc = None
+
+    def start(self) -> OperatorProcess:
+        import subprocess
+        import sys
+
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgepipe_operator.cli", "run", "--all-namespaces"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to finish what it was doing."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """One operator per test module, watching every namespace (modules run one by one, so
+    two operators never fight over the same objects)."""
+    op = OperatorProcess(
+        cluster["kubeconfig"],
+        tmp_path_factory.mktemp("operator") / "op.log",
+        {"EDGEPIPE_OPERATOR_ENGINE_IMAGE": "edgepipe:test"},
+    ).start()
+    yield op
+    op.stop()
+
+
 @pytest.fixture(scope="module")
 def start_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineFactory]:
     """Start engines as real processes; all are stopped when the module's tests end."""
@@ -86,13 +208,18 @@ def start_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineFac
         env: dict[str, str] | None = None,
         wait_ready: bool = True,
         config: dict | None = None,
+        port: int | None = None,
     ) -> EngineProcess:
         if config is not None:
             path = logs / f"config-{len(started)}.yaml"
             path.write_text(yaml.safe_dump(config))
             args = ("--config", str(path), *args)
         engine = EngineProcess(
-            *args, env=env, wait_ready=wait_ready, log_path=logs / f"engine-{len(started)}.log"
+            *args,
+            env=env,
+            wait_ready=wait_ready,
+            port=port,
+            log_path=logs / f"engine-{len(started)}.log",
         )
         started.append(engine)
         return engine.start()
