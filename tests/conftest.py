@@ -227,3 +227,14 @@ def start_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineFac
     yield start
     for engine in started:
         engine.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """On a failure, show the tail of the operator's log next to the assertion."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        op = getattr(item, "funcargs", {}).get("operator")
+        if isinstance(op, OperatorProcess):
+            report.sections.append(("operator log (tail)", op.log()))

@@ -97,7 +97,19 @@ class Kube:
                 return None
             raise
 
-    def patch_status(self, plural: str, name: str, namespace: str, status: dict) -> None:
+    def patch_status(
+        self,
+        plural: str,
+        name: str,
+        namespace: str,
+        status: dict,
+        resource_version: str | None = None,
+    ) -> None:
+        """Merge-patch the status; with ``resource_version``, only if nobody wrote since
+        (the apiserver answers 409 Conflict otherwise)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, plural, name, {"status": status}, _content_type=MERGE
+            GROUP, VERSION, namespace, plural, name, body, _content_type=MERGE
         )

@@ -203,64 +203,77 @@ def reconcile_pipeline(
         ),
         b.build_service(name, namespace, config.version),
     ]
-    deployment = None
     for manifest in manifests:
         kopf.adopt(manifest, owner=body)
         try:
-            applied = memo.kube.apply(manifest)
+            memo.kube.apply(manifest)
         except (ApiException, Urllib3Error) as exc:
             raise api_error(exc, f"applying {manifest['kind']}") from None
-        if manifest["kind"] == "Deployment":
-            deployment = applied
-    phase, fields = b.deployment_phase(deployment)
-    patch.status.update(
-        {
-            **version_fields,
-            **fields,
-            "phase": phase,
-            "deployed": True,
-            "url": b.inference_url(name, namespace),
-            "conditions": b.merge_conditions(
-                status.get("conditions"), b.deployment_conditions(deployment, phase, t, generation)
-            ),
-        }
-    )
+    extra = {**version_fields, "deployed": True, "url": b.inference_url(name, namespace)}
+    try:
+        sync_from_deployment(memo.kube, name, namespace, extra=extra)
+    except (ApiException, Urllib3Error) as exc:
+        raise api_error(exc, "writing the status") from None
     if status.get("version") != config.version:
         kopf.info(body, reason="Deploying", message=f"deploying version {config.version}")
 
 
 def sync_from_deployment(
-    kube: Kube, name: str, namespace: str, deployment: dict[str, Any] | None
+    kube: Kube,
+    name: str,
+    namespace: str,
+    extra: dict[str, Any] | None = None,
+    attempts: int = 5,
 ) -> dict[str, Any] | None:
-    """Copy a deployed pipeline's readiness from its Deployment; the patch, if any."""
-    pipeline = kube.get_custom("pipelines", name, namespace)
-    if not pipeline or not (pipeline.get("spec") or {}).get("deployed"):
-        return None
-    status = pipeline.get("status") or {}
-    if status.get("phase") in (None, "Error", "Pending"):
-        return None  # the reconciler has not deployed (or cannot deploy) this spec
-    phase, fields = b.deployment_phase(deployment)
-    generation = status.get("observedGeneration")
-    conditions = b.merge_conditions(
-        status.get("conditions"), b.deployment_conditions(deployment, phase, now(), generation)
-    )
-    changed = (
-        status.get("phase") != phase
-        or any(status.get(k) != v for k, v in fields.items())
-        or [(c["type"], c["status"]) for c in conditions]
-        != [(c.get("type"), c.get("status")) for c in status.get("conditions") or []]
-    )
-    if not changed:
-        return None
-    new = {"phase": phase, **fields, "conditions": conditions}
-    kube.patch_status("pipelines", name, namespace, new)
-    if phase == "Running" and status.get("phase") != "Running":
-        kopf.info(
-            pipeline,
-            reason="Running",
-            message=f"{fields['readyReplicas']}/{fields['replicas']} engine replicas ready",
+    """Copy a deployed pipeline's readiness from its Deployment; the patch, if any.
+
+    Two writers meet here: the reconciler (after applying, with ``extra`` fields) and the
+    Deployment watch. Each reads the Pipeline, then the Deployment, then writes only if
+    the Pipeline is unchanged since it read it (resourceVersion precondition), else starts
+    over. So the last successful write always saw a Deployment at least as new as any
+    write before it, and no race can leave a stale phase behind.
+    """
+    for _ in range(attempts):
+        pipeline = kube.get_custom("pipelines", name, namespace)
+        if not pipeline or not (pipeline.get("spec") or {}).get("deployed"):
+            return None
+        status = pipeline.get("status") or {}
+        if extra is None and status.get("phase") in (None, "Error", "Pending", "Undeployed"):
+            return None  # the reconciler has not deployed (or cannot deploy) this spec
+        deployment = kube.read_deployment(b.engine_name(name), namespace)
+        phase, fields = b.deployment_phase(deployment)
+        generation = (extra or {}).get("observedGeneration", status.get("observedGeneration"))
+        conditions = b.merge_conditions(
+            status.get("conditions"),
+            b.deployment_conditions(deployment, phase, now(), generation),
         )
-    return new
+        changed = (
+            extra
+            or status.get("phase") != phase
+            or any(status.get(k) != v for k, v in fields.items())
+            or [(c["type"], c["status"]) for c in conditions]
+            != [(c.get("type"), c.get("status")) for c in status.get("conditions") or []]
+        )
+        if not changed:
+            return None
+        new = {**(extra or {}), "phase": phase, **fields, "conditions": conditions}
+        try:
+            kube.patch_status(
+                "pipelines",
+                name,
+                namespace,
+                new,
+                resource_version=pipeline["metadata"]["resourceVersion"],
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                continue  # someone wrote in between: read both again
+            raise
+        if phase == "Running" and status.get("phase") != "Running":
+            ready = f"{fields['readyReplicas']}/{fields['replicas']}"
+            kopf.info(pipeline, reason="Running", message=f"{ready} engine replicas ready")
+        return new
+    raise kopf.TemporaryError("the Pipeline's status kept changing while being written", delay=2)
 
 
 @kopf.on.event(
@@ -275,6 +288,6 @@ def engine_deployment_changed(
     if type == "DELETED":
         return  # an undeploy or a delete; the reconciler already wrote that status
     try:
-        sync_from_deployment(memo.kube, labels[b.PIPELINE_LABEL], namespace, dict(body))
-    except (ApiException, Urllib3Error) as exc:
+        sync_from_deployment(memo.kube, labels[b.PIPELINE_LABEL], namespace)
+    except (ApiException, Urllib3Error, kopf.TemporaryError) as exc:
         kopf.warn(body, reason="StatusSyncFailed", message=str(exc))
