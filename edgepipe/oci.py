@@ -262,6 +262,35 @@ class Client:
         )
         return True
 
+    def mount_blob(self, repository: str, digest: str, source: str) -> bool:
+        """Cross-repository mount of a blob this registry already has; True when mounted.
+
+        oras-py has no mount call, so this is the one raw request: POST with ``mount`` and
+        ``from``. A registry that declines answers 202 with an upload session, which is
+        cancelled; the caller then copies the blob.
+        """
+        container = self._container(repository)
+        url = f"{self.scheme}://{container.upload_blob_url()}?mount={digest}&from={source}"
+        resp = self.reg.do_request(url, "POST", headers={"Content-Length": "0"})
+        if resp.status_code == 201:
+            return True
+        if resp.status_code == 202:
+            location = self.reg._get_location(resp, container)
+            if location:
+                self.reg.do_request(location, "DELETE")
+            return False
+        self._check(resp, f"mount {digest} into {repository}")
+        return False
+
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        """A small blob (a config) in memory, verified."""
+        url = f"{self.scheme}://{self.registry}/v2/{repository}/blobs/{digest}"
+        data = self._check(self.reg.do_request(url, "GET"), f"blob {digest}").content
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise DigestMismatch(f"blob {digest} from {repository} has digest {actual}")
+        return data
+
     def push_bytes(self, repository: str, data: bytes, digest: str) -> None:
         if self.blob_exists(repository, digest):
             return

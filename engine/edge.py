@@ -1,15 +1,188 @@
-"""Edge mode: pull a published pipeline (config and model layers) from an OCI registry."""
+"""Edge mode: pull a published pipeline (config and model layers) from an OCI registry.
+
+With ``PIPELINE_URL`` set, the engine logs in with ``OCI_REGISTRY``/``OCI_USERNAME``/
+``OCI_PASSWORD``, fetches the pipeline's manifest and config, then each model layer, and
+serves. Everything lands in ``EDGEPIPE_ENGINE_CACHE_DIR``:
+
+- ``blobs/sha256/<hex>``: model files, written atomically (temp file, digest check,
+  rename) and checked again on every start, so a truncated or corrupted file is never
+  served: it is fetched again, or, with the registry down, start-up fails.
+- ``pipelines/<hash of the URL>.json``: the last manifest and config seen, so a restart
+  with the registry down (an offline edge device) still serves the same pipeline.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
-from edgepipe.config import PipelineConfig
+from edgepipe import oci
+from edgepipe.config import PipelineConfig, model_version
 
-from .settings import Settings
+from .loader import StartupError
+from .settings import OciSettings, Settings
+
+log = logging.getLogger("edgepipe.engine")
+
+
+def _reference(settings: OciSettings) -> oci.Reference:
+    url = settings.pipeline_url
+    try:
+        return oci.Reference.parse(url)
+    except oci.OciError:
+        if settings.registry:  # PIPELINE_URL without its registry: take OCI_REGISTRY's
+            return oci.Reference.parse(f"{settings.registry.rstrip('/')}/{url.lstrip('/')}")
+        raise StartupError(f"PIPELINE_URL={url!r}: expected registry/repository:tag") from None
+
+
+def _index_path(cache: Path, url: str) -> Path:
+    return cache / "pipelines" / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".json")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def blob_path(cache: Path, digest: str) -> Path:
+    return cache / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+
+def cached_blob_ok(path: Path, digest: str) -> bool:
+    """True when the cached file exists and has the right digest; a bad one is removed."""
+    if not path.exists():
+        return False
+    actual, _ = oci.file_digest(path)
+    if actual == digest:
+        return True
+    log.warning("cached %s is corrupt (digest %s); discarding it", path.name, actual)
+    path.unlink(missing_ok=True)
+    return False
+
+
+def client_for(settings: OciSettings, registry: str) -> oci.Client:
+    creds = oci.Credentials(settings.username, settings.password)
+    plain = settings.plain_http or oci.is_loopback(registry)
+    return oci.Client(registry, creds, plain_http=plain)
 
 
 def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, list[Path]]:
-    from .loader import StartupError
+    """The published pipeline's config and its model files, from the registry or cache."""
+    assert settings.oci is not None
+    cfg = settings.oci
+    cache = settings.cache_dir
+    ref = _reference(cfg)
+    log.info("edgepipe engine - standalone (edge) mode")
+    index = _index_path(cache, str(ref))
+    client = None
+    try:
+        client = client_for(cfg, ref.registry)
+        log.info("Fetching manifest and config for pipeline: %s", ref)
+        manifest, manifest_digest = client.get_manifest(ref)
+        if cfg.username:
+            log.info("Login Succeeded")
+        if manifest.get("artifactType") != oci.PIPELINE_ARTIFACT:
+            raise StartupError(
+                f"{ref} is not an edgepipe pipeline (artifactType {manifest.get('artifactType')!r})"
+            )
+        config_bytes = client.get_blob(ref.repository, manifest["config"]["digest"])
+        _write_atomic(
+            index,
+            json.dumps(
+                {
+                    "url": str(ref),
+                    "manifest": manifest,
+                    "manifestDigest": manifest_digest,
+                    "config": config_bytes.decode(),
+                }
+            ).encode(),
+        )
+        log.debug("manifest %s and config cached in %s", manifest_digest, index)
+    except oci.RegistryUnavailable as exc:
+        if not index.exists():
+            raise StartupError(f"cannot fetch {ref}: {exc}; no cached copy in {cache}") from None
+        log.warning("registry unreachable (%s); starting from the cached copy of %s", exc, ref)
+        saved = json.loads(index.read_text())
+        manifest, config_bytes = saved["manifest"], saved["config"].encode()
+        client = None
+    except oci.AuthError as exc:
+        raise StartupError(f"cannot log in to {ref.registry}: {exc}") from None
+    except oci.OciError as exc:
+        raise StartupError(f"cannot fetch {ref}: {exc}") from None
 
-    raise StartupError("edge mode (PIPELINE_URL) is not available in this build yet")
+    try:
+        config = PipelineConfig.model_validate_json(config_bytes)
+    except ValueError as exc:
+        raise StartupError(f"{ref}: the pipeline config does not validate: {exc}") from None
+    by_sha = {
+        layer["digest"]: layer
+        for layer in manifest.get("layers", [])
+        if layer.get("mediaType") == oci.MODEL_LAYER
+    }
+    log.info("Fetching model layers")
+    paths: list[Path] = []
+    for step in config.steps:
+        digest = f"sha256:{step.model.sha256}"
+        if digest not in by_sha:
+            raise StartupError(
+                f"{ref}: step {step.step_name!r} needs model {digest}, "
+                "which the manifest does not carry"
+            )
+        paths.append(fetch_blob(client, ref.repository, digest, cache, str(ref)))
+        _log_model(by_sha[digest], step.model.name, model_version(step.model))
+    log.info("Fetched")
+    log.info("Starting engine")
+    return config, paths
+
+
+def fetch_blob(
+    client: oci.Client | None, repository: str, digest: str, cache: Path, what: str
+) -> Path:
+    """A verified model file in the cache, fetched when missing or corrupt."""
+    dest = blob_path(cache, digest)
+    if cached_blob_ok(dest, digest):
+        log.debug("%s: %s from the cache", what, digest)
+        return dest
+    if client is None:
+        raise StartupError(
+            f"{what}: model {digest} is not in the cache (or was corrupt) "
+            "and the registry is unreachable"
+        )
+    try:
+        client.pull_blob(repository, digest, dest)
+    except oci.OciError as exc:  # DigestMismatch included: never serve a bad download
+        raise StartupError(f"{what}: cannot fetch model {digest}: {exc}") from None
+    return dest
+
+
+def _log_model(layer: dict[str, Any], name: str, version: str) -> None:
+    ann = layer.get("annotations") or {}
+    log.info("digest: %s", layer["digest"])
+    log.info("  filename: %s", layer["digest"].removeprefix("sha256:"))
+    log.info("  name: %s", ann.get(f"{oci.ANNOTATION}.name", name))
+    log.info("  type: model")
+    log.info("  runtime: %s", ann.get(f"{oci.ANNOTATION}.runtime", "onnx"))
+    log.info("  version: %s", ann.get(f"{oci.ANNOTATION}.version", version))
+
+
+def fetch_model(url: str, settings: Settings) -> Path:
+    """An ``oci://`` model reference (a Pipeline step's url) as a verified cached file."""
+    ref = oci.Reference.parse(url)
+    cfg = settings.oci or OciSettings(
+        pipeline_url="",
+        username=os.environ.get("OCI_USERNAME") or None,
+        password=os.environ.get("OCI_PASSWORD") or None,
+        plain_http=os.environ.get("OCI_PLAIN_HTTP", "").lower() == "true",
+    )
+    client = client_for(cfg, ref.registry)
+    manifest, _ = client.get_manifest(ref)
+    digest = oci.model_layer(manifest, ref)["digest"]
+    return fetch_blob(client, ref.repository, digest, settings.cache_dir, url)

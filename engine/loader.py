@@ -53,11 +53,32 @@ def load_pipelines(settings: Settings) -> list[Pipeline]:
         return [Pipeline(config, error=str(exc))]
     paths = []
     for i, step in enumerate(resolved.steps):
-        if step.model.path is None:
-            err = (
-                f"steps[{i}].model.url: {step.model.url} must be pulled first; "
-                "run the engine in edge mode (PIPELINE_URL) or publish the pipeline"
-            )
+        model = step.model
+        if model.path is not None:
+            paths.append(Path(model.path))
+            continue
+        if not (model.url or "").startswith("oci://"):
+            err = f"steps[{i}].model.url: only oci:// model references are fetched, not {model.url}"
             return [Pipeline(resolved, error=err)]
-        paths.append(Path(step.model.path))
-    return [load_pipeline(resolved, paths, settings.threads_per_call)]
+        from edgepipe import oci
+
+        from .edge import fetch_model
+
+        try:
+            path = fetch_model(model.url, settings)
+        except (oci.OciError, StartupError) as exc:
+            return [Pipeline(resolved, error=f"steps[{i}].model.url: {exc}")]
+        sha = path.name
+        if model.sha256 and model.sha256 != sha:
+            err = f"steps[{i}].model.sha256: {model.url} holds sha256 {sha}, not {model.sha256}"
+            return [Pipeline(resolved, error=err)]
+        resolved = _with_sha(resolved, i, sha)
+        paths.append(path)
+    return [load_pipeline(resolved.with_version(), paths, settings.threads_per_call)]
+
+
+def _with_sha(config: PipelineConfig, index: int, sha: str) -> PipelineConfig:
+    steps = list(config.steps)
+    step = steps[index]
+    steps[index] = step.model_copy(update={"model": step.model.model_copy(update={"sha256": sha})})
+    return config.model_copy(update={"steps": steps})
