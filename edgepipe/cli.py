@@ -208,7 +208,6 @@ def publish_push(
                 engine_image=engine_image,
                 deployment=deployment,
                 chart_name=chart_name,
-                helm=_helm_binary(),
                 log=lambda m: bar.console.print(f"  {m}"),
                 progress=update,
             )
@@ -234,13 +233,6 @@ def _resolve_refs(config):
                 raise ConfigError(f"steps[{i}].model.url: {exc}") from None
         steps.append(step.model_copy(update={"model": model}))
     return config.model_copy(update={"steps": steps}).with_version()
-
-
-def _helm_binary() -> str:
-    import shutil
-
-    local = Path(sys.executable).parent / "helm"
-    return str(local) if local.exists() else (shutil.which("helm") or "helm")
 
 
 def _print_fields(fields: dict[str, Any]) -> None:

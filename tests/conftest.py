@@ -75,6 +75,46 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 EngineFactory = Callable[..., EngineProcess]
 
 
+# -- registries -----------------------------------------------------------------------------
+
+
+def _registry(tmp_path_factory: pytest.TempPathFactory, auth: bool):
+    import shutil
+
+    from tests.registry import Registry
+
+    if shutil.which("docker-registry") is None:
+        if IN_CI:
+            pytest.fail("docker-registry is missing (scripts/setup --dev installs it)")
+        pytest.skip("docker-registry is not installed")
+    reg = Registry(tmp_path_factory.mktemp("registry-auth" if auth else "registry"), auth=auth)
+    return reg.start()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory):
+    """An open registry on loopback."""
+    reg = _registry(tmp_path_factory, auth=False)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory):
+    """A registry with htpasswd auth; ``.username`` and ``.password`` log in."""
+    reg = _registry(tmp_path_factory, auth=True)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture
+def own_registry(tmp_path_factory: pytest.TempPathFactory):
+    """A registry of this test's own, which it may stop and start."""
+    reg = _registry(tmp_path_factory, auth=True)
+    yield reg
+    reg.stop()
+
+
 # -- the test control plane -----------------------------------------------------------------
 
 

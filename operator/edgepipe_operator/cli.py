@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"edgepipe-operator: {exc}")
     import kopf
 
-    from . import pipelines  # noqa: F401 - registers the handlers
+    from . import pipelines, publishes  # noqa: F401 - registers the handlers
     from .kube import load_config
 
     try:

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -360,6 +361,12 @@ def render_chart(
     return out
 
 
+def default_helm() -> str:
+    """helm beside this Python (scripts/setup puts it in .venv/bin), else on PATH."""
+    local = Path(sys.executable).parent / "helm"
+    return str(local) if local.exists() else (shutil.which("helm") or "helm")
+
+
 def _helm(helm: str, args: list[str], env: dict[str, str], stdin: str | None = None) -> str:
     try:
         proc = subprocess.run(
@@ -380,7 +387,7 @@ def _helm(helm: str, args: list[str], env: dict[str, str], stdin: str | None = N
     return proc.stdout + proc.stderr  # helm push reports on stderr
 
 
-def push_chart(chart_dir: Path, target: Target, helm: str = "helm") -> tuple[str, str]:
+def push_chart(chart_dir: Path, target: Target, helm: str | None = None) -> tuple[str, str]:
     """``helm package`` then ``helm push``; (chart URL, chart reference by digest)."""
     with tempfile.TemporaryDirectory() as tmp:
         # A registry config of our own: the user's helm logins are neither read nor changed.
@@ -392,6 +399,7 @@ def push_chart(chart_dir: Path, target: Target, helm: str = "helm") -> tuple[str
             "HELM_DATA_HOME": f"{tmp}/data",
         }
         plain = ["--plain-http"] if target.plain_http else []
+        helm = helm or default_helm()
         out = _helm(helm, ["package", str(chart_dir), "-d", tmp], env)
         match = re.search(r"saved it to: (\S+\.tgz)", out)
         if not match:
@@ -430,7 +438,7 @@ def publish(
     deployment: DeploymentConfig,
     chart_name: str | None = None,
     model_files: dict[str, Path] | None = None,
-    helm: str = "helm",
+    helm: str | None = None,
     created_at: str | None = None,
     log: Log = lambda _: None,
     progress: oci.Progress | None = None,

@@ -1,0 +1,253 @@
+"""The Publish reconciler: a pipeline version becomes OCI artifacts and a Helm chart.
+
+Status goes PendingPublish -> Published, or Failed with a reason. A registry that refuses
+the credentials fails at once (retrying cannot help); a registry that is down is retried
+with back-off, and the Publish completes once it is back. The Pipeline's status lists
+its publishes.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from edgepipe import oci
+from edgepipe.config import ConfigError, _error_field
+from edgepipe.resources import GROUP, VERSION, PublishSpec
+
+from . import builders as b
+from .kube import Kube
+from .pipelines import ModelUnreachable, now
+from .publish import PublishError, Target, publish
+
+# Waiting for a Pipeline that does not exist yet (a GitOps apply of both at once).
+PIPELINE_RETRIES = 6
+
+
+class PublishFailed(Exception):
+    """A publish that cannot succeed as specified: (reason, message)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def credentials_from_secret(secret: dict[str, Any] | None, name: str) -> oci.Credentials:
+    """``username``/``password`` keys, or a ``.dockerconfigjson`` with one auth."""
+    if secret is None:
+        raise PublishFailed("SecretNotFound", f"registry secret {name!r} not found")
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    if "username" in data and "password" in data:
+        return oci.Credentials(data["username"], data["password"])
+    if ".dockerconfigjson" in data:
+        auths = json.loads(data[".dockerconfigjson"]).get("auths", {})
+        for entry in auths.values():
+            if "auth" in entry:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                return oci.Credentials(user, password)
+            if "username" in entry:
+                return oci.Credentials(entry["username"], entry.get("password"))
+    raise PublishFailed(
+        "InvalidSecret",
+        f"secret {name!r} has neither username/password keys nor a .dockerconfigjson",
+    )
+
+
+def _failed(reason: str, message: str, generation: int | None) -> dict[str, Any]:
+    t = now()
+    return {
+        "phase": "Failed",
+        "reason": reason,
+        "message": message,
+        "updatedAt": t,
+        "observedGeneration": generation,
+        "conditions": [b.condition("Ready", False, reason, message, t, generation)],
+    }
+
+
+def record_on_pipeline(kube: Kube, pipeline: str, namespace: str, entry: dict[str, Any]) -> None:
+    """List this publish in the Pipeline's status (replacing an older entry of its name)."""
+    obj = kube.get_custom("pipelines", pipeline, namespace)
+    if obj is None:
+        return
+    publishes = [
+        p
+        for p in (obj.get("status") or {}).get("publishes") or []
+        if p.get("name") != entry["name"]
+    ]
+    publishes.append(entry)
+    kube.patch_status(
+        "pipelines",
+        pipeline,
+        namespace,
+        {
+            "publishes": publishes,
+            "published": any(p.get("phase") == "Published" for p in publishes),
+        },
+    )
+
+
+@kopf.on.create(GROUP, VERSION, "publishes")
+@kopf.on.update(GROUP, VERSION, "publishes")
+@kopf.on.resume(GROUP, VERSION, "publishes")
+def reconcile_publish(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    name: str,
+    namespace: str,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    retry: int,
+    logger,
+    **_: Any,
+) -> None:
+    generation = meta.get("generation")
+    if status.get("phase") == "Published" and status.get("observedGeneration") == generation:
+        return  # resumed after a restart: this generation is already out
+    kube: Kube = memo.kube
+    created = status.get("createdAt") or now()
+    try:
+        kube.patch_status(
+            "publishes",
+            name,
+            namespace,
+            {"phase": "PendingPublish", "createdAt": created, "observedGeneration": generation},
+        )
+        result = _publish(kube, memo, spec, namespace, retry, created, logger)
+    except PublishFailed as exc:
+        patch.status.update(_failed(exc.reason, exc.message, generation))
+        kopf.warn(body, reason=exc.reason, message=exc.message)
+        _record(kube, spec, namespace, name, None, "Failed", None)
+        raise kopf.PermanentError(exc.message) from None
+    except (oci.RegistryUnavailable, ModelUnreachable) as exc:
+        delay = min(60, 5 * 2**retry)
+        patch.status.update(
+            {
+                "phase": "PendingPublish",
+                "reason": "RegistryUnavailable",
+                "message": f"{exc}; retrying in {delay}s",
+            }
+        )
+        raise kopf.TemporaryError(str(exc), delay=delay) from None
+    except (ApiException, Urllib3Error) as exc:
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=5) from None
+
+    t = now()
+    patch.status.update(
+        {
+            **result.status_fields(),
+            "phase": "Published",
+            "reason": None,
+            "message": None,
+            "observedGeneration": generation,
+            "conditions": [
+                b.condition(
+                    "Ready",
+                    True,
+                    "Published",
+                    f"chart {result.helm_chart_reference}",
+                    t,
+                    generation,
+                )
+            ],
+        }
+    )
+    _record(
+        kube,
+        spec,
+        namespace,
+        name,
+        result.pipeline_version,
+        "Published",
+        result.helm_chart_reference,
+    )
+    kopf.info(
+        body,
+        reason="Published",
+        message=f"{result.pipeline_url}; chart {result.helm_chart_version}",
+    )
+
+
+def _record(
+    kube: Kube,
+    spec: kopf.Spec,
+    namespace: str,
+    name: str,
+    version: str | None,
+    phase: str,
+    chart: str | None,
+) -> None:
+    pipeline = spec.get("pipeline")
+    if not pipeline:
+        return
+    entry = {"name": name, "version": version, "phase": phase, "helmChartReference": chart}
+    # The Publish's own status is the record; the Pipeline's list is a convenience.
+    with contextlib.suppress(ApiException, Urllib3Error):
+        record_on_pipeline(kube, pipeline, namespace, entry)
+
+
+def _publish(
+    kube: Kube, memo: kopf.Memo, spec: kopf.Spec, namespace: str, retry: int, created: str, logger
+):
+    try:
+        parsed = PublishSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise PublishFailed(
+            "InvalidSpec", f"spec.{_error_field(err['loc'])}: {err['msg']}"
+        ) from None
+    pipeline = kube.get_custom("pipelines", parsed.pipeline, namespace)
+    if pipeline is None:
+        if retry + 1 < PIPELINE_RETRIES:
+            raise kopf.TemporaryError(f"pipeline {parsed.pipeline!r} not found yet", delay=5)
+        raise PublishFailed(
+            "PipelineNotFound", f"pipeline {parsed.pipeline!r} not found in namespace {namespace}"
+        )
+    try:
+        pspec = b.parse_spec(pipeline.get("spec") or {})
+        config = b.resolve_pipeline(parsed.pipeline, pspec, memo.resolve_model)
+    except ConfigError as exc:
+        raise PublishFailed("InvalidPipeline", f"pipeline {parsed.pipeline!r}: {exc}") from None
+    if parsed.version and parsed.version != config.version:
+        raise PublishFailed(
+            "VersionNotAvailable",
+            f"pipeline {parsed.pipeline!r} is at version {config.version}; version "
+            f"{parsed.version} is no longer its spec and cannot be rebuilt",
+        )
+    creds = oci.Credentials()
+    if parsed.registry.secret_ref:
+        secret = kube.read_secret(parsed.registry.secret_ref.name, namespace)
+        creds = credentials_from_secret(secret, parsed.registry.secret_ref.name)
+    target = Target.parse(parsed.registry.url, creds, parsed.registry.plain_http)
+    try:
+        return publish(
+            config,
+            target,
+            engine_image=pspec.image or memo.settings.engine_image,
+            deployment=parsed.engine_config or pspec.deployment,
+            chart_name=parsed.chart_name,
+            created_at=created,
+            log=lambda m: logger.info(m),
+        )
+    except oci.AuthError as exc:
+        raise PublishFailed(
+            "Unauthorized",
+            f"registry {target.registry} refused the "
+            f"credentials of secret {parsed.registry.secret_ref.name if parsed.registry.secret_ref else '(none)'}: {exc}",
+        ) from None
+    except (PublishError, oci.NotFound, oci.DigestMismatch) as exc:
+        raise PublishFailed("PublishError", str(exc)) from None
+    except oci.RegistryUnavailable:
+        raise
+    except oci.OciError as exc:
+        raise PublishFailed("PublishError", str(exc)) from None
