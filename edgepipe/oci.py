@@ -124,16 +124,28 @@ class _Registry(oras.provider.Registry):
         # report them at once and let the caller (kopf's back-off, a CLI user) decide.
         try:
             return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise OciError(_tls_message(self.hostname, exc)) from None
         except requests.exceptions.ConnectionError as exc:
             raise RegistryUnavailable(f"cannot reach registry {self.hostname}: {exc}") from None
         except ValueError as exc:  # oras: "Cannot respond to request for authentication."
             raise AuthError(f"registry {self.hostname} refused the credentials: {exc}") from None
 
 
+def _tls_message(registry: str | None, exc: Exception) -> str:
+    # A TLS failure will not fix itself: often the registry speaks plain HTTP.
+    return (
+        f"TLS handshake with registry {registry} failed ({exc}); if it speaks plain "
+        "HTTP, use --plain-http (plainHttp: true in a Publish, OCI_PLAIN_HTTP=true)"
+    )
+
+
 def _challenge(registry: str, plain_http: bool, verify: bool | str) -> str:
     scheme = "http" if plain_http else "https"
     try:
         resp = requests.get(f"{scheme}://{registry}/v2/", timeout=10, verify=verify)
+    except requests.exceptions.SSLError as exc:
+        raise OciError(_tls_message(registry, exc)) from None
     except requests.exceptions.RequestException as exc:
         raise RegistryUnavailable(f"cannot reach registry {registry}: {exc}") from None
     if resp.status_code >= 500:

@@ -14,8 +14,9 @@ from edgepipe.localengine import free_port
 
 
 class Registry:
-    def __init__(self, base: Path, *, auth: bool, username: str = "edge",
-                 password: str = "s3cret-pass") -> None:
+    def __init__(
+        self, base: Path, *, auth: bool, username: str = "edge", password: str = "s3cret-pass"
+    ) -> None:
         self.base = base
         self.auth = auth
         self.username = username if auth else None
@@ -31,8 +32,9 @@ class Registry:
         ]
         if auth:
             htpasswd = base / "htpasswd"
-            out = subprocess.run(["htpasswd", "-Bbn", username, password], check=True,
-                                 capture_output=True, text=True).stdout
+            out = subprocess.run(
+                ["htpasswd", "-Bbn", username, password], check=True, capture_output=True, text=True
+            ).stdout
             htpasswd.write_text(out)
             lines.append(f"auth: {{htpasswd: {{realm: edgepipe-test, path: {htpasswd}}}}}")
         self.config = base / "config.yml"
@@ -47,8 +49,9 @@ class Registry:
         if exe is None:
             raise RuntimeError("docker-registry is not installed (scripts/setup --dev)")
         self._log = open(self.base / "registry.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([exe, "serve", str(self.config)], stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [exe, "serve", str(self.config)], stdout=self._log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:

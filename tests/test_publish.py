@@ -24,8 +24,13 @@ HELM = str(ROOT / ".venv" / "bin" / "helm")
 
 
 def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "edgepipe.cli", *args], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgepipe.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"edgepipe {' '.join(args)}: {proc.stderr}")
     return proc
@@ -36,12 +41,19 @@ def creds_env(reg) -> dict[str, str]:
 
 
 def test_push_a_model_and_pull_it_back(auth_registry, yolov8n_path, tmp_path) -> None:
-    client = oci.Client(auth_registry.host, oci.Credentials(auth_registry.username,
-                                                            auth_registry.password),
-                        plain_http=True)
+    client = oci.Client(
+        auth_registry.host,
+        oci.Credentials(auth_registry.username, auth_registry.password),
+        plain_http=True,
+    )
     seen = []
-    pushed = oci.push_model(client, yolov8n_path, name="yolov8n", repository="t/models/yolov8n",
-                            progress=lambda done, total: seen.append((done, total)))
+    pushed = oci.push_model(
+        client,
+        yolov8n_path,
+        name="yolov8n",
+        repository="t/models/yolov8n",
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert pushed.uploaded and seen[-1][0] == seen[-1][1] == yolov8n_path.stat().st_size
     ref = oci.Reference.parse(pushed.reference)
     manifest, digest = client.get_manifest(ref)
@@ -56,29 +68,48 @@ def test_push_a_model_and_pull_it_back(auth_registry, yolov8n_path, tmp_path) ->
     assert f"sha256:{pushed.sha256}" == layer["digest"]
     again = oci.push_model(client, yolov8n_path, name="yolov8n", repository="t/models/yolov8n")
     assert not again.uploaded and again.reference == pushed.reference
-    assert oci.model_sha256(pushed.reference, oci.Credentials(auth_registry.username,
-                                                              auth_registry.password)) \
+    assert (
+        oci.model_sha256(
+            pushed.reference, oci.Credentials(auth_registry.username, auth_registry.password)
+        )
         == pushed.sha256
+    )
 
 
 def test_bad_credentials_fail_clearly(auth_registry, models_dir) -> None:
-    bad = oci.Client(auth_registry.host, oci.Credentials(auth_registry.username, "wrong"),
-                     plain_http=True)
+    bad = oci.Client(
+        auth_registry.host, oci.Credentials(auth_registry.username, "wrong"), plain_http=True
+    )
     with pytest.raises(oci.AuthError, match="refused the credentials"):
         oci.push_model(bad, models_dir / "add1.onnx", name="add1", repository="t/models/add1")
-    proc = cli("model", "push", str(models_dir / "add1.onnx"), "--registry",
-               f"{auth_registry.host}/t", check=False,
-               env={"OCI_USERNAME": "edge", "OCI_PASSWORD": "nope"})
+    proc = cli(
+        "model",
+        "push",
+        str(models_dir / "add1.onnx"),
+        "--registry",
+        f"{auth_registry.host}/t",
+        check=False,
+        env={"OCI_USERNAME": "edge", "OCI_PASSWORD": "nope"},
+    )
     assert proc.returncode != 0
     assert "refused the credentials" in proc.stderr and "Traceback" not in proc.stderr
-    proc = cli("model", "push", str(models_dir / "add1.onnx"), "--registry", "127.0.0.1:1/t",
-               check=False)
+    proc = cli(
+        "model", "push", str(models_dir / "add1.onnx"), "--registry", "127.0.0.1:1/t", check=False
+    )
     assert proc.returncode != 0 and "cannot reach registry" in proc.stderr
 
 
 def test_cli_model_push_prints_the_reference(auth_registry, models_dir) -> None:
-    proc = cli("model", "push", str(models_dir / "double.onnx"), "--registry",
-               f"{auth_registry.host}/t", "--name", "double", env=creds_env(auth_registry))
+    proc = cli(
+        "model",
+        "push",
+        str(models_dir / "double.onnx"),
+        "--registry",
+        f"{auth_registry.host}/t",
+        "--name",
+        "double",
+        env=creds_env(auth_registry),
+    )
     ref = proc.stdout.strip().splitlines()[-1]
     assert ref.startswith(f"oci://{auth_registry.host}/t/models/double@sha256:")
     assert "sha256" in proc.stderr and "uploaded" in proc.stderr
@@ -89,15 +120,33 @@ def published(auth_registry, models_dir, tmp_path_factory):
     """A two-step pipeline published without a cluster, from a config of local files."""
     d = tmp_path_factory.mktemp("pub")
     config = d / "chain.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "chain",
-        "steps": [{"model": {"name": "add1", "path": str(models_dir / "add1.onnx")}},
-                  {"model": {"name": "double", "path": str(models_dir / "double.onnx")},
-                   "batchConfig": "batch"}],
-        "engine": {"cpus": 1, "memory": "256Mi"},
-    }))
-    proc = cli("publish", "push", str(config), "--registry", f"{auth_registry.host}/edge",
-               "--engine-image", "edgepipe:test", "-o", "json", env=creds_env(auth_registry))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "chain",
+                "steps": [
+                    {"model": {"name": "add1", "path": str(models_dir / "add1.onnx")}},
+                    {
+                        "model": {"name": "double", "path": str(models_dir / "double.onnx")},
+                        "batchConfig": "batch",
+                    },
+                ],
+                "engine": {"cpus": 1, "memory": "256Mi"},
+            }
+        )
+    )
+    proc = cli(
+        "publish",
+        "push",
+        str(config),
+        "--registry",
+        f"{auth_registry.host}/edge",
+        "--engine-image",
+        "edgepipe:test",
+        "-o",
+        "json",
+        env=creds_env(auth_registry),
+    )
     return {"status": json.loads(proc.stdout), "config": config, "dir": d}
 
 
@@ -114,23 +163,33 @@ def test_publish_push_reports_every_field(published, auth_registry) -> None:
     assert st["createdAt"] and st["updatedAt"]
     assert f"-e PIPELINE_URL={st['pipelineUrl']}" in st["dockerRunCommand"]
     # The pipeline artifact: the config document plus the two models, by digest.
-    client = oci.Client(host, oci.Credentials(auth_registry.username, auth_registry.password),
-                        plain_http=True)
+    client = oci.Client(
+        host, oci.Credentials(auth_registry.username, auth_registry.password), plain_http=True
+    )
     ref = oci.Reference.parse(st["pipelineUrl"])
     manifest, _ = client.get_manifest(ref)
     assert manifest["artifactType"] == oci.PIPELINE_ARTIFACT
     config = json.loads(client.get_blob(ref.repository, manifest["config"]["digest"]))
-    assert config["version"] == version and [s["model"]["name"] for s in config["steps"]] == \
-        ["add1", "double"]
-    assert {layer["annotations"]["io.edgepipe.model.name"] for layer in manifest["layers"]} == \
-        {"add1", "double"}
+    assert config["version"] == version and [s["model"]["name"] for s in config["steps"]] == [
+        "add1",
+        "double",
+    ]
+    assert {layer["annotations"]["io.edgepipe.model.name"] for layer in manifest["layers"]} == {
+        "add1",
+        "double",
+    }
 
 
 def _helm(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HELM_CACHE_HOME": "/tmp/ep-helm/cache",
-           "HELM_CONFIG_HOME": "/tmp/ep-helm/config", "HELM_DATA_HOME": "/tmp/ep-helm/data"}
-    proc = subprocess.run([HELM, *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=120)
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": "/tmp/ep-helm/cache",
+        "HELM_CONFIG_HOME": "/tmp/ep-helm/config",
+        "HELM_DATA_HOME": "/tmp/ep-helm/data",
+    }
+    proc = subprocess.run(
+        [HELM, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)}: {proc.stderr}")
     return proc
@@ -141,9 +200,19 @@ def chart(published, auth_registry) -> Path:
     st = published["status"]
     out = published["dir"] / "pulled"
     out.mkdir()
-    _helm("pull", f"oci://{st['helmChartUrl']}", "--version", st["helmChartVersion"],
-          "--plain-http", "--username", auth_registry.username, "--password",
-          auth_registry.password, "-d", str(out))
+    _helm(
+        "pull",
+        f"oci://{st['helmChartUrl']}",
+        "--version",
+        st["helmChartVersion"],
+        "--plain-http",
+        "--username",
+        auth_registry.username,
+        "--password",
+        auth_registry.password,
+        "-d",
+        str(out),
+    )
     (tgz,) = out.glob("*.tgz")
     with tarfile.open(tgz) as tar:
         tar.extractall(out, filter="data")
@@ -151,13 +220,28 @@ def chart(published, auth_registry) -> Path:
 
 
 def test_the_chart_needs_only_the_three_registry_values(chart, auth_registry, tmp_path) -> None:
-    assert _helm("lint", str(chart), "--set", "ociRegistry.registry=r", "--set",
-                 "ociRegistry.username=u", "--set", "ociRegistry.password=p").returncode == 0
+    assert (
+        _helm(
+            "lint",
+            str(chart),
+            "--set",
+            "ociRegistry.registry=r",
+            "--set",
+            "ociRegistry.username=u",
+            "--set",
+            "ociRegistry.password=p",
+        ).returncode
+        == 0
+    )
     values = tmp_path / "local-values.yaml"
-    values.write_text(yaml.safe_dump({"ociRegistry": {
-        "registry": auth_registry.host, "username": "edge", "password": "pw"}}))
-    rendered = list(yaml.safe_load_all(_helm("template", "edge", str(chart), "--values",
-                                             str(values)).stdout))
+    values.write_text(
+        yaml.safe_dump(
+            {"ociRegistry": {"registry": auth_registry.host, "username": "edge", "password": "pw"}}
+        )
+    )
+    rendered = list(
+        yaml.safe_load_all(_helm("template", "edge", str(chart), "--values", str(values)).stdout)
+    )
     kinds = {(d["kind"], d["metadata"]["name"]) for d in rendered if d}
     assert ("Service", "engine-svc") in kinds and ("Secret", "edge-chain-oci") in kinds
     dep = next(d for d in rendered if d and d["kind"] == "Deployment")
@@ -168,8 +252,14 @@ def test_the_chart_needs_only_the_three_registry_values(chart, auth_registry, tm
     # Without the required values, or with a wrong type, helm says what is wrong.
     missing = _helm("template", "edge", str(chart), check=False)
     assert missing.returncode != 0 and "ociRegistry" in missing.stderr
-    values.write_text(yaml.safe_dump({"ociRegistry": {
-        "registry": "r", "username": "u", "password": "p"}, "replicaCount": "two"}))
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "ociRegistry": {"registry": "r", "username": "u", "password": "p"},
+                "replicaCount": "two",
+            }
+        )
+    )
     wrong = _helm("template", "edge", str(chart), "--values", str(values), check=False)
     assert wrong.returncode != 0 and "replicaCount" in wrong.stderr
     notes = (chart / "templates" / "NOTES.txt").read_text()
@@ -178,16 +268,23 @@ def test_the_chart_needs_only_the_three_registry_values(chart, auth_registry, tm
 
 def edge_env(published, reg, cache: Path) -> dict[str, str]:
     """Exactly the env the chart's Deployment sets."""
-    return {"PIPELINE_URL": published["status"]["pipelineUrl"], "OCI_REGISTRY": reg.host,
-            "OCI_USERNAME": reg.username, "OCI_PASSWORD": reg.password,
-            "OCI_PLAIN_HTTP": "true", "CONFIG_CPUS": "1", "EDGEPIPE_ENGINE_CACHE_DIR": str(cache)}
+    return {
+        "PIPELINE_URL": published["status"]["pipelineUrl"],
+        "OCI_REGISTRY": reg.host,
+        "OCI_USERNAME": reg.username,
+        "OCI_PASSWORD": reg.password,
+        "OCI_PLAIN_HTTP": "true",
+        "CONFIG_CPUS": "1",
+        "EDGEPIPE_ENGINE_CACHE_DIR": str(cache),
+    }
 
 
 ROWS = [{"x": np.arange(4, dtype=np.float32).reshape(1, 4) + i} for i in range(3)]
 
 
-def test_edge_engine_serves_the_published_pipeline(published, auth_registry, start_engine,
-                                                   tmp_path) -> None:
+def test_edge_engine_serves_the_published_pipeline(
+    published, auth_registry, start_engine, tmp_path
+) -> None:
     edge = start_engine(env=edge_env(published, auth_registry, tmp_path / "cache"))
     local = start_engine("--config", str(published["config"]))
     a = EngineClient(edge.url).infer_records("chain", ROWS)
@@ -196,19 +293,36 @@ def test_edge_engine_serves_the_published_pipeline(published, auth_registry, sta
         np.testing.assert_array_equal(outputs_of(ra)[0], outputs_of(rb)[0])
     np.testing.assert_array_equal(outputs_of(a[2])[0], (ROWS[2]["x"] + 1) * 2)
     log = edge.log()
-    for line in ("Fetching manifest and config for pipeline", "Login Succeeded",
-                 "Fetching model layers", "  name: add1", "  type: model", "  runtime: onnx",
-                 "  version: ", "Fetched"):
+    for line in (
+        "Fetching manifest and config for pipeline",
+        "Login Succeeded",
+        "Fetching model layers",
+        "  name: add1",
+        "  type: model",
+        "  runtime: onnx",
+        "  version: ",
+        "Fetched",
+    ):
         assert line in log, line
     assert EngineClient(edge.url).pipelines() == [{"id": "chain", "status": "Running"}]
 
 
-def test_offline_restart_and_a_corrupted_cache(published, auth_registry, own_registry,
-                                               tmp_path) -> None:
+def test_offline_restart_and_a_corrupted_cache(
+    published, auth_registry, own_registry, tmp_path
+) -> None:
     # Publish to a registry this test can stop.
-    st = json.loads(cli("publish", "push", str(published["config"]), "--registry",
-                        f"{own_registry.host}/edge", "-o", "json",
-                        env=creds_env(own_registry)).stdout)
+    st = json.loads(
+        cli(
+            "publish",
+            "push",
+            str(published["config"]),
+            "--registry",
+            f"{own_registry.host}/edge",
+            "-o",
+            "json",
+            env=creds_env(own_registry),
+        ).stdout
+    )
     cache = tmp_path / "cache"
     env = {**edge_env({"status": st}, own_registry, cache)}
     with EngineProcess(env=env, log_path=tmp_path / "1.log") as engine:
@@ -233,8 +347,7 @@ def test_offline_restart_and_a_corrupted_cache(published, auth_registry, own_reg
 
 
 def test_publish_show_needs_a_cluster_and_says_so(tmp_path) -> None:
-    proc = cli("publish", "show", "nothing", "--kubeconfig", str(tmp_path / "none"),
-               check=False)
+    proc = cli("publish", "show", "nothing", "--kubeconfig", str(tmp_path / "none"), check=False)
     assert proc.returncode != 0 and "cannot read publish" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert orjson.dumps  # the module's JSON tooling is used above
