@@ -1,5 +1,5 @@
 # Entry points; each calls a script so that CI and users run the same thing.
-.PHONY: demo test lint format bench
+.PHONY: demo test lint format bench generate image
 
 demo:
 	scripts/demo
@@ -18,3 +18,9 @@ format:
 bench:
 	scripts/setup --dev
 	.venv/bin/python bench/engine_bench.py
+
+generate:
+	.venv/bin/python -m edgepipe.crds --write
+
+image:
+	scripts/testimage

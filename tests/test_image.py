@@ -55,7 +55,7 @@ def test_image_runs_as_non_root_with_both_commands(image) -> None:
     info = json.loads(podman("image", "inspect", image).stdout)[0]
     assert info["Config"]["User"] == "10001"
     assert info["Config"]["Cmd"] == ["edgepipe-engine"]
-    healthcheck = info["Config"].get("Healthcheck") or info.get("HealthCheck") or {}
+    healthcheck = info.get("Healthcheck") or info["Config"].get("Healthcheck") or {}
     assert "/health/ready" in " ".join(healthcheck.get("Test", []))
     print(f"\nimage {image}: {info['Size'] / 1e6:.0f} MB")
 
