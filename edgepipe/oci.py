@@ -215,6 +215,19 @@ class Client:
             raise DigestMismatch(f"manifest {ref}: content has digest {digest}")
         return resp.json(), digest
 
+    def _start_upload(self, repository: str) -> tuple[oras.container.Container, str]:
+        """Open an upload session; (container, session URL)."""
+        container = self._container(repository)
+        start = self._check(
+            self.reg.do_request(
+                f"{self.scheme}://{container.upload_blob_url()}",
+                "POST",
+                headers={"Content-Length": "0"},
+            ),
+            f"upload to {repository}",
+        )
+        return container, self.reg._get_location(start, container)
+
     def blob_exists(self, repository: str, digest: str) -> bool:
         url = f"{self.scheme}://{self.registry}/v2/{repository}/blobs/{digest}"
         resp = self.reg.do_request(url, "HEAD")
@@ -235,16 +248,7 @@ class Client:
             if progress:
                 progress(size, size)
             return False
-        container = self._container(repository)
-        start = self._check(
-            self.reg.do_request(
-                f"{self.scheme}://{container.upload_blob_url()}",
-                "POST",
-                headers={"Content-Length": "0"},
-            ),
-            f"upload to {repository}",
-        )
-        location = self.reg._get_location(start, container)
+        container, location = self._start_upload(repository)
         done = 0
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
@@ -306,16 +310,7 @@ class Client:
     def push_bytes(self, repository: str, data: bytes, digest: str) -> None:
         if self.blob_exists(repository, digest):
             return
-        container = self._container(repository)
-        start = self._check(
-            self.reg.do_request(
-                f"{self.scheme}://{container.upload_blob_url()}",
-                "POST",
-                headers={"Content-Length": "0"},
-            ),
-            f"upload to {repository}",
-        )
-        location = self.reg._get_location(start, container)
+        container, location = self._start_upload(repository)
         sep = "&" if "?" in location else "?"
         self._check(
             self.reg.do_request(

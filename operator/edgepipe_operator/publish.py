@@ -16,6 +16,7 @@ The result carries every field the tutorial shows for a publish.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -288,7 +289,7 @@ def push_pipeline(
             }
         )
     data = config.to_json()
-    config_digest = "sha256:" + __import__("hashlib").sha256(data).hexdigest()
+    config_digest = "sha256:" + hashlib.sha256(data).hexdigest()
     client.push_bytes(repository, data, config_digest)
     manifest = {
         "schemaVersion": 2,
