@@ -310,7 +310,7 @@ class Client:
     def push_bytes(self, repository: str, data: bytes, digest: str) -> None:
         if self.blob_exists(repository, digest):
             return
-        container, location = self._start_upload(repository)
+        _, location = self._start_upload(repository)
         sep = "&" if "?" in location else "?"
         self._check(
             self.reg.do_request(
