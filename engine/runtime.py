@@ -137,6 +137,36 @@ class StepRuntime:
     def name(self) -> str:
         return self.config.step_name
 
+    @property
+    def output_specs(self) -> list[TensorSpec]:
+        if self.config.postprocess is not None:
+            return [DETECTIONS]
+        return self.model.outputs
+
+    def finish(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
+        """The step's outputs, after its optional post-processing."""
+        post = self.config.postprocess
+        if post is None:
+            return outputs
+        from edgepipe import yolo
+
+        try:
+            dets = yolo.decode(
+                outputs[0],
+                confidence_thres=post.confidence_thres,
+                iou_thres=post.iou_thres,
+                classes=post.classes,
+            )
+        except ValueError as exc:
+            raise ModelFailure(f"step {self.name!r}: yolov8 post-processing: {exc}") from exc
+        rows = [[*d.box, d.score, d.class_id] for d in dets]
+        return [np.asarray(rows, dtype=np.float32).reshape(len(rows), 6)]
+
+
+# A YOLOv8 post-processed step answers one tensor: a row per box, in the model input's
+# pixels: x1, y1, x2, y2, score, class id.
+DETECTIONS = TensorSpec("detections", np.dtype(np.float32), (None, 6))
+
 
 @dataclass
 class RunResult:
@@ -183,16 +213,16 @@ class Pipeline:
         for k, step in enumerate(self.steps):
             feeds = [self._feeds(step, row, k) for row in current]
             if step.config.batch_config == "batch" and step.model.batch_dynamic and n > 1:
-                outputs = self._run_batched(step, feeds, step_ns)
+                outputs = [step.finish(o) for o in self._run_batched(step, feeds, step_ns)]
             else:
                 outputs = []
                 for i, feed in enumerate(feeds):
                     t0 = time.perf_counter_ns()
-                    outputs.append(step.model.predict(feed))
+                    outputs.append(step.finish(step.model.predict(feed)))
                     step_ns[i].append(time.perf_counter_ns() - t0)
-            names = [o.name for o in step.model.outputs]
+            names = [o.name for o in step.output_specs]
             current = [dict(zip(names, out, strict=True)) for out in outputs]
-        return RunResult(outputs, step_ns, self.last_model.outputs)
+        return RunResult(outputs, step_ns, self.steps[-1].output_specs)
 
     def warm_up(self) -> None:
         """One call with zeros, so that onnxruntime's allocations and lazy set-up happen
@@ -309,8 +339,9 @@ def load_pipeline(config: PipelineConfig, model_paths: Sequence[Path], cpus: int
                     f"from {path}: {exc}"
                 ) from exc
             sources = _wire(step, model, previous)
-            pipeline.steps.append(StepRuntime(step, model, sources))
-            previous = [o.name for o in model.outputs]
+            runtime = StepRuntime(step, model, sources)
+            pipeline.steps.append(runtime)
+            previous = [o.name for o in runtime.output_specs]
             log.info(
                 "loaded step %s: model %s version %s sha256 %s inputs %s outputs %s",
                 step.step_name,

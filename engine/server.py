@@ -124,7 +124,7 @@ async def describe_pipeline(request: web.Request) -> web.Response:
                 ],
                 "outputs": [
                     {"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape)}
-                    for s in m.outputs
+                    for s in step.output_specs
                 ],
             }
         )

@@ -56,3 +56,34 @@ def test_decode_maps_boxes_back_through_the_letterbox() -> None:
     (det,) = yolo.decode(out, transform, classes=["Normal", "Fall"])
     assert det.label == "Fall" and abs(det.score - 0.9) < 1e-6
     np.testing.assert_allclose(det.box, [540, 280, 740, 680])
+
+
+def test_engine_yolov8_post_processing_returns_boxes(
+    start_engine: EngineFactory, trained_yolo_path: Path, astronaut_path: Path
+) -> None:
+    image = yolo.load_image(astronaut_path)
+    tensor, _ = yolo.letterbox(image)
+    config = {
+        "name": "falls",
+        "steps": [
+            {
+                "model": {"name": "yolov8s", "path": str(trained_yolo_path)},
+                "postprocess": {"kind": "yolov8", "confidence_thres": 0.5, "iou_thres": 0.25},
+            }
+        ],
+    }
+    boxed = start_engine(config=config, env={"CONFIG_CPUS": "2"})
+    raw = start_engine("--model", str(trained_yolo_path), env={"CONFIG_CPUS": "2"})
+    got = EngineClient(boxed.url).infer("falls", "images", tensor)
+    (dets,) = got.outputs
+    assert dets.dtype == np.float32 and dets.ndim == 2 and dets.shape[1] == 6
+    assert list(got.record["outputs"][0]) == ["Float"]
+    # The same boxes as decoding the raw output on the client, in model-input pixels.
+    full = EngineClient(raw.url).infer("best-fp16", "images", tensor).outputs[0]
+    expected = yolo.decode(full)
+    assert len(expected) == len(dets) >= 1
+    for det, row in zip(expected, dets, strict=True):
+        np.testing.assert_allclose(row[:4], det.box, atol=1e-3)
+        assert abs(row[4] - det.score) < 1e-5 and int(row[5]) == det.class_id
+    # 2.8 MB of raw floats became a few dozen bytes.
+    assert dets.nbytes < 1000
