@@ -70,7 +70,7 @@ def wait_publish(kubectl, phase: str, name: str = "pub", timeout: float = 90) ->
 
 
 def test_publish_reaches_published_with_every_field(
-    operator, kubectl, auth_registry, models_dir, cluster, namespace
+    operator, kubectl, auth_registry, models_dir, cluster, namespace, start_engine, tmp_path
 ) -> None:
     setup(kubectl, auth_registry, models_dir)
     st = wait_publish(kubectl, "Published")
