@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import Decoded, InputField, Response, pick_decoder, pick_encoder
+from .codecs import Decoded, InputField, Response, coerce, pick_decoder, pick_encoder, v2
 from .errors import BadRequest, NotFound, Unavailable
 from .metrics import Metrics
-from .runtime import Pipeline, RunResult
+from .runtime import Pipeline, RunResult, StepRuntime
 from .settings import Settings
 
 # Bodies below this are decoded on the loop: a pool hop costs more than the work.
@@ -35,6 +35,7 @@ class DataPlane:
         self.settings = settings
         self.pipelines = pipelines
         self.metrics = metrics
+        self.models = _model_views(pipelines.values())
         self.decode_pool = ThreadPoolExecutor(settings.cpus, thread_name_prefix="decode")
         self.infer_pool = ThreadPoolExecutor(settings.infer_workers, thread_name_prefix="infer")
 
@@ -50,6 +51,60 @@ class DataPlane:
         if pipeline.error:
             raise Unavailable(f"pipeline {name!r} failed to load: {pipeline.error}", "pipeline")
         return pipeline
+
+    def v2_target(self, name: str) -> tuple[Pipeline, str]:
+        """A pipeline, or a single model of one, by name (pipelines win); (it, version)."""
+        if name in self.pipelines:
+            pipeline = self.get(name)
+            return pipeline, pipeline.config.version or ""
+        if name in self.models:
+            view = self.models[name]
+            return view, view.last_model.version
+        known = ", ".join(sorted({*self.pipelines, *self.models})) or "none"
+        raise NotFound(f"unknown model {name!r}; this engine serves: {known}", "model")
+
+    async def infer_v2(
+        self, name: str, body: bytes, header_length: str | None
+    ) -> tuple[bytes, int | None]:
+        """An Open Inference Protocol v2 request: (body, JSON header length or None)."""
+        target, version = self.v2_target(name)
+        loop = asyncio.get_running_loop()
+
+        def decode() -> tuple[dict, dict[str, np.ndarray]]:
+            request, inputs = v2.decode_request(body, header_length)
+            row = {}
+            for field, spec in target.input_specs:
+                if field not in inputs:
+                    raise BadRequest(
+                        f"missing input {field!r}; {name} takes "
+                        f"{[f for f, _ in target.input_specs]}",
+                        field,
+                    )
+                arr = coerce(inputs[field], spec, field, self.settings.allow_nan)
+                row[field] = spec.fit(arr, field)
+            return request, row
+
+        if len(body) <= INLINE_DECODE_BYTES:
+            request, row = decode()
+        else:
+            request, row = await loop.run_in_executor(self.decode_pool, decode)
+        result = await loop.run_in_executor(self.infer_pool, target.run, [row])
+        names = [s.name for s in result.output_specs]
+        return v2.encode_response(
+            request, target.name, version, list(zip(names, result.outputs[0], strict=True))
+        )
+
+    def v2_metadata(self, name: str) -> dict:
+        target, version = self.v2_target(name)
+        return {
+            "name": target.name,
+            "versions": [version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [
+                {**v2.tensor_metadata(spec), "name": field} for field, spec in target.input_specs
+            ],
+            "outputs": [v2.tensor_metadata(s) for s in target.steps[-1].output_specs],
+        }
 
     def list_pipelines(self) -> list[dict[str, str]]:
         return [{"id": p.name, "status": p.status} for p in self.pipelines.values()]
@@ -120,6 +175,22 @@ class DataPlane:
         else:
             payload = await loop.run_in_executor(self.decode_pool, encoder, response)
         return pipeline, Answer(media_type, payload)
+
+
+def _model_views(pipelines) -> dict[str, Pipeline]:
+    """Each loaded model as a one-step pipeline, so that v2 clients can address it alone."""
+    views: dict[str, Pipeline] = {}
+    for p in pipelines:
+        if p.error:
+            continue
+        for step in p.steps:
+            m = step.model
+            if m.name in views:
+                continue
+            config = p.config.model_copy(update={"name": m.name, "steps": [step.config]})
+            inputs = [spec.name for spec in m.inputs]
+            views[m.name] = Pipeline(config, [StepRuntime(step.config, m, inputs)])
+    return views
 
 
 def _step_totals(result: RunResult) -> list[int]:

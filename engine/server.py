@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .codecs import v2
 from .dataplane import DataPlane
 from .errors import BadRequest, EngineError
 from .loader import load_pipelines
@@ -140,20 +141,30 @@ async def describe_pipeline(request: web.Request) -> web.Response:
 
 async def infer(request: web.Request) -> web.Response:
     plane = request.app[DATAPLANE]
-    metrics = request.app[METRICS]
     name = request.match_info["name"]
-    label = name if name in plane.pipelines else "_unknown"
-    t0 = time.perf_counter()
-    status = 500
-    try:
+
+    async def call() -> web.Response:
         body = await read_body(request)
         _, answer = await plane.infer(
             name, body, request.headers.get("Content-Type", ""), request.headers.get("Accept", "")
         )
-        status = 200
         return web.Response(
             body=memoryview(answer.body), status=200, headers={"Content-Type": answer.media_type}
         )
+
+    return await _observed(request, name, name in plane.pipelines, call)
+
+
+async def _observed(request: web.Request, name: str, known: bool, call) -> web.Response:
+    """Run an inference handler with request, error and latency metrics around it."""
+    metrics = request.app[METRICS]
+    label = name if known else "_unknown"
+    t0 = time.perf_counter()
+    status = 500
+    try:
+        response = await call()
+        status = response.status
+        return response
     except (EngineError, web.HTTPException) as exc:
         status = exc.status
         raise
@@ -162,6 +173,40 @@ async def infer(request: web.Request) -> web.Response:
         if status >= 400:
             metrics.errors.labels(label, str(status)).inc()
         metrics.latency.labels(label).observe(time.perf_counter() - t0)
+
+
+async def v2_server(request: web.Request) -> web.Response:
+    from edgepipe import __version__
+
+    return json_response(
+        {"name": "edgepipe", "version": __version__, "extensions": ["binary_tensor_data"]}
+    )
+
+
+async def v2_model(request: web.Request) -> web.Response:
+    return json_response(request.app[DATAPLANE].v2_metadata(request.match_info["name"]))
+
+
+async def v2_model_ready(request: web.Request) -> web.Response:
+    request.app[DATAPLANE].v2_target(request.match_info["name"])  # 404 / 503 when not
+    return json_response({"name": request.match_info["name"], "ready": True})
+
+
+async def v2_infer(request: web.Request) -> web.Response:
+    plane = request.app[DATAPLANE]
+    name = request.match_info["name"]
+
+    async def call() -> web.Response:
+        body = await read_body(request)
+        out, header_length = await plane.infer_v2(name, body, request.headers.get(v2.HEADER))
+        if header_length is None:
+            return web.Response(body=out, content_type="application/json")
+        return web.Response(
+            body=out,
+            headers={"Content-Type": "application/octet-stream", v2.HEADER: str(header_length)},
+        )
+
+    return await _observed(request, name, name in plane.pipelines or name in plane.models, call)
 
 
 async def live(request: web.Request) -> web.Response:
@@ -209,4 +254,12 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics_endpoint)
+    # Open Inference Protocol v2: pipelines, and each model alone, by name.
+    app.router.add_get("/v2", v2_server)
+    app.router.add_get("/v2/health/live", live)
+    app.router.add_get("/v2/health/ready", ready)
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        app.router.add_get(prefix, v2_model)
+        app.router.add_get(prefix + "/ready", v2_model_ready)
+        app.router.add_post(prefix + "/infer", v2_infer)
     return app

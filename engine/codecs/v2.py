@@ -1,0 +1,151 @@
+"""Open Inference Protocol v2 (KServe/Triton REST) bodies, JSON and binary tensor data.
+
+A request is JSON, optionally followed by raw tensor bytes: the header
+``Inference-Header-Content-Length`` says where the JSON ends, and each input with
+``parameters.binary_data_size`` takes that many bytes, in order. Binary inputs become
+numpy views of the body; outputs are written as binary when the request asks for it
+(``parameters.binary_data`` on a requested output, or ``binary_data_output`` on the
+request), else as JSON lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ..errors import BadRequest
+from ..runtime import TensorSpec
+
+HEADER = "Inference-Header-Content-Length"
+
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+NAMES = {v: k for k, v in DATATYPES.items()}
+
+
+def datatype(dtype: np.dtype) -> str:
+    return NAMES.get(np.dtype(dtype), "BYTES")
+
+
+def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "datatype": datatype(spec.dtype),
+        "shape": [d if isinstance(d, int) else -1 for d in spec.shape],
+    }
+
+
+def decode_request(body: bytes, header_length: str | None) -> tuple[dict, dict[str, np.ndarray]]:
+    """(the JSON request, its inputs by name as numpy arrays)."""
+    if header_length is not None:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise BadRequest(
+                f"{HEADER}: expected a byte count, got {header_length!r}", HEADER
+            ) from None
+        if not 0 <= n <= len(body):
+            raise BadRequest(f"{HEADER}: {n} is outside the body's {len(body)} bytes", HEADER)
+    else:
+        n = len(body)
+    try:
+        request = orjson.loads(memoryview(body)[:n])
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}", "body") from None
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
+        raise BadRequest("expected a JSON object with an 'inputs' list", "inputs")
+    offset = n
+    inputs: dict[str, np.ndarray] = {}
+    for i, item in enumerate(request["inputs"]):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise BadRequest(f"inputs[{i}]: expected an object with a name", f"inputs[{i}]")
+        name = item["name"]
+        dtype = DATATYPES.get(item.get("datatype", ""))
+        if dtype is None:
+            raise BadRequest(
+                f"input {name!r}: datatype {item.get('datatype')!r} is not one "
+                f"of {sorted(DATATYPES)}",
+                name,
+            )
+        shape = item.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers", name)
+        count = int(np.prod(shape, dtype=np.int64))
+        size = (item.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if (
+                not isinstance(size, int)
+                or size != count * dtype.itemsize
+                or offset + size > len(body)
+            ):
+                raise BadRequest(
+                    f"input {name!r}: binary_data_size {size} does not fit shape "
+                    f"{shape} of {item['datatype']}",
+                    name,
+                )
+            arr = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+            offset += size
+        else:
+            data = item.get("data")
+            if data is None:
+                raise BadRequest(f"input {name!r}: no data and no binary_data_size", name)
+            try:
+                arr = np.asarray(data)
+            except ValueError:
+                raise BadRequest(f"input {name!r}: ragged data", name) from None
+            if arr.dtype.kind not in "biuf" or arr.size != count:
+                raise BadRequest(
+                    f"input {name!r}: expected {count} {item['datatype']} values for shape {shape}",
+                    name,
+                )
+            arr = arr.astype(dtype)
+        inputs[name] = arr.reshape(shape)
+    return request, inputs
+
+
+def encode_response(
+    request: dict, model_name: str, model_version: str, outputs: list[tuple[str, np.ndarray]]
+) -> tuple[bytes, int | None]:
+    """(body, JSON header length when binary data follows it, else None)."""
+    wanted = {o.get("name"): o for o in request.get("outputs") or [] if isinstance(o, dict)}
+    default_binary = bool((request.get("parameters") or {}).get("binary_data_output"))
+    items: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, arr in outputs:
+        if wanted and name not in wanted:
+            continue
+        params = (wanted.get(name) or {}).get("parameters") or {}
+        binary = params.get("binary_data", default_binary)
+        item: dict[str, Any] = {
+            "name": name,
+            "datatype": datatype(arr.dtype),
+            "shape": list(arr.shape),
+        }
+        if binary:
+            raw = np.ascontiguousarray(arr).tobytes()
+            item["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            item["data"] = np.ascontiguousarray(arr).reshape(-1)
+        items.append(item)
+    doc = {"model_name": model_name, "model_version": model_version, "outputs": items}
+    if "id" in request:
+        doc["id"] = request["id"]
+    head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return head, None
+    return head + b"".join(blobs), len(head)
