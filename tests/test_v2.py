@@ -14,9 +14,15 @@ httpclient = pytest.importorskip("tritonclient.http")
 
 @pytest.fixture(scope="module")
 def chain(start_engine: EngineFactory, models_dir):
-    return start_engine(config={"name": "chain", "steps": [
-        {"model": {"name": "add1", "path": str(models_dir / "add1.onnx")}},
-        {"model": {"name": "double", "path": str(models_dir / "double.onnx")}}]})
+    return start_engine(
+        config={
+            "name": "chain",
+            "steps": [
+                {"model": {"name": "add1", "path": str(models_dir / "add1.onnx")}},
+                {"model": {"name": "double", "path": str(models_dir / "double.onnx")}},
+            ],
+        }
+    )
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -51,8 +57,10 @@ def test_v2_errors(chain) -> None:
     inp.set_data_from_numpy(np.zeros((1, 3), np.float32))
     with pytest.raises(InferenceServerException, match="expected shape"):
         client.infer("chain", [inp])
-    status, _, raw = post(chain.url + "/v2/models/chain/infer",
-                          b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", '
-                          b'"data": [1, 2]}]}', "application/json")
+    status, _, raw = post(
+        chain.url + "/v2/models/chain/infer",
+        b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2]}]}',
+        "application/json",
+    )
     assert status == 400 and orjson.loads(raw)["field"] == "x"
     assert get(chain.url + "/v2")[0] == 200
