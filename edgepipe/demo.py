@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         (pipeline,) = client.pipelines()
         print(f"engine: {engine.url} serving pipeline {pipeline['id']!r} ({pipeline['status']})")
         t0 = time.perf_counter()
-        result = client.infer(pipeline["id"], "images", tensor)
+        result = client.infer_tensor(pipeline["id"], "images", tensor)
         took = (time.perf_counter() - t0) * 1000
     elapsed = result.record["elapsed"]
     print(

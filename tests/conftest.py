@@ -193,7 +193,12 @@ class OperatorProcess:
         import subprocess
         import sys
 
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgepipe_operator.cli", "run", "--all-namespaces"],

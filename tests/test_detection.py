@@ -20,7 +20,7 @@ def test_trained_model_finds_the_astronaut(
     assert tensor.min() >= 0.0 and tensor.max() <= 1.0
 
     engine = start_engine("--model", str(trained_yolo_path), env={"CONFIG_CPUS": "2"})
-    result = EngineClient(engine.url).infer("best-fp16", "images", tensor)
+    result = EngineClient(engine.url).infer_tensor("best-fp16", "images", tensor)
     assert result.outputs[0].shape == (1, 6, 8400)
 
     classes = yolo.class_names_from_onnx(trained_yolo_path)
@@ -74,12 +74,12 @@ def test_engine_yolov8_post_processing_returns_boxes(
     }
     boxed = start_engine(config=config, env={"CONFIG_CPUS": "2"})
     raw = start_engine("--model", str(trained_yolo_path), env={"CONFIG_CPUS": "2"})
-    got = EngineClient(boxed.url).infer("falls", "images", tensor)
+    got = EngineClient(boxed.url).infer_tensor("falls", "images", tensor)
     (dets,) = got.outputs
     assert dets.dtype == np.float32 and dets.ndim == 2 and dets.shape[1] == 6
     assert list(got.record["outputs"][0]) == ["Float"]
     # The same boxes as decoding the raw output on the client, in model-input pixels.
-    full = EngineClient(raw.url).infer("best-fp16", "images", tensor).outputs[0]
+    full = EngineClient(raw.url).infer_tensor("best-fp16", "images", tensor).outputs[0]
     expected = yolo.decode(full)
     assert len(expected) == len(dets) >= 1
     for det, row in zip(expected, dets, strict=True):

@@ -1,4 +1,13 @@
-"""A small synchronous client for an engine's HTTP API (pandas-records JSON or Arrow)."""
+"""A small synchronous client for an engine's HTTP API (pandas-records JSON or Arrow).
+
+``EngineClient(url).infer(data)`` takes a numpy array (one row), a pandas DataFrame (one
+row per record) or a pyarrow Table, and answers a DataFrame in the tutorial's shape (one
+row per input row: ``time``, ``pipeline_name``, ``model_name``, ``model_version``,
+``elapsed``, ``check_failures``, ``shadow_data`` and an ``out.<output>`` column per model
+output, holding numpy arrays in their own shape), or, for a Table, an Arrow Table.
+pandas is optional (``pip install edgepipe[client]``); without it, ``infer_records``
+returns the raw records.
+"""
 
 from __future__ import annotations
 
@@ -59,8 +68,9 @@ def outputs_of(record: dict[str, Any]) -> list[np.ndarray]:
 class EngineClient:
     """Talks to one engine, e.g. ``EngineClient("http://localhost:8080")``."""
 
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, pipeline: str | None = None, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
+        self.pipeline = pipeline
         self.timeout = timeout
 
     def _request(self, path: str, body: bytes | None = None, headers: dict | None = None):
@@ -72,15 +82,16 @@ class EngineClient:
             raw = exc.read()
             try:
                 err = json.loads(raw)
-                raise EngineClientError(
-                    err.get("error", raw.decode()), exc.code, err.get("field")
-                ) from None
+                message, field = err.get("error", raw.decode()), err.get("field")
             except (ValueError, AttributeError):
-                raise EngineClientError(f"HTTP {exc.code}: {raw[:200]!r}", exc.code) from None
+                message, field = f"HTTP {exc.code}: {raw[:200]!r}", None
+            raise EngineClientError(message, exc.code, field) from None
         except urllib.error.URLError as exc:
             raise EngineClientError(
                 f"cannot reach the engine at {self.url}: {exc.reason}"
             ) from None
+        except OSError as exc:
+            raise EngineClientError(f"cannot reach the engine at {self.url}: {exc}") from None
 
     def pipelines(self) -> list[dict[str, str]]:
         return orjson.loads(self._request("/pipelines"))["pipelines"]
@@ -88,13 +99,104 @@ class EngineClient:
     def models(self) -> list[dict[str, str]]:
         return orjson.loads(self._request("/models"))["models"]
 
-    def infer_records(self, pipeline: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def describe(self, pipeline: str | None = None) -> dict[str, Any]:
+        return orjson.loads(self._request(f"/pipelines/{self._name(pipeline)}"))
+
+    def _name(self, pipeline: str | None) -> str:
+        name = pipeline or self.pipeline
+        if name:
+            return name
+        served = self.pipelines()
+        if len(served) != 1:
+            raise EngineClientError(f"this engine serves {len(served)} pipelines; name one")
+        self.pipeline = served[0]["id"]
+        return self.pipeline
+
+    def infer_records(
+        self, pipeline: str | None, records: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         """Send pandas-records rows (numpy arrays allowed) and get the answer's records."""
         body = orjson.dumps(records, option=orjson.OPT_SERIALIZE_NUMPY)
-        raw = self._request(f"/pipelines/{pipeline}", body, {"Content-Type": JSON_RECORDS})
+        raw = self._request(
+            f"/pipelines/{self._name(pipeline)}", body, {"Content-Type": JSON_RECORDS}
+        )
         return orjson.loads(raw)
 
-    def infer(self, pipeline: str, field: str, tensor: np.ndarray) -> InferenceResult:
+    def infer_tensor(
+        self, pipeline: str | None, field: str | None, tensor: np.ndarray
+    ) -> InferenceResult:
         """Run one tensor through a pipeline; the outputs come back as numpy arrays."""
-        (record,) = self.infer_records(pipeline, [{field: np.ascontiguousarray(tensor)}])
+        name = self._name(pipeline)
+        field = field or self.describe(name)["steps"][0]["inputs"][0]["field"]
+        (record,) = self.infer_records(name, [{field: np.ascontiguousarray(tensor)}])
         return InferenceResult(outputs_of(record), record)
+
+    def infer_arrow(self, table: Any, pipeline: str | None = None) -> Any:
+        """Send an Arrow Table, get an Arrow Table (columns ``out.<output>`` and the rest)."""
+        import pyarrow as pa
+
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        raw = self._request(
+            f"/pipelines/{self._name(pipeline)}",
+            sink.getvalue().to_pybytes(),
+            {"Content-Type": ARROW_FILE, "Accept": ARROW_FILE},
+        )
+        return pa.ipc.open_file(pa.py_buffer(raw)).read_all()
+
+    def infer(self, data: Any, pipeline: str | None = None, *, field: str | None = None) -> Any:
+        """numpy array or DataFrame in, DataFrame out; pyarrow Table in, Table out."""
+        try:
+            import pyarrow as pa
+
+            if isinstance(data, pa.Table):
+                return self.infer_arrow(data, pipeline)
+        except ImportError:  # pragma: no cover - pyarrow is a core dependency
+            pass
+        if isinstance(data, np.ndarray):
+            name = self._name(pipeline)
+            field = field or self.describe(name)["steps"][0]["inputs"][0]["field"]
+            records = [{field: np.ascontiguousarray(data)}]
+        elif hasattr(data, "to_dict") and hasattr(data, "columns"):
+            records = [
+                {k: _plain(v) for k, v in row.items()} for row in data.to_dict(orient="records")
+            ]
+        else:
+            raise TypeError(
+                f"infer() takes a numpy array, a pandas DataFrame or a pyarrow "
+                f"Table, not {type(data).__name__}"
+            )
+        name = self._name(pipeline)
+        outputs = [o["name"] for o in self.describe(name)["steps"][-1]["outputs"]]
+        return to_dataframe(self.infer_records(name, records), outputs)
+
+
+def _plain(value: Any) -> Any:
+    return np.ascontiguousarray(value) if isinstance(value, np.ndarray) else value
+
+
+def to_dataframe(records: list[dict[str, Any]], output_names: list[str]) -> Any:
+    """The answer's records as a DataFrame with an ``out.<name>`` column per output."""
+    import pandas as pd
+
+    rows = []
+    for rec in records:
+        row = {
+            k: rec[k]
+            for k in (
+                "time",
+                "pipeline_name",
+                "model_name",
+                "model_version",
+                "elapsed",
+                "check_failures",
+                "shadow_data",
+            )
+            if k in rec
+        }
+        row["time"] = pd.to_datetime(rec["time"], unit="ms")
+        for name, arr in zip(output_names, outputs_of(rec), strict=True):
+            row[f"out.{name}"] = arr
+        rows.append(row)
+    return pd.DataFrame(rows)

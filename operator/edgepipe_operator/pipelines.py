@@ -144,7 +144,9 @@ def reconcile_pipeline(
             patch.status.update(_error_status(message, dict(status), generation))
             kopf.warn(body, reason="ModelUnreachable", message=message)
             raise kopf.PermanentError(message) from None
-        patch.status.update({"phase": "Pending", "message": str(exc)})
+        patch.status.update(
+            {"phase": "Pending", "message": str(exc), "observedGeneration": generation}
+        )
         raise kopf.TemporaryError(str(exc), delay=5 * 2**retry) from None
 
     t = now()
@@ -238,8 +240,12 @@ def sync_from_deployment(
         if not pipeline or not (pipeline.get("spec") or {}).get("deployed"):
             return None
         status = pipeline.get("status") or {}
-        if extra is None and status.get("phase") in (None, "Error", "Pending", "Undeployed"):
-            return None  # the reconciler has not deployed (or cannot deploy) this spec
+        current = status.get("observedGeneration") == pipeline["metadata"].get("generation")
+        if extra is None and current and status.get("phase") in ("Error", "Pending"):
+            # This very spec cannot be deployed; leave its message alone. (A phase that is
+            # missing or stale is *not* skipped: the reconciler may be reading the
+            # Deployment right now, and its write will be refused if this one lands first.)
+            return None
         deployment = kube.read_deployment(b.engine_name(name), namespace)
         phase, fields = b.deployment_phase(deployment)
         generation = (extra or {}).get("observedGeneration", status.get("observedGeneration"))
