@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edgepipe import yolo
 from edgepipe.client import EngineClient
@@ -87,3 +88,49 @@ def test_engine_yolov8_post_processing_returns_boxes(
         assert abs(row[4] - det.score) < 1e-5 and int(row[5]) == det.class_id
     # 2.8 MB of raw floats became a few dozen bytes.
     assert dets.nbytes < 1000
+
+
+def test_decode_matches_an_independent_reference(
+    trained_yolo_path: Path, astronaut_path: Path
+) -> None:
+    """Our vectorised decode against OpenCV's NMSBoxes on the trained model's real output,
+    for the astronaut and a few crops and flips of it (more boxes to agree on)."""
+    cv2 = pytest.importorskip("cv2")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(trained_yolo_path), providers=["CPUExecutionProvider"])
+    base = yolo.load_image(astronaut_path)
+    images = [
+        base,
+        base[:, ::-1].copy(),
+        base[100:, 50:].copy(),
+        np.concatenate([base, base[:, ::-1]], axis=1),
+    ]
+    compared = 0
+    for image in images:
+        tensor, transform = yolo.letterbox(image)
+        out = session.run(None, {"images": tensor})[0]
+        ours = yolo.decode(out, transform, confidence_thres=0.25, iou_thres=0.45)
+        # The reference, written the way OpenCV's own YOLOv8 samples do it.
+        preds = out[0].T
+        scores = preds[:, 4:].max(axis=1)
+        keep = scores >= 0.25
+        xywh = preds[keep, :4]
+        boxes = [[float(x - w / 2), float(y - h / 2), float(w), float(h)] for x, y, w, h in xywh]
+        idx = cv2.dnn.NMSBoxes(boxes, scores[keep].tolist(), 0.25, 0.45)
+        idx = np.asarray(idx).reshape(-1)
+        ref = []
+        for i in idx:
+            x, y, w, h = boxes[i]
+            corners = np.array([x, y, x + w, y + h])
+            corners = (corners - [transform.pad_x, transform.pad_y] * 2) / transform.scale
+            corners = np.clip(corners, 0, [transform.width, transform.height] * 2)
+            ref.append((float(scores[keep][i]), corners))
+        assert len(ours) == len(ref)
+        for det, (score, corners) in zip(
+            sorted(ours, key=lambda d: -d.score), sorted(ref, key=lambda r: -r[0]), strict=True
+        ):
+            assert abs(det.score - score) < 1e-4
+            np.testing.assert_allclose(det.box, corners, atol=1.0)
+            compared += 1
+    assert compared >= 4
