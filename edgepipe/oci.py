@@ -228,6 +228,29 @@ class Client:
         )
         return container, self.reg._get_location(start, container)
 
+    def repositories(self) -> list[str]:
+        """Every repository (the registry's ``_catalog``)."""
+        repos: list[str] = []
+        url: str | None = f"{self.scheme}://{self.registry}/v2/_catalog?n=1000"
+        while url:
+            resp = self._check(self.reg.do_request(url, "GET"), "catalog")
+            repos += resp.json().get("repositories") or []
+            # Pages are chained with a Link header: </v2/_catalog?last=...&n=...>; rel="next"
+            link = resp.headers.get("Link", "")
+            url = (
+                f"{self.scheme}://{self.registry}{link[1 : link.index('>')]}"
+                if 'rel="next"' in link
+                else None
+            )
+        return repos
+
+    def tags(self, repository: str) -> list[str]:
+        url = f"{self.scheme}://{self.registry}/v2/{repository}/tags/list"
+        return (
+            self._check(self.reg.do_request(url, "GET"), f"tags of {repository}").json().get("tags")
+            or []
+        )
+
     def blob_exists(self, repository: str, digest: str) -> bool:
         url = f"{self.scheme}://{self.registry}/v2/{repository}/blobs/{digest}"
         resp = self.reg.do_request(url, "HEAD")

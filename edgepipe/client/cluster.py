@@ -1,0 +1,237 @@
+"""The cluster side of the Python API: Pipelines and Publishes through the Kubernetes API.
+
+``Client(kubeconfig=…)`` follows kubectl's rules (``KUBECONFIG``, ``~/.kube/config``, the
+current context and its namespace; in a pod, the service account). ``deploy``,
+``undeploy`` and ``publish`` wait, with a timeout, and return the status.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgepipe.resources import API_VERSION, GROUP, VERSION
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class ClusterError(RuntimeError):
+    """A Kubernetes call failed, or a wait ended in failure or timed out."""
+
+
+class Client:
+    def __init__(
+        self,
+        kubeconfig: str | None = None,
+        namespace: str | None = None,
+        context: str | None = None,
+    ) -> None:
+        import kubernetes
+
+        try:
+            if kubeconfig is None and Path("/var/run/secrets/kubernetes.io").exists():
+                kubernetes.config.load_incluster_config()
+                default_ns = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                ns = default_ns.read_text().strip()
+            else:
+                kubernetes.config.load_kube_config(config_file=kubeconfig, context=context)
+                _, active = kubernetes.config.list_kube_config_contexts(kubeconfig)
+                ns = (active or {}).get("context", {}).get("namespace", "default")
+        except Exception as exc:
+            raise ClusterError(f"no Kubernetes credentials: {exc}") from None
+        self.namespace = namespace or ns
+        self.api = kubernetes.client.CustomObjectsApi()
+        self.core = kubernetes.client.CoreV1Api()
+        self._exc = kubernetes.client.exceptions.ApiException
+
+    # -- raw objects ----------------------------------------------------------------------
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except self._exc as exc:
+            reason = exc.reason
+            try:
+                import json
+
+                reason = json.loads(exc.body).get("message", reason)
+            except Exception:  # the body is not always JSON
+                pass
+            raise ClusterError(f"{what}: {reason}") from None
+        except Exception as exc:  # connection refused, DNS, TLS
+            raise ClusterError(f"{what}: cannot reach the cluster: {exc}") from None
+
+    def get(self, plural: str, name: str) -> dict[str, Any]:
+        return self._call(
+            f"{plural[:-1]} {name!r}",
+            self.api.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            plural,
+            name,
+        )
+
+    def list(self, plural: str) -> list[dict[str, Any]]:
+        out = self._call(
+            f"listing {plural}",
+            self.api.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            plural,
+        )
+        return out["items"]
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create or update (server-side apply) a Pipeline or Publish."""
+        kind = manifest.get("kind")
+        plural = {"Pipeline": "pipelines", "Publish": "publishes"}.get(kind)
+        if plural is None:
+            raise ClusterError(f"expected a Pipeline or Publish, got kind {kind!r}")
+        manifest = {**manifest, "apiVersion": manifest.get("apiVersion", API_VERSION)}
+        meta = manifest.setdefault("metadata", {})
+        meta.setdefault("namespace", self.namespace)
+        self._call(
+            f"applying {kind} {meta.get('name')!r}",
+            self.api.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            meta["namespace"],
+            plural,
+            meta["name"],
+            manifest,
+            field_manager="edgepipe-cli",
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+        # The client does not decode apply responses; read the object back.
+        obj = self.get(plural, meta["name"]) if meta["namespace"] == self.namespace else manifest
+        return obj
+
+    def apply_file(self, path: str | Path) -> list[dict[str, Any]]:
+        docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+        return [self.apply(d) for d in docs]
+
+    def _merge(self, plural: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self._call(
+            f"updating {plural[:-1]} {name!r}",
+            self.api.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            plural,
+            name,
+            patch,
+            _content_type="application/merge-patch+json",
+        )
+
+    # -- waiting --------------------------------------------------------------------------
+
+    def wait(
+        self,
+        plural: str,
+        name: str,
+        done: Callable[[dict], bool],
+        failed: Callable[[dict], str | None],
+        timeout: float,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while True:
+            obj = self.get(plural, name)
+            status = obj.get("status") or {}
+            if progress and status != last:
+                progress(status)
+            last = status
+            if done(obj):
+                return status
+            why = failed(obj)
+            if why:
+                raise ClusterError(f"{plural[:-1]} {name!r}: {why}")
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"{plural[:-1]} {name!r}: still {status.get('phase')} after {timeout:.0f}s"
+                )
+            time.sleep(0.5)
+
+    # -- pipelines ------------------------------------------------------------------------
+
+    def deploy(self, name: str, timeout: float = 300, progress: Progress | None = None) -> dict:
+        """Set ``spec.deployed: true`` and wait until the pipeline is Running."""
+        self._merge("pipelines", name, {"spec": {"deployed": True}})
+        return self.wait(
+            "pipelines",
+            name,
+            done=lambda o: _current(o) and o["status"].get("phase") == "Running",
+            failed=lambda o: (
+                _current(o) and o["status"].get("phase") == "Error" and o["status"].get("message")
+            ),
+            timeout=timeout,
+            progress=progress,
+        )
+
+    def undeploy(self, name: str, timeout: float = 120, progress: Progress | None = None) -> dict:
+        self._merge("pipelines", name, {"spec": {"deployed": False}})
+        return self.wait(
+            "pipelines",
+            name,
+            done=lambda o: _current(o) and o["status"].get("phase") == "Undeployed",
+            failed=lambda o: None,
+            timeout=timeout,
+            progress=progress,
+        )
+
+    # -- publishes ------------------------------------------------------------------------
+
+    def publish(
+        self,
+        name: str,
+        pipeline: str,
+        registry: str,
+        *,
+        secret: str | None = None,
+        plain_http: bool = False,
+        version: str | None = None,
+        engine_config: dict | None = None,
+        chart_name: str | None = None,
+        timeout: float = 600,
+        progress: Progress | None = None,
+    ) -> dict:
+        """Create (or update) a Publish and wait until it is Published."""
+        spec: dict[str, Any] = {
+            "pipeline": pipeline,
+            "registry": {"url": registry, "plainHttp": plain_http},
+        }
+        if secret:
+            spec["registry"]["secretRef"] = {"name": secret}
+        if version:
+            spec["version"] = version
+        if engine_config:
+            spec["engineConfig"] = engine_config
+        if chart_name:
+            spec["chartName"] = chart_name
+        self.apply({"kind": "Publish", "metadata": {"name": name}, "spec": spec})
+        return self.wait(
+            "publishes",
+            name,
+            done=lambda o: _current(o) and o["status"].get("phase") == "Published",
+            failed=lambda o: (
+                _current(o)
+                and o["status"].get("phase") == "Failed"
+                and f"{o['status'].get('reason')}: {o['status'].get('message')}"
+            ),
+            timeout=timeout,
+            progress=progress,
+        )
+
+
+def _current(obj: dict[str, Any]) -> bool:
+    """The status describes the object's latest spec."""
+    status = obj.get("status") or {}
+    return bool(status) and status.get("observedGeneration") == obj["metadata"].get("generation")
