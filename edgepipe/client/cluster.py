@@ -30,8 +30,13 @@ class Client:
         namespace: str | None = None,
         context: str | None = None,
     ) -> None:
-        import kubernetes
+        import warnings
 
+        import kubernetes
+        from urllib3.exceptions import InsecureRequestWarning
+
+        # A kubeconfig that skips TLS verification is its owner's choice: warn once only.
+        warnings.simplefilter("once", InsecureRequestWarning)
         try:
             if kubeconfig is None and Path("/var/run/secrets/kubernetes.io").exists():
                 kubernetes.config.load_incluster_config()
