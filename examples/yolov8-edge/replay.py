@@ -112,9 +112,9 @@ def main() -> int:
         operator = subprocess.Popen(
             [sys.executable, "-m", "edgepipe_operator.cli", "run"],
             env={**env, "EDGEPIPE_OPERATOR_ENGINE_IMAGE": "edgepipe:0.1.0"},
-            stdout=open(work / "operator.log", "wb"),
+            stdout=open(work / "operator.log", "wb"),  # noqa: SIM115 - the child owns it
             stderr=subprocess.STDOUT,
-        )  # noqa: SIM115
+        )
         started.append(operator)
         subprocess.run(
             [
