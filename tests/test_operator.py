@@ -194,6 +194,15 @@ def test_port_forward_to_the_engine_service(
         pf.wait()
 
 
+def engine_objects_gone(kubectl: Kubectl, name: str) -> bool:
+    objects = [
+        ("deployment", f"{name}-engine"),
+        ("service", f"{name}-engine"),
+        ("configmap", f"{name}-pipeline"),
+    ]
+    return all(kubectl.get(kind, obj) is None for kind, obj in objects)
+
+
 def test_edit_undeploy_and_delete(operator, kubectl) -> None:
     kubectl.apply(pipeline("life"))
     v1 = wait_phase(kubectl, "life", "Running")["version"]
@@ -225,17 +234,7 @@ def test_edit_undeploy_and_delete(operator, kubectl) -> None:
     kubectl.apply(pipeline("life", deployed=False))
     st = wait_phase(kubectl, "life", "Undeployed")
     assert st["deployed"] is False and not st.get("url")
-    wait_for(
-        "engine objects removed",
-        lambda: all(
-            kubectl.get(kind, name) is None
-            for kind, name in [
-                ("deployment", "life-engine"),
-                ("service", "life-engine"),
-                ("configmap", "life-pipeline"),
-            ]
-        ),
-    )
+    wait_for("engine objects removed", lambda: engine_objects_gone(kubectl, "life"))
     assert kubectl.get("pipeline", "life") is not None
 
     kubectl.apply(pipeline("life"))
@@ -243,14 +242,7 @@ def test_edit_undeploy_and_delete(operator, kubectl) -> None:
     kubectl("delete", "pipeline", "life", "--wait=true", timeout=60)
     wait_for(
         "garbage collection of the engine objects",
-        lambda: all(
-            kubectl.get(kind, name) is None
-            for kind, name in [
-                ("deployment", "life-engine"),
-                ("service", "life-engine"),
-                ("configmap", "life-pipeline"),
-            ]
-        ),
+        lambda: engine_objects_gone(kubectl, "life"),
         timeout=60,
     )
 
