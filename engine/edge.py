@@ -176,12 +176,7 @@ def _log_model(layer: dict[str, Any], name: str, version: str) -> None:
 def fetch_model(url: str, settings: Settings) -> Path:
     """An ``oci://`` model reference (a Pipeline step's url) as a verified cached file."""
     ref = oci.Reference.parse(url)
-    cfg = settings.oci or OciSettings(
-        pipeline_url="",
-        username=os.environ.get("OCI_USERNAME") or None,
-        password=os.environ.get("OCI_PASSWORD") or None,
-        plain_http=os.environ.get("OCI_PLAIN_HTTP", "").lower() == "true",
-    )
+    cfg = settings.registry
     client = client_for(cfg, ref.registry)
     manifest, _ = client.get_manifest(ref)
     digest = oci.model_layer(manifest, ref)["digest"]

@@ -102,7 +102,8 @@ class Settings:
     infer_workers: int = 1
     debug: bool = False
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache/edgepipe/engine")
-    oci: OciSettings | None = None
+    oci: OciSettings | None = None  # set in edge mode (PIPELINE_URL)
+    registry: OciSettings = field(default_factory=lambda: OciSettings(pipeline_url=""))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,15 +113,15 @@ class Settings:
             raw = env.get(PREFIX + key)
             return Path(raw) if raw else None
 
-        oci = None
-        if env.get("PIPELINE_URL"):
-            oci = OciSettings(
-                pipeline_url=env["PIPELINE_URL"],
-                registry=env.get("OCI_REGISTRY") or None,
-                username=env.get("OCI_USERNAME") or None,
-                password=env.get("OCI_PASSWORD") or None,
-                plain_http=_bool(env, "OCI_PLAIN_HTTP", False),
-            )
+        # The OCI_* login serves edge mode and, in the cluster, oci:// model references.
+        registry = OciSettings(
+            pipeline_url=env.get("PIPELINE_URL") or "",
+            registry=env.get("OCI_REGISTRY") or None,
+            username=env.get("OCI_USERNAME") or None,
+            password=env.get("OCI_PASSWORD") or None,
+            plain_http=_bool(env, "OCI_PLAIN_HTTP", False),
+        )
+        oci = registry if registry.pipeline_url else None
         defaults = cls()
         return cls(
             host=env.get(PREFIX + "HOST") or defaults.host,
@@ -135,6 +136,7 @@ class Settings:
             debug=_bool(env, "DEBUG", False),
             cache_dir=path("CACHE_DIR") or defaults.cache_dir,
             oci=oci,
+            registry=registry,
         )
 
     @property
