@@ -549,7 +549,6 @@ def publish_push(
             gpus=config.engine.gpus,
         )
         target = Target.parse(registry, oci.Credentials(username, password), plain_http)
-        console = _console()
         bar, update = _progress(f"publishing {config.name}")
         with bar:
             result = do_publish(
@@ -567,7 +566,6 @@ def publish_push(
     if output == "json":
         click.echo(json.dumps(fields, indent=2))
         return
-    del console
     _print_fields(fields)
 
 

@@ -75,6 +75,20 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 EngineFactory = Callable[..., EngineProcess]
 
 
+def chain_config(models_dir: Path) -> dict:
+    """Two steps, z = (x + 1) * 2 on float32 [N, 4]; the second batches its rows."""
+    return {
+        "name": "chain",
+        "steps": [
+            {"model": {"name": "add1", "path": str(models_dir / "add1.onnx")}},
+            {
+                "model": {"name": "double", "path": str(models_dir / "double.onnx")},
+                "batchConfig": "batch",
+            },
+        ],
+    }
+
+
 # -- registries -----------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from edgepipe.client import EngineClient, EngineClientError
-from tests.conftest import EngineFactory
+from tests.conftest import EngineFactory, chain_config
 
 COLUMNS = [
     "time",
@@ -24,18 +24,7 @@ COLUMNS = [
 
 @pytest.fixture(scope="module")
 def chain(start_engine: EngineFactory, models_dir):
-    return start_engine(
-        config={
-            "name": "chain",
-            "steps": [
-                {"model": {"name": "add1", "path": str(models_dir / "add1.onnx")}},
-                {
-                    "model": {"name": "double", "path": str(models_dir / "double.onnx")},
-                    "batchConfig": "batch",
-                },
-            ],
-        }
-    )
+    return start_engine(config=chain_config(models_dir))
 
 
 def test_dataframe_in_dataframe_out(chain) -> None:

@@ -266,7 +266,7 @@ def test_the_chart_needs_only_the_three_registry_values(chart, auth_registry, tm
     assert "port-forward svc/" in notes and "curl" in notes
 
 
-def edge_env(published, reg, cache: Path) -> dict[str, str]:
+def edge_env(published, reg, cache: Path, cpus: str = "1") -> dict[str, str]:
     """Exactly the env the chart's Deployment sets."""
     return {
         "PIPELINE_URL": published["status"]["pipelineUrl"],
@@ -274,7 +274,7 @@ def edge_env(published, reg, cache: Path) -> dict[str, str]:
         "OCI_USERNAME": reg.username,
         "OCI_PASSWORD": reg.password,
         "OCI_PLAIN_HTTP": "true",
-        "CONFIG_CPUS": "1",
+        "CONFIG_CPUS": cpus,
         "EDGEPIPE_ENGINE_CACHE_DIR": str(cache),
     }
 

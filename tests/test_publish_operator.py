@@ -170,18 +170,10 @@ def test_publish_reaches_published_with_every_field(
     assert env_vars["CONFIG_CPUS"]["value"] == "2"
 
     # The end of the journey: an engine with only that env pulls the pipeline and answers.
-    edge = start_engine(
-        env={
-            "PIPELINE_URL": st["pipelineUrl"],
-            "OCI_REGISTRY": host,
-            "OCI_USERNAME": auth_registry.username,
-            "OCI_PASSWORD": auth_registry.password,
-            "OCI_PLAIN_HTTP": "true",
-            "CONFIG_CPUS": "2",
-            "EDGEPIPE_ENGINE_CACHE_DIR": str(tmp_path / "cache"),
-        }
-    )
     from edgepipe.client import EngineClient
+    from tests.test_publish import edge_env
+
+    edge = start_engine(env=edge_env({"status": st}, auth_registry, tmp_path / "cache", "2"))
 
     (rec,) = EngineClient(edge.url).infer_records("adder", [{"x": [[1, 2, 3, 4]]}])
     assert rec["outputs"][0]["Float"]["data"] == [2.0, 3.0, 4.0, 5.0]

@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.conftest import EngineFactory
+from tests.conftest import EngineFactory, chain_config
 from tests.test_engine_process import get, post
 
 httpclient = pytest.importorskip("tritonclient.http")
@@ -14,15 +14,7 @@ httpclient = pytest.importorskip("tritonclient.http")
 
 @pytest.fixture(scope="module")
 def chain(start_engine: EngineFactory, models_dir):
-    return start_engine(
-        config={
-            "name": "chain",
-            "steps": [
-                {"model": {"name": "add1", "path": str(models_dir / "add1.onnx")}},
-                {"model": {"name": "double", "path": str(models_dir / "double.onnx")}},
-            ],
-        }
-    )
+    return start_engine(config=chain_config(models_dir))
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])

@@ -72,6 +72,7 @@ class EngineClient:
         self.url = url.rstrip("/")
         self.pipeline = pipeline
         self.timeout = timeout
+        self._described: dict[str, dict[str, Any]] = {}
 
     def _request(self, path: str, body: bytes | None = None, headers: dict | None = None):
         req = urllib.request.Request(self.url + path, data=body, headers=headers or {})
@@ -100,7 +101,11 @@ class EngineClient:
         return orjson.loads(self._request("/models"))["models"]
 
     def describe(self, pipeline: str | None = None) -> dict[str, Any]:
-        return orjson.loads(self._request(f"/pipelines/{self._name(pipeline)}"))
+        """The pipeline's steps, inputs and outputs (asked once per pipeline)."""
+        name = self._name(pipeline)
+        if name not in self._described:
+            self._described[name] = orjson.loads(self._request(f"/pipelines/{name}"))
+        return self._described[name]
 
     def _name(self, pipeline: str | None) -> str:
         name = pipeline or self.pipeline
