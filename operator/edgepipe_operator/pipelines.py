@@ -214,6 +214,9 @@ def reconcile_pipeline(
     extra = {**version_fields, "deployed": True, "url": b.inference_url(name, namespace)}
     try:
         sync_from_deployment(memo.kube, name, namespace, extra=extra)
+        # Deployment events that came before that write were skipped (the status was not
+        # this spec's yet): read the Deployment once more. Later events find it current.
+        sync_from_deployment(memo.kube, name, namespace)
     except (ApiException, Urllib3Error) as exc:
         raise api_error(exc, "writing the status") from None
     if status.get("version") != config.version:
@@ -229,11 +232,12 @@ def sync_from_deployment(
 ) -> dict[str, Any] | None:
     """Copy a deployed pipeline's readiness from its Deployment; the patch, if any.
 
-    Two writers meet here: the reconciler (after applying, with ``extra`` fields) and the
-    Deployment watch. Each reads the Pipeline, then the Deployment, then writes only if
-    the Pipeline is unchanged since it read it (resourceVersion precondition), else starts
-    over. So the last successful write always saw a Deployment at least as new as any
-    write before it, and no race can leave a stale phase behind.
+    Two writers meet here: the reconciler (after applying, with ``extra`` fields, then once
+    more without) and the Deployment watch, which waits until the status is this spec's.
+    Each reads the Pipeline, then the Deployment, then writes only if the Pipeline is
+    unchanged since it read it (resourceVersion precondition), else starts over. So the
+    last successful write always saw a Deployment at least as new as any write before it,
+    and no race leaves a stale phase behind, nor a phase without its version.
     """
     for _ in range(attempts):
         pipeline = kube.get_custom("pipelines", name, namespace)
@@ -241,10 +245,10 @@ def sync_from_deployment(
             return None
         status = pipeline.get("status") or {}
         current = status.get("observedGeneration") == pipeline["metadata"].get("generation")
-        if extra is None and current and status.get("phase") in ("Error", "Pending"):
-            # This very spec cannot be deployed; leave its message alone. (A phase that is
-            # missing or stale is *not* skipped: the reconciler may be reading the
-            # Deployment right now, and its write will be refused if this one lands first.)
+        if extra is None and (not current or status.get("phase") in ("Error", "Pending")):
+            # Either the reconciler has not written this spec's status yet (it reads the
+            # Deployment again after its own write, so nothing is missed), or this very
+            # spec cannot be deployed and its message stays.
             return None
         deployment = kube.read_deployment(b.engine_name(name), namespace)
         phase, fields = b.deployment_phase(deployment)
