@@ -158,9 +158,6 @@ class PipelineConfig(_Model):
         """Canonical bytes: sorted keys, no whitespace. What ConfigMaps and registries hold."""
         return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
     # -- versions ---------------------------------------------------------------------------
 
     def compute_version(self) -> str:

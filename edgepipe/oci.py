@@ -391,13 +391,10 @@ class Client:
 
 
 def file_digest(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-            size += len(block)
-    return "sha256:" + h.hexdigest(), size
+    """(``sha256:<hex>``, size) of a file."""
+    from .config import file_sha256
+
+    return "sha256:" + file_sha256(path, CHUNK), Path(path).stat().st_size
 
 
 def _signature(path: Path) -> tuple[list[dict], list[dict]]:

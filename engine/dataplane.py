@@ -84,14 +84,12 @@ class DataPlane:
                 row[field] = spec.fit(arr, field)
             return request, row
 
-        if len(body) <= INLINE_DECODE_BYTES:
-            request, row = decode()
-        else:
-            request, row = await loop.run_in_executor(self.decode_pool, decode)
+        request, row = await self._off_loop(len(body), decode)
         result = await loop.run_in_executor(self.infer_pool, target.run, [row])
         names = [s.name for s in result.output_specs]
-        return v2.encode_response(
-            request, target.name, version, list(zip(names, result.outputs[0], strict=True))
+        outputs = list(zip(names, result.outputs[0], strict=True))
+        return await self._off_loop(
+            _nbytes(result), v2.encode_response, request, target.name, version, outputs
         )
 
     def v2_metadata(self, name: str) -> dict:
@@ -155,10 +153,7 @@ class DataPlane:
             ]
             return decoded, time.perf_counter_ns() - t0
 
-        if len(body) <= INLINE_DECODE_BYTES:
-            decoded, decode_ns = decode()
-        else:
-            decoded, decode_ns = await loop.run_in_executor(self.decode_pool, decode)
+        decoded, decode_ns = await self._off_loop(len(body), decode)
         result: RunResult = await loop.run_in_executor(self.infer_pool, pipeline.run, decoded.rows)
         for step, ns in zip(pipeline.steps, _step_totals(result), strict=True):
             self.metrics.step_latency.labels(pipeline.name, step.name).observe(ns / 1e9)
@@ -170,11 +165,15 @@ class DataPlane:
             result=result,
             original=decoded.original,
         )
-        if sum(o.nbytes for outs in result.outputs for o in outs) <= INLINE_DECODE_BYTES:
-            payload = encoder(response)
-        else:
-            payload = await loop.run_in_executor(self.decode_pool, encoder, response)
+        payload = await self._off_loop(_nbytes(result), encoder, response)
         return pipeline, Answer(media_type, payload)
+
+    async def _off_loop(self, size: int, fn, *args):
+        """``fn(*args)`` in the decode pool, or inline when ``size`` bytes are too few to be
+        worth the hop to a thread."""
+        if size <= INLINE_DECODE_BYTES:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args)
 
 
 def _model_views(pipelines) -> dict[str, Pipeline]:
@@ -191,6 +190,10 @@ def _model_views(pipelines) -> dict[str, Pipeline]:
             inputs = [spec.name for spec in m.inputs]
             views[m.name] = Pipeline(config, [StepRuntime(step.config, m, inputs)])
     return views
+
+
+def _nbytes(result: RunResult) -> int:
+    return sum(o.nbytes for outs in result.outputs for o in outs)
 
 
 def _step_totals(result: RunResult) -> list[int]:

@@ -27,10 +27,6 @@ class NotFound(EngineError):
     status = 404
 
 
-class PayloadTooLarge(EngineError):
-    status = 413
-
-
 class UnsupportedMediaType(EngineError):
     status = 415
 
