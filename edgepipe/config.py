@@ -208,7 +208,7 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _error_field(loc: tuple[Any, ...]) -> str:
+def error_field(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for part in loc:
         if isinstance(part, int):
@@ -226,7 +226,7 @@ def parse_config(data: Any, *, source: str = "pipeline config") -> PipelineConfi
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = _error_field(err["loc"])
+        field = error_field(err["loc"])
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{source}: {field or 'document'}: {err['msg']}{more}", field) from None
 

@@ -35,6 +35,12 @@ class Letterbox:
     width: int  # original image size
     height: int
 
+    def unmap(self, boxes: np.ndarray) -> np.ndarray:
+        """x1y1x2y2 boxes in the model input's pixels -> the original image's, clipped."""
+        pad = [self.pad_x, self.pad_y, self.pad_x, self.pad_y]
+        out = (np.asarray(boxes, dtype=np.float64) - pad) / self.scale
+        return np.clip(out, 0, [self.width, self.height] * 2)
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -130,10 +136,23 @@ def decode(
     keep = nms(boxes, scores, iou_thres)
     boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
     if transform is not None:
-        boxes = (boxes - [transform.pad_x, transform.pad_y, transform.pad_x, transform.pad_y]) / (
-            transform.scale
-        )
-        boxes = np.clip(boxes, 0, [transform.width, transform.height] * 2)
+        boxes = transform.unmap(boxes)
+    return _detections(boxes, scores, class_ids, classes)
+
+
+def from_rows(
+    rows: np.ndarray, transform: Letterbox | None = None, classes: list[str] | None = None
+) -> list[Detection]:
+    """Detections from the engine's YOLO post-step output: rows of x1, y1, x2, y2 (model
+    input pixels), score, class id."""
+    rows = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+    boxes = rows[:, :4] if transform is None else transform.unmap(rows[:, :4])
+    return _detections(boxes, rows[:, 4], rows[:, 5].astype(np.int64), classes)
+
+
+def _detections(
+    boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, classes: list[str] | None
+) -> list[Detection]:
     names = classes or []
     return [
         Detection(

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .loader import StartupError, read_config
+from .errors import StartupError
+from .loader import read_config
 from .server import create_app
 from .settings import Settings, SettingsError
 

@@ -1,5 +1,8 @@
-"""The data plane: look up a pipeline, decode the body, run the steps, encode the answer.
+"""The data plane: look up a pipeline, decode the body, coerce and fit its inputs, run the
+steps, encode the answer, and record the request's metrics.
 
+One ``infer`` serves every wire format (pandas-records JSON, Arrow, OIP v2): a codec pair
+(``codecs``) turns bytes into arrays and results into bytes; everything between is here.
 Everything heavy runs in thread pools, never on the event loop: decoding in ``decode_pool``
 (sized from ``CONFIG_CPUS``) and model calls in ``infer_pool``.
 """
@@ -8,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from .codecs import Decoded, InputField, Response, coerce, pick_decoder, pick_encoder, v2
+from .codecs import Codec, Decoded, Encoded, InputField, Response, coerce, v2
 from .errors import BadRequest, NotFound, Unavailable
 from .metrics import Metrics
 from .runtime import Pipeline, RunResult, StepRuntime
@@ -24,10 +26,30 @@ from .settings import Settings
 INLINE_DECODE_BYTES = 64 * 1024
 
 
-@dataclass
-class Answer:
-    media_type: str
-    body: Any
+def coerce_rows(
+    decoded: Decoded, fields: list[InputField], allow_nan: bool
+) -> list[dict[str, np.ndarray]]:
+    """Decoded inputs in the model inputs' dtypes, a dict of arrays per row (or a 400).
+
+    Columns are coerced once for all their rows, then split into rows.
+    """
+    if decoded.columns is not None:
+        cols = {f.name: coerce(decoded.columns[f.name], f.spec, f.name, allow_nan) for f in fields}
+        return [{name: arr[i] for name, arr in cols.items()} for i in range(decoded.num_rows)]
+    return [
+        {f.name: coerce(row[f.name], f.spec, f.name, allow_nan) for f in fields}
+        for row in decoded.rows or []
+    ]
+
+
+def prepare_rows(
+    decoded: Decoded, fields: list[InputField], allow_nan: bool
+) -> list[dict[str, np.ndarray]]:
+    """The one place where decoded inputs get the model's dtypes and shapes (or a 400):
+    coerced, then each row fitted to the input's shape (a missing batch dimension added,
+    a flat list reshaped)."""
+    rows = coerce_rows(decoded, fields, allow_nan)
+    return [{f.name: f.spec.fit(row[f.name], f.name) for f in fields} for row in rows]
 
 
 class DataPlane:
@@ -42,6 +64,8 @@ class DataPlane:
     def close(self) -> None:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.infer_pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- look-ups -------------------------------------------------------------------------
 
     def get(self, name: str) -> Pipeline:
         pipeline = self.pipelines.get(name)
@@ -63,34 +87,38 @@ class DataPlane:
         known = ", ".join(sorted({*self.pipelines, *self.models})) or "none"
         raise NotFound(f"unknown model {name!r}; this engine serves: {known}", "model")
 
-    async def infer_v2(
-        self, name: str, body: bytes, header_length: str | None
-    ) -> tuple[bytes, int | None]:
-        """An Open Inference Protocol v2 request: (body, JSON header length or None)."""
-        target, version = self.v2_target(name)
-        loop = asyncio.get_running_loop()
-
-        def decode() -> tuple[dict, dict[str, np.ndarray]]:
-            request, inputs = v2.decode_request(body, header_length)
-            row = {}
-            for field, spec in target.input_specs:
-                if field not in inputs:
-                    raise BadRequest(
-                        f"missing input {field!r}; {name} takes "
-                        f"{[f for f, _ in target.input_specs]}",
-                        field,
-                    )
-                arr = coerce(inputs[field], spec, field, self.settings.allow_nan)
-                row[field] = spec.fit(arr, field)
-            return request, row
-
-        request, row = await self._off_loop(len(body), decode)
-        result = await loop.run_in_executor(self.infer_pool, target.run, [row])
-        names = [s.name for s in result.output_specs]
-        outputs = list(zip(names, result.outputs[0], strict=True))
-        return await self._off_loop(
-            _nbytes(result), v2.encode_response, request, target.name, version, outputs
-        )
+    def describe(self, name: str) -> dict:
+        """A pipeline's version, steps, and each model's inputs and outputs."""
+        pipeline = self.get(name)
+        steps = []
+        for step in pipeline.steps:
+            m = step.model
+            steps.append(
+                {
+                    "name": step.name,
+                    "model": {"name": m.name, "version": m.version, "sha": m.sha256},
+                    "batchConfig": step.config.batch_config,
+                    "inputs": [
+                        {
+                            "name": s.name,
+                            "field": src,
+                            "dtype": str(s.dtype),
+                            "shape": list(s.shape),
+                        }
+                        for src, s in zip(step.sources, m.inputs, strict=True)
+                    ],
+                    "outputs": [
+                        {"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape)}
+                        for s in step.output_specs
+                    ],
+                }
+            )
+        return {
+            "id": pipeline.name,
+            "version": pipeline.config.version,
+            "status": pipeline.status,
+            "steps": steps,
+        }
 
     def v2_metadata(self, name: str) -> dict:
         target, version = self.v2_target(name)
@@ -133,40 +161,77 @@ class DataPlane:
     def ready(self) -> bool:
         return bool(self.pipelines) and all(not p.error for p in self.pipelines.values())
 
+    # -- inference ------------------------------------------------------------------------
+
     async def infer(
-        self, name: str, body: bytes, content_type: str, accept: str
-    ) -> tuple[Pipeline, Answer]:
-        pipeline = self.get(name)
-        decoder = pick_decoder(content_type)
-        media_type, encoder = pick_encoder(accept)
+        self,
+        name: str,
+        read: Callable[[], Awaitable[bytes]],
+        pick: Callable[[], Codec],
+        *,
+        models: bool = False,
+    ) -> Encoded:
+        """One inference: read, look up, decode, coerce and fit, run, encode; with its
+        request, error and latency metrics, whatever the outcome.
+
+        ``read`` gives the body (the transport's limits apply there), ``pick`` the codec
+        pair, asked for only once the pipeline is known. ``models``: the name may also be
+        one model of a pipeline (OIP v2 addresses those).
+        """
+        known = name in self.pipelines or (models and name in self.models)
+        label = name if known else "_unknown"
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            answer = await self._infer(name, await read(), pick, models)
+            status = 200
+            return answer
+        except Exception as exc:
+            # EngineError, or the transport's own HTTP errors (413): both carry a status.
+            status = getattr(exc, "status", 500)
+            raise
+        finally:
+            self.metrics.requests.labels(label, str(status)).inc()
+            if status >= 400:
+                self.metrics.errors.labels(label, str(status)).inc()
+            self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
+
+    async def _infer(
+        self, name: str, body: bytes, pick: Callable[[], Codec], models: bool
+    ) -> Encoded:
+        if models:
+            pipeline, version = self.v2_target(name)
+        else:
+            pipeline = self.get(name)
+            version = pipeline.config.version or ""
+        codec = pick()
         if not body:
             raise BadRequest("the request body is empty; expected rows of tensor fields", "body")
         fields = [InputField(field, spec) for field, spec in pipeline.input_specs]
         echo = len(body) <= self.settings.echo_limit_bytes
+
+        def decode() -> tuple[Decoded, list[dict[str, np.ndarray]], int]:
+            t = time.perf_counter_ns()
+            decoded = codec.decode(body, fields, echo)
+            rows = prepare_rows(decoded, fields, self.settings.allow_nan)
+            return decoded, rows, time.perf_counter_ns() - t
+
+        decoded, rows, decode_ns = await self._off_loop(len(body), decode)
         loop = asyncio.get_running_loop()
-
-        def decode() -> tuple[Decoded, int]:
-            t0 = time.perf_counter_ns()
-            decoded = decoder(body, fields, self.settings.allow_nan, echo)
-            decoded.rows = [
-                {f.name: f.spec.fit(row[f.name], f.name) for f in fields} for row in decoded.rows
-            ]
-            return decoded, time.perf_counter_ns() - t0
-
-        decoded, decode_ns = await self._off_loop(len(body), decode)
-        result: RunResult = await loop.run_in_executor(self.infer_pool, pipeline.run, decoded.rows)
+        result: RunResult = await loop.run_in_executor(self.infer_pool, pipeline.run, rows)
         for step, ns in zip(pipeline.steps, _step_totals(result), strict=True):
             self.metrics.step_latency.labels(pipeline.name, step.name).observe(ns / 1e9)
         response = Response(
             pipeline_name=pipeline.name,
+            pipeline_version=version,
             model_name=pipeline.last_model.name,
             model_version=pipeline.last_model.version,
             decode_ns=decode_ns,
             result=result,
             original=decoded.original,
+            request=decoded.request,
         )
-        payload = await self._off_loop(_nbytes(result), encoder, response)
-        return pipeline, Answer(media_type, payload)
+        return await self._off_loop(_nbytes(result), codec.encode, response)
 
     async def _off_loop(self, size: int, fn, *args):
         """``fn(*args)`` in the decode pool, or inline when ``size`` bytes are too few to be

@@ -24,7 +24,7 @@ from typing import Any
 from edgepipe import oci
 from edgepipe.config import PipelineConfig, model_version
 
-from .loader import StartupError
+from .errors import StartupError
 from .settings import OciSettings, Settings
 
 log = logging.getLogger("edgepipe.engine")

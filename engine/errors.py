@@ -1,4 +1,5 @@
-"""The engine's error family: each error carries its HTTP status and the bad field."""
+"""The engine's errors: the request error family (each carries its HTTP status and the bad
+field) and the start-up failure."""
 
 from __future__ import annotations
 
@@ -45,3 +46,7 @@ class Unavailable(EngineError):
     """The pipeline failed to load and cannot serve (503)."""
 
     status = 503
+
+
+class StartupError(RuntimeError):
+    """The engine cannot tell what to serve, or cannot fetch it; it exits with this message."""

@@ -13,14 +13,11 @@ from edgepipe.config import (
     resolve_local,
 )
 
+from .errors import StartupError
 from .runtime import Pipeline, load_pipeline
 from .settings import Settings
 
 log = logging.getLogger("edgepipe.engine")
-
-
-class StartupError(RuntimeError):
-    """The engine cannot tell what to serve; it exits with this message."""
 
 
 def read_config(settings: Settings) -> PipelineConfig:

@@ -59,14 +59,14 @@ class TensorSpec:
         fits when the batch is one and every other dim is fixed.
         """
         shape = self.shape
-        if _matches(arr.shape, shape):
+        if shape_matches(arr.shape, shape):
             return arr
         if not shape:
             raise BadRequest(
                 f"tensor field {field!r}: expected a scalar, got shape {list(arr.shape)}", field
             )
         leading = shape[0] if isinstance(shape[0], int) else 1
-        if arr.ndim == len(shape) - 1 and leading == 1 and _matches(arr.shape, shape[1:]):
+        if arr.ndim == len(shape) - 1 and leading == 1 and shape_matches(arr.shape, shape[1:]):
             return arr[np.newaxis]
         if arr.ndim == 1 and all(isinstance(d, int) for d in shape[1:]):
             target = (leading, *shape[1:])
@@ -79,7 +79,7 @@ class TensorSpec:
         )
 
 
-def _matches(actual: Sequence[int], expected: Sequence[Dim]) -> bool:
+def shape_matches(actual: Sequence[int], expected: Sequence[Dim]) -> bool:
     if len(actual) != len(expected):
         return False
     return all(not isinstance(e, int) or e == a for a, e in zip(actual, expected, strict=True))

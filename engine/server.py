@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .codecs import v2
+from . import codecs
+from .codecs import Encoded
 from .dataplane import DataPlane
 from .errors import BadRequest, EngineError
 from .loader import load_pipelines
@@ -110,69 +110,22 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def describe_pipeline(request: web.Request) -> web.Response:
-    pipeline = request.app[DATAPLANE].get(request.match_info["name"])
-    steps = []
-    for step in pipeline.steps:
-        m = step.model
-        steps.append(
-            {
-                "name": step.name,
-                "model": {"name": m.name, "version": m.version, "sha": m.sha256},
-                "batchConfig": step.config.batch_config,
-                "inputs": [
-                    {"name": s.name, "field": src, "dtype": str(s.dtype), "shape": list(s.shape)}
-                    for src, s in zip(step.sources, m.inputs, strict=True)
-                ],
-                "outputs": [
-                    {"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape)}
-                    for s in step.output_specs
-                ],
-            }
-        )
-    return json_response(
-        {
-            "id": pipeline.name,
-            "version": pipeline.config.version,
-            "status": pipeline.status,
-            "steps": steps,
-        }
-    )
+    return json_response(request.app[DATAPLANE].describe(request.match_info["name"]))
+
+
+def _answer(encoded: Encoded) -> web.Response:
+    # A memoryview, so that an Arrow buffer goes out without a copy into bytes.
+    return web.Response(body=memoryview(encoded.body), headers=encoded.headers)
 
 
 async def infer(request: web.Request) -> web.Response:
-    plane = request.app[DATAPLANE]
-    name = request.match_info["name"]
-
-    async def call() -> web.Response:
-        body = await read_body(request)
-        _, answer = await plane.infer(
-            name, body, request.headers.get("Content-Type", ""), request.headers.get("Accept", "")
-        )
-        return web.Response(
-            body=memoryview(answer.body), status=200, headers={"Content-Type": answer.media_type}
-        )
-
-    return await _observed(request, name, name in plane.pipelines, call)
-
-
-async def _observed(request: web.Request, name: str, known: bool, call) -> web.Response:
-    """Run an inference handler with request, error and latency metrics around it."""
-    metrics = request.app[METRICS]
-    label = name if known else "_unknown"
-    t0 = time.perf_counter()
-    status = 500
-    try:
-        response = await call()
-        status = response.status
-        return response
-    except (EngineError, web.HTTPException) as exc:
-        status = exc.status
-        raise
-    finally:
-        metrics.requests.labels(label, str(status)).inc()
-        if status >= 400:
-            metrics.errors.labels(label, str(status)).inc()
-        metrics.latency.labels(label).observe(time.perf_counter() - t0)
+    headers = request.headers
+    encoded = await request.app[DATAPLANE].infer(
+        request.match_info["name"],
+        lambda: read_body(request),
+        lambda: codecs.negotiate(headers.get("Content-Type", ""), headers.get("Accept", "")),
+    )
+    return _answer(encoded)
 
 
 async def v2_server(request: web.Request) -> web.Response:
@@ -193,20 +146,14 @@ async def v2_model_ready(request: web.Request) -> web.Response:
 
 
 async def v2_infer(request: web.Request) -> web.Response:
-    plane = request.app[DATAPLANE]
-    name = request.match_info["name"]
-
-    async def call() -> web.Response:
-        body = await read_body(request)
-        out, header_length = await plane.infer_v2(name, body, request.headers.get(v2.HEADER))
-        if header_length is None:
-            return web.Response(body=out, content_type="application/json")
-        return web.Response(
-            body=out,
-            headers={"Content-Type": "application/octet-stream", v2.HEADER: str(header_length)},
-        )
-
-    return await _observed(request, name, name in plane.pipelines or name in plane.models, call)
+    header_length = request.headers.get(codecs.v2.HEADER)
+    encoded = await request.app[DATAPLANE].infer(
+        request.match_info["name"],
+        lambda: read_body(request),
+        lambda: codecs.v2.codec(header_length),
+        models=True,
+    )
+    return _answer(encoded)
 
 
 async def live(request: web.Request) -> web.Response:

@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from edgepipe.engine.codecs import InputField, arrow_ipc, json_records, pick_decoder, pick_encoder
+from edgepipe.engine import codecs
+from edgepipe.engine.codecs import Decoded, InputField, arrow_ipc, json_records
+from edgepipe.engine.dataplane import coerce_rows
 from edgepipe.engine.errors import BadRequest, NotAcceptable, UnsupportedMediaType
 from edgepipe.engine.runtime import TensorSpec
 
@@ -19,6 +21,23 @@ DTYPES = ["float32", "float64", "int32", "int64", "uint8", "bool"]
 
 def field(dtype="float32", shape=(None, 3), name="x") -> InputField:
     return InputField(name, TensorSpec(name, np.dtype(dtype), tuple(shape)))
+
+
+def decode(codec, body: bytes, fields: list[InputField], allow_nan: bool, echo: bool) -> Decoded:
+    """A codec's decode, then the data plane's dtype coercion: what a request goes through
+    before its rows are fitted to the model's shapes."""
+    decoded = codec.decode(body, fields, echo)
+    return Decoded(coerce_rows(decoded, fields, allow_nan), decoded.original)
+
+
+def pick_decoder(content_type: str):
+    return codecs.negotiate(content_type, "").decode
+
+
+def pick_encoder(accept: str):
+    encode = codecs.negotiate("application/json", accept).encode
+    media_type = {json_records.encode: codecs.JSON_RECORDS, arrow_ipc.encode: codecs.ARROW_FILE}
+    return media_type[encode], encode
 
 
 def json_body(rows) -> bytes:
@@ -37,7 +56,7 @@ def arrow_body(table: pa.Table) -> bytes:
 
 def test_json_nested_and_flat() -> None:
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
-    out = json_records.decode(json_body([{"x": x}, {"x": x.ravel()}]), [field()], False, True)
+    out = decode(json_records, json_body([{"x": x}, {"x": x.ravel()}]), [field()], False, True)
     assert out.rows[0]["x"].dtype == np.float32 and out.rows[0]["x"].shape == (2, 3)
     np.testing.assert_array_equal(out.rows[0]["x"], x)
     np.testing.assert_array_equal(out.rows[1]["x"], x.ravel())
@@ -66,25 +85,25 @@ def test_json_nested_and_flat() -> None:
 )
 def test_json_bad_input_is_400(body: bytes, words: str) -> None:
     with pytest.raises(BadRequest) as info:
-        json_records.decode(body, [field()], False, False)
+        decode(json_records, body, [field()], False, False)
     assert words in info.value.message
     assert info.value.status == 400
 
 
 def test_json_dtype_rules() -> None:
-    ints = json_records.decode(b'[{"x": [1, 2, 3]}]', [field("int32")], False, False)
+    ints = decode(json_records, b'[{"x": [1, 2, 3]}]', [field("int32")], False, False)
     assert ints.rows[0]["x"].dtype == np.int32
     with pytest.raises(BadRequest, match="got float64"):
-        json_records.decode(b'[{"x": [1.5, 2, 3]}]', [field("int64")], False, False)
+        decode(json_records, b'[{"x": [1.5, 2, 3]}]', [field("int64")], False, False)
     with pytest.raises(BadRequest, match="do not fit uint8"):
-        json_records.decode(b'[{"x": [1, 256, 3]}]', [field("uint8")], False, False)
-    bools = json_records.decode(b'[{"x": [true, false, true]}]', [field("bool")], False, False)
+        decode(json_records, b'[{"x": [1, 256, 3]}]', [field("uint8")], False, False)
+    bools = decode(json_records, b'[{"x": [true, false, true]}]', [field("bool")], False, False)
     assert bools.rows[0]["x"].tolist() == [True, False, True]
 
 
 def test_json_side_columns_with_brackets_still_decode() -> None:
     body = b'[{"id": "a[b]", "tags": [1, 2], "x": [[1, 2, 3]]}]'
-    out = json_records.decode(body, [field()], False, False)
+    out = decode(json_records, body, [field()], False, False)
     np.testing.assert_array_equal(out.rows[0]["x"], [[1, 2, 3]])
 
 
@@ -99,7 +118,7 @@ def test_json_round_trips_random_tensors(dtype: str, shape, data) -> None:
     if dtype.startswith("float"):
         elements = st.floats(-1e6, 1e6, width=32 if dtype == "float32" else 64)
     arr = data.draw(hnp.arrays(np.dtype(dtype), shape, elements=elements))
-    out = json_records.decode(json_body([{"x": arr}]), [field(dtype, shape)], False, False)
+    out = decode(json_records, json_body([{"x": arr}]), [field(dtype, shape)], False, False)
     got = out.rows[0]["x"]
     assert got.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(got, arr)
@@ -122,7 +141,7 @@ def test_json_arbitrary_values_decode_or_400(value, dtype: str) -> None:
     except (TypeError, orjson.JSONEncodeError):
         return  # not expressible as JSON (NaN, huge ints): malformed cases are tested above
     try:
-        out = json_records.decode(body, [field(dtype, (None,))], False, False)
+        out = decode(json_records, body, [field(dtype, (None,))], False, False)
     except BadRequest as exc:
         assert exc.status == 400 and exc.message
         return
@@ -137,7 +156,7 @@ def test_json_arbitrary_values_decode_or_400(value, dtype: str) -> None:
 def test_arrow_fixed_shape_tensor_is_zero_copy() -> None:
     x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     body = arrow_body(pa.table({"x": pa.FixedShapeTensorArray.from_numpy_ndarray(x)}))
-    out = arrow_ipc.decode(body, [field(shape=(1, 3, 4))], False, False)
+    out = decode(arrow_ipc, body, [field(shape=(1, 3, 4))], False, False)
     row = out.rows[1]["x"]
     np.testing.assert_array_equal(row, x[1])
     # The array is a view into the request body, not a copy of it.
@@ -150,7 +169,7 @@ def test_arrow_permuted_tensor_hwc_to_chw() -> None:
     tensor = pa.FixedShapeTensorArray.from_numpy_ndarray(chw)
     assert tensor.type.permutation not in (None, [0, 1, 2])
     body = arrow_body(pa.table({"x": tensor}))
-    out = arrow_ipc.decode(body, [field(shape=(1, 3, 4, 5))], False, False)
+    out = decode(arrow_ipc, body, [field(shape=(1, 3, 4, 5))], False, False)
     for i in range(2):
         np.testing.assert_array_equal(out.rows[i]["x"], chw[i])
 
@@ -161,7 +180,7 @@ def test_arrow_canonical_permutation() -> None:
     ext = pa.fixed_shape_tensor(pa.float32(), [2, 3, 4], permutation=[2, 0, 1])
     storage = pa.FixedSizeListArray.from_arrays(pa.array(physical.ravel()), 24)
     body = arrow_body(pa.table({"x": pa.ExtensionArray.from_storage(ext, storage)}))
-    out = arrow_ipc.decode(body, [field(shape=(4, 2, 3))], False, False)
+    out = decode(arrow_ipc, body, [field(shape=(4, 2, 3))], False, False)
     np.testing.assert_array_equal(out.rows[0]["x"], physical[0].transpose(2, 0, 1))
 
 
@@ -175,7 +194,7 @@ def test_arrow_nested_flat_and_scalar_columns() -> None:
         field(shape=(None,), name="b"),
         field("float64", shape=(), name="c"),
     ]
-    out = arrow_ipc.decode(arrow_body(table), fields, False, False)
+    out = decode(arrow_ipc, arrow_body(table), fields, False, False)
     np.testing.assert_array_equal(out.rows[1]["a"], [[4, 5, 6]])
     assert out.rows[1]["b"].dtype == np.float32 and out.rows[1]["b"].tolist() == [4, 5, 6]
     assert out.rows[0]["c"] == 1.5
@@ -195,14 +214,14 @@ def test_arrow_nested_flat_and_scalar_columns() -> None:
 def test_arrow_bad_input_is_400(table: pa.Table, words: str | None) -> None:
     spec = field("int64", (None,)) if words is None else field(shape=(None,))
     with pytest.raises(BadRequest) as info:
-        arrow_ipc.decode(arrow_body(table), [spec], False, False)
+        decode(arrow_ipc, arrow_body(table), [spec], False, False)
     assert info.value.status == 400
     assert (words or "got float64") in info.value.message
 
 
 def test_arrow_not_arrow_is_400() -> None:
     with pytest.raises(BadRequest, match="not an Arrow IPC"):
-        arrow_ipc.decode(b"definitely not arrow", [field()], False, False)
+        decode(arrow_ipc, b"definitely not arrow", [field()], False, False)
 
 
 @settings(max_examples=100, deadline=None)
@@ -218,7 +237,7 @@ def test_arrow_round_trips_random_tensors(dtype: str, shape, rows: int, data) ->
         elements = st.floats(-1e6, 1e6)
     arr = data.draw(hnp.arrays(np.dtype(dtype), (rows, *shape), elements=elements))
     body = arrow_body(pa.table({"x": pa.FixedShapeTensorArray.from_numpy_ndarray(arr)}))
-    out = arrow_ipc.decode(body, [field(dtype, shape)], False, False)
+    out = decode(arrow_ipc, body, [field(dtype, shape)], False, False)
     for i in range(rows):
         np.testing.assert_array_equal(out.rows[i]["x"], arr[i])
 

@@ -192,6 +192,28 @@ class Client:
             progress=progress,
         )
 
+    def logs(self, name: str, tail: int = 200) -> dict[str, str]:
+        """The last ``tail`` lines of each of a pipeline's engine pods, by pod name."""
+        selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/name=edgepipe-engine"
+        pods = self._call(
+            "listing engine pods",
+            self.core.list_namespaced_pod,
+            self.namespace,
+            label_selector=selector,
+        ).items
+        if not pods:
+            raise ClusterError(f"pipeline {name!r} has no engine pods (is it deployed?)")
+        return {
+            pod.metadata.name: self._call(
+                f"logs of {pod.metadata.name}",
+                self.core.read_namespaced_pod_log,
+                pod.metadata.name,
+                self.namespace,
+                tail_lines=tail,
+            )
+            for pod in pods
+        }
+
     # -- publishes ------------------------------------------------------------------------
 
     def publish(

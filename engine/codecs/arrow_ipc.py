@@ -25,9 +25,10 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import BadRequest
-from ..runtime import TensorSpec, _matches
-from . import Decoded, InputField, Response, coerce, describe
+from ..runtime import TensorSpec, shape_matches
+from .base import Decoded, Encoded, InputField, Response, describe
 
+MEDIA_TYPE = "application/vnd.apache.arrow.file"
 _LIST_TYPES = (pa.ListType, pa.LargeListType, pa.FixedSizeListType)
 
 
@@ -83,8 +84,8 @@ def _fixed_shape_tensor(col: pa.ExtensionArray, inp: InputField) -> np.ndarray:
 
 
 def _fits_row(row_shape: tuple[int, ...], spec: TensorSpec) -> bool:
-    return _matches(row_shape, spec.shape) or (
-        len(spec.shape) == len(row_shape) + 1 and _matches(row_shape, spec.shape[1:])
+    return shape_matches(row_shape, spec.shape) or (
+        len(spec.shape) == len(row_shape) + 1 and shape_matches(row_shape, spec.shape[1:])
     )
 
 
@@ -128,16 +129,13 @@ def _column(table: pa.Table, inp: InputField) -> np.ndarray:
     return _leaf_numpy(col, inp)
 
 
-def decode(body: bytes, fields: list[InputField], allow_nan: bool, echo: bool) -> Decoded:
+def decode(body: bytes, fields: list[InputField], echo: bool) -> Decoded:
     table = _read_table(body)
     if table.num_rows == 0:
         raise BadRequest("the table has no rows; expected at least one", "body")
-    columns = {
-        inp.name: coerce(_column(table, inp), inp.spec, inp.name, allow_nan) for inp in fields
-    }
-    rows = [{name: arr[i] for name, arr in columns.items()} for i in range(table.num_rows)]
+    columns = {inp.name: _column(table, inp) for inp in fields}
     original = table.to_pylist() if echo else None
-    return Decoded(rows, original)
+    return Decoded(original=original, columns=columns, num_rows=table.num_rows)
 
 
 # -- encoding -------------------------------------------------------------------------------
@@ -158,7 +156,7 @@ def _output_column(parts: list[np.ndarray]) -> tuple[pa.Array, pa.Array | None]:
     return flat, dims
 
 
-def encode(resp: Response) -> pa.Buffer:
+def encode(resp: Response) -> Encoded:
     result = resp.result
     n = len(result.outputs)
     cols: dict[str, Any] = {
@@ -182,4 +180,4 @@ def encode(resp: Response) -> pa.Buffer:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
-    return sink.getvalue()
+    return Encoded(sink.getvalue(), {"Content-Type": MEDIA_TYPE})

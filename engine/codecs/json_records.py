@@ -22,7 +22,7 @@ import orjson
 import simdjson
 
 from ..errors import BadRequest
-from . import TYPE_KEYS, Decoded, InputField, Response, coerce, describe
+from .base import TYPE_KEYS, Decoded, Encoded, InputField, Response, describe
 
 # One parser for the process, used under a lock. A simdjson parser keeps buffers of about
 # three times the largest document it has parsed (~40 MB after one 640x640 image), and a
@@ -111,7 +111,7 @@ def _not_records(kind: str) -> BadRequest:
     return BadRequest(f"expected a JSON array of row objects (pandas-records), got {kind}", "body")
 
 
-def _decode_fast(body: bytes, fields: list[InputField], allow_nan: bool) -> list[dict]:
+def _decode_fast(body: bytes, fields: list[InputField]) -> list[dict]:
     try:
         doc = _parse(body)
     except ValueError as exc:
@@ -141,7 +141,7 @@ def _decode_fast(body: bytes, fields: list[InputField], allow_nan: bool) -> list
             raise _Fallback
     finally:
         del doc  # the parser may be reused only once its document is released
-    return [{f.name: coerce(r[f.name], f.spec, f.name, allow_nan) for f in fields} for r in rows]
+    return rows
 
 
 def _exact_array(value: Any, inp: InputField, row: int) -> np.ndarray:
@@ -166,7 +166,7 @@ def _exact_array(value: Any, inp: InputField, row: int) -> np.ndarray:
     return arr
 
 
-def _decode_exact(body: bytes, fields: list[InputField], allow_nan: bool) -> list[dict]:
+def _decode_exact(body: bytes, fields: list[InputField]) -> list[dict]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -183,23 +183,24 @@ def _decode_exact(body: bytes, fields: list[InputField], allow_nan: bool) -> lis
         for inp in fields:
             if inp.name not in row:
                 raise _missing(inp, i, list(row))
-            arr = _exact_array(row[inp.name], inp, i)
-            out[inp.name] = coerce(arr, inp.spec, inp.name, allow_nan)
+            out[inp.name] = _exact_array(row[inp.name], inp, i)
         rows.append(out)
     return rows
 
 
-def decode(body: bytes, fields: list[InputField], allow_nan: bool, echo: bool) -> Decoded:
+def decode(body: bytes, fields: list[InputField], echo: bool) -> Decoded:
     try:
         with _lock:
-            rows = _decode_fast(body, fields, allow_nan)
+            rows = _decode_fast(body, fields)
     except _Fallback:
-        rows = _decode_exact(body, fields, allow_nan)
+        rows = _decode_exact(body, fields)
     original = orjson.loads(body) if echo else None
-    return Decoded(rows, original)
+    return Decoded(rows, original, num_rows=len(rows))
 
 
 # -- encoding -------------------------------------------------------------------------------
+
+MEDIA_TYPE = "application/json; format=pandas-records"
 
 _ORJSON_NATIVE = {"f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1"}
 
@@ -213,7 +214,7 @@ def _tensor(arr: np.ndarray) -> dict[str, Any]:
     return {key: {"data": np.ascontiguousarray(flat), "dim": list(arr.shape), "v": 1}}
 
 
-def encode(resp: Response) -> bytes:
+def encode(resp: Response) -> Encoded:
     result = resp.result
     records = []
     for i, outs in enumerate(result.outputs):
@@ -230,4 +231,5 @@ def encode(resp: Response) -> bytes:
                 "time": resp.time_ms,
             }
         )
-    return orjson.dumps(records, option=orjson.OPT_SERIALIZE_NUMPY)
+    body = orjson.dumps(records, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Encoded(body, {"Content-Type": MEDIA_TYPE})

@@ -17,6 +17,7 @@ import orjson
 
 from ..errors import BadRequest
 from ..runtime import TensorSpec
+from .base import Codec, Decoded, Encoded, InputField, Response
 
 HEADER = "Inference-Header-Content-Length"
 
@@ -47,6 +48,36 @@ def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
         "datatype": datatype(spec.dtype),
         "shape": [d if isinstance(d, int) else -1 for d in spec.shape],
     }
+
+
+def codec(header_length: str | None) -> Codec:
+    """The v2 codec pair for a request with this ``Inference-Header-Content-Length``."""
+
+    def decode(body: bytes, fields: list[InputField], echo: bool) -> Decoded:
+        request, inputs = decode_request(body, header_length)
+        row = {}
+        for f in fields:
+            if f.name not in inputs:
+                raise BadRequest(
+                    f"missing input {f.name!r}; expected inputs {[x.name for x in fields]}",
+                    f.name,
+                )
+            row[f.name] = inputs[f.name]
+        return Decoded([row], num_rows=1, request=request)
+
+    return Codec(decode, encode)
+
+
+def encode(resp: Response) -> Encoded:
+    """The v2 answer: JSON, or JSON followed by binary output tensors."""
+    names = [s.name for s in resp.result.output_specs]
+    outputs = list(zip(names, resp.result.outputs[0], strict=True))
+    body, header_length = encode_response(
+        resp.request, resp.pipeline_name, resp.pipeline_version, outputs
+    )
+    if header_length is None:
+        return Encoded(body, {"Content-Type": "application/json"})
+    return Encoded(body, {"Content-Type": "application/octet-stream", HEADER: str(header_length)})
 
 
 def decode_request(body: bytes, header_length: str | None) -> tuple[dict, dict[str, np.ndarray]]:

@@ -7,7 +7,6 @@ tests call them directly.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,14 +17,20 @@ from edgepipe.config import (
     ModelRef,
     PipelineConfig,
     Step,
-    _error_field,
+    error_field,
+)
+from edgepipe.enginepod import (
+    CACHE_DIR,
+    ENGINE_PORT,
+    config_cpus,
+    container_security_context,
+    cpu_quantity,
+    probes,
 )
 from edgepipe.resources import PipelineSpec
 
-ENGINE_PORT = 8080
 CONFIG_KEY = "pipeline.json"
 CONFIG_DIR = "/etc/edgepipe"
-CACHE_DIR = "/var/cache/edgepipe"
 MANAGED_BY = "edgepipe-operator"
 PIPELINE_LABEL = "edgepipe.io/pipeline"
 DIGEST_ANNOTATION = "edgepipe.io/config-digest"
@@ -76,7 +81,7 @@ def parse_spec(spec: dict[str, Any]) -> PipelineSpec:
         return PipelineSpec.model_validate(spec)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = "spec." + _error_field(err["loc"])
+        field = "spec." + error_field(err["loc"])
         raise ConfigError(f"{field}: {err['msg']}", field) from None
 
 
@@ -98,7 +103,7 @@ def resolve_pipeline(
         config = PipelineConfig(name=name, steps=steps, engine=spec.deployment.engine())
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = "spec." + _error_field(err["loc"])
+        field = "spec." + error_field(err["loc"])
         raise ConfigError(f"{field}: {err['msg']}", field) from None
     return config.with_version()
 
@@ -123,11 +128,6 @@ def build_configmap(config: PipelineConfig, namespace: str) -> dict[str, Any]:
     }
 
 
-def cpu_quantity(cpus: float) -> str:
-    millis = round(cpus * 1000)
-    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
-
-
 def build_deployment(
     config: PipelineConfig,
     spec: PipelineSpec,
@@ -145,7 +145,6 @@ def build_deployment(
     }
     if deploy.gpus:
         resources["limits"]["nvidia.com/gpu"] = str(deploy.gpus)
-    probe = {"httpGet": {"path": "/health/ready", "port": "http"}, "periodSeconds": 5}
     container = {
         "name": "engine",
         "image": image,
@@ -153,31 +152,18 @@ def build_deployment(
         "command": ["edgepipe-engine"],
         "args": ["--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
         "env": [
-            # onnxruntime threads: whole cores, at least one.
-            {"name": "CONFIG_CPUS", "value": str(max(1, math.ceil(deploy.cpus)))},
+            {"name": "CONFIG_CPUS", "value": str(config_cpus(deploy.cpus))},
             {"name": "EDGEPIPE_ENGINE_PORT", "value": str(ENGINE_PORT)},
             {"name": "EDGEPIPE_ENGINE_CACHE_DIR", "value": CACHE_DIR},
         ],
         "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"}],
         "resources": resources,
-        "readinessProbe": probe,
-        "livenessProbe": {"httpGet": {"path": "/health/live", "port": "http"}, "periodSeconds": 10},
-        # Loading (or pulling) models can take a while: give start-up its own budget.
-        "startupProbe": {
-            "httpGet": {"path": "/health/live", "port": "http"},
-            "periodSeconds": 2,
-            "failureThreshold": 150,
-        },
+        **probes(),
         "volumeMounts": [
             {"name": "pipeline-config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "model-cache", "mountPath": CACHE_DIR},
         ],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security_context(),
     }
     return {
         "apiVersion": "apps/v1",

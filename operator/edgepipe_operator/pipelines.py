@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import urllib.error
 import urllib.request
 from typing import Any
@@ -21,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe.config import ConfigError, ModelRef
+from edgepipe.enginepod import now
 from edgepipe.resources import GROUP, VERSION
 
 from . import builders as b
@@ -34,10 +34,6 @@ MODEL_RETRIES = 3
 
 class ModelUnreachable(Exception):
     """A model reference that did not answer; maybe transient."""
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def api_error(exc: Exception, what: str) -> kopf.TemporaryError | kopf.PermanentError:

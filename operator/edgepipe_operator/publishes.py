@@ -19,13 +19,14 @@ from pydantic import ValidationError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe import oci
-from edgepipe.config import ConfigError, _error_field
+from edgepipe.config import ConfigError, error_field
+from edgepipe.enginepod import now
+from edgepipe.publish import PublishError, publish
 from edgepipe.resources import GROUP, VERSION, PublishSpec
 
 from . import builders as b
 from .kube import Kube
-from .pipelines import ModelUnreachable, now
-from .publish import PublishError, Target, publish
+from .pipelines import ModelUnreachable
 
 # Waiting for a Pipeline that does not exist yet (a GitOps apply of both at once).
 PIPELINE_RETRIES = 6
@@ -204,7 +205,7 @@ def _publish(
     except ValidationError as exc:
         err = exc.errors()[0]
         raise PublishFailed(
-            "InvalidSpec", f"spec.{_error_field(err['loc'])}: {err['msg']}"
+            "InvalidSpec", f"spec.{error_field(err['loc'])}: {err['msg']}"
         ) from None
     pipeline = kube.get_custom("pipelines", parsed.pipeline, namespace)
     if pipeline is None:
@@ -228,7 +229,7 @@ def _publish(
     if parsed.registry.secret_ref:
         secret = kube.read_secret(parsed.registry.secret_ref.name, namespace)
         creds = credentials_from_secret(secret, parsed.registry.secret_ref.name)
-    target = Target.parse(parsed.registry.url, creds, parsed.registry.plain_http)
+    target = oci.Target.parse(parsed.registry.url, creds, parsed.registry.plain_http)
     try:
         return publish(
             config,

@@ -15,13 +15,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from edgepipe.enginepod import ENGINE_IMAGE
+
 PREFIX = "EDGEPIPE_OPERATOR_"
-DEFAULT_ENGINE_IMAGE = "edgepipe:0.1.0"
 
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    engine_image: str = DEFAULT_ENGINE_IMAGE
+    engine_image: str = ENGINE_IMAGE
     image_pull_policy: str = "IfNotPresent"
     namespace: str | None = None
     resync_seconds: float = 10.0

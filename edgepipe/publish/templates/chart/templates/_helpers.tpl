@@ -5,7 +5,9 @@
 
 {{/* The release's full name. */}}
 {{- define "engine.fullname" -}}
-{{- if contains (include "engine.name" .) .Release.Name }}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "engine.name" .) .Release.Name }}
 {{- .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- else }}
 {{- printf "%s-%s" .Release.Name (include "engine.name" .) | trunc 63 | trimSuffix "-" }}

@@ -1,16 +1,8 @@
-"""OCI artifacts for models and pipelines, on the oras SDK.
-
-- A **model** is an artifact of type ``application/vnd.edgepipe.model.v1``: an empty config
-  and one layer, the ONNX file (``application/vnd.edgepipe.model.onnx``), annotated with
-  its name, version, sha256, runtime and input/output signatures. Its reference is
-  ``oci://<registry>/<prefix>/models/<name>@sha256:<manifest digest>``.
-- A **pipeline** is an artifact of type ``application/vnd.edgepipe.pipeline.v1`` whose config
-  blob is the pipeline config document (the engine's own bytes) and whose layers are the
-  models, by digest.
+"""A registry session on the oras SDK: manifests, blobs, uploads, cross-repository mounts.
 
 Registries answer either ``Basic`` challenges (Debian's ``docker-registry`` with htpasswd)
 or ``Bearer`` token challenges (GHCR, Harbor, ECR). oras-py handles each with a different
-backend, so ``connect`` reads the registry's challenge and picks one (``auth="auto"``).
+backend, so the client reads the registry's challenge and picks one (``auth="auto"``).
 """
 
 from __future__ import annotations
@@ -19,8 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,92 +21,19 @@ import oras.defaults
 import oras.provider
 import requests
 
-MODEL_ARTIFACT = "application/vnd.edgepipe.model.v1"
-MODEL_LAYER = "application/vnd.edgepipe.model.onnx"
-PIPELINE_ARTIFACT = "application/vnd.edgepipe.pipeline.v1"
-PIPELINE_CONFIG = "application/vnd.edgepipe.pipeline.config.v1+json"
-EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
-MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-ANNOTATION = "io.edgepipe.model"
-CHUNK = 4 * 1024 * 1024
-
-Progress = Callable[[int, int], None]  # (bytes done, bytes total)
-
-
-class OciError(RuntimeError):
-    """A registry operation failed; the message says which and why."""
-
-
-class RegistryUnavailable(OciError):
-    """The registry could not be reached or failed (5xx): worth retrying later."""
-
-
-class AuthError(OciError):
-    """The registry refused the credentials (401/403): retrying will not help."""
-
-
-class NotFound(OciError):
-    """No such repository, tag or blob."""
-
-
-class DigestMismatch(OciError):
-    """Downloaded bytes do not match their digest."""
-
-
-@dataclass(frozen=True)
-class Reference:
-    """``[oci://]registry/repository[:tag][@sha256:digest]``."""
-
-    registry: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @classmethod
-    def parse(cls, ref: str) -> Reference:
-        raw = ref.removeprefix("oci://")
-        digest = None
-        if "@" in raw:
-            raw, digest = raw.split("@", 1)
-            if not digest.startswith("sha256:") or len(digest) != 71:
-                raise OciError(f"{ref}: expected @sha256:<64 hex digits>")
-        registry, _, rest = raw.partition("/")
-        if not rest or ("." not in registry and ":" not in registry and registry != "localhost"):
-            raise OciError(
-                f"{ref}: expected registry/repository, e.g. registry.example.com/models/x"
-            )
-        tag = None
-        last = rest.rsplit("/", 1)[-1]
-        if ":" in last:
-            rest, tag = rest.rsplit(":", 1)
-        return cls(registry, rest, tag, digest)
-
-    @property
-    def target(self) -> str:
-        """What oras calls a container: ``registry/repo:tag`` or ``registry/repo@digest``."""
-        if self.digest:
-            return f"{self.registry}/{self.repository}@{self.digest}"
-        return f"{self.registry}/{self.repository}:{self.tag or 'latest'}"
-
-    def __str__(self) -> str:
-        out = f"{self.registry}/{self.repository}"
-        if self.tag:
-            out += f":{self.tag}"
-        if self.digest:
-            out += f"@{self.digest}"
-        return out
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def from_env(cls, prefix: str = "OCI_") -> Credentials:
-        return cls(
-            os.environ.get(prefix + "USERNAME") or None, os.environ.get(prefix + "PASSWORD") or None
-        )
+from .refs import (
+    CHUNK,
+    MANIFEST,
+    AuthError,
+    Credentials,
+    DigestMismatch,
+    NotFound,
+    OciError,
+    Progress,
+    Reference,
+    RegistryUnavailable,
+    is_loopback,
+)
 
 
 class _Registry(oras.provider.Registry):
@@ -392,106 +310,34 @@ class Client:
 
 def file_digest(path: Path) -> tuple[str, int]:
     """(``sha256:<hex>``, size) of a file."""
-    from .config import file_sha256
+    from edgepipe.config import file_sha256
 
     return "sha256:" + file_sha256(path, CHUNK), Path(path).stat().st_size
 
 
-def _signature(path: Path) -> tuple[list[dict], list[dict]]:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-    def sig(args) -> list[dict]:
-        return [
-            {
-                "name": a.name,
-                "type": a.type,
-                "shape": [d if isinstance(d, int) else str(d) for d in a.shape],
-            }
-            for a in args
-        ]
-
-    return sig(session.get_inputs()), sig(session.get_outputs())
-
-
 @dataclass(frozen=True)
-class PushedModel:
-    reference: str  # oci://registry/repo@sha256:<manifest digest>
-    sha256: str  # the ONNX file's
-    manifest_digest: str
-    uploaded: bool  # False when the registry already had the file
+class Target:
+    """Where to push: ``registry[/prefix]``, credentials, and the transport."""
 
+    registry: str
+    prefix: str = ""
+    credentials: Credentials = field(default_factory=Credentials)
+    plain_http: bool = False
 
-def push_model(
-    client: Client,
-    path: str | Path,
-    *,
-    name: str,
-    repository: str,
-    version: str | None = None,
-    progress: Progress | None = None,
-) -> PushedModel:
-    """Push an ONNX file as a model artifact; re-pushing the same file uploads nothing."""
-    from .config import digest_to_uuid
+    @classmethod
+    def parse(
+        cls, url: str, credentials: Credentials | None = None, plain_http: bool | None = None
+    ) -> Target:
+        raw = url.removeprefix("oci://").strip("/")
+        registry, _, prefix = raw.partition("/")
+        if not registry:
+            raise OciError(f"registry {url!r}: expected host[:port][/prefix]")
+        if plain_http is None:
+            plain_http = is_loopback(registry)
+        return cls(registry, prefix, credentials or Credentials(), plain_http)
 
-    path = Path(path)
-    digest, size = file_digest(path)
-    sha = digest.removeprefix("sha256:")
-    inputs, outputs = _signature(path)
-    version = version or digest_to_uuid(sha)
-    uploaded = client.push_blob(repository, path, digest, size, progress)
-    empty = b"{}"
-    empty_digest = "sha256:" + hashlib.sha256(empty).hexdigest()
-    client.push_bytes(repository, empty, empty_digest)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST,
-        "artifactType": MODEL_ARTIFACT,
-        "config": {"mediaType": EMPTY_CONFIG, "digest": empty_digest, "size": len(empty)},
-        "layers": [
-            {
-                "mediaType": MODEL_LAYER,
-                "digest": digest,
-                "size": size,
-                "annotations": {
-                    "org.opencontainers.image.title": path.name,
-                    f"{ANNOTATION}.name": name,
-                    f"{ANNOTATION}.version": version,
-                    f"{ANNOTATION}.sha256": sha,
-                    f"{ANNOTATION}.runtime": "onnx",
-                    f"{ANNOTATION}.inputs": json.dumps(inputs, separators=(",", ":")),
-                    f"{ANNOTATION}.outputs": json.dumps(outputs, separators=(",", ":")),
-                },
-            }
-        ],
-        "annotations": {f"{ANNOTATION}.name": name, f"{ANNOTATION}.version": version},
-    }
-    manifest_digest = client.put_manifest(repository, manifest, tag=version)
-    ref = f"oci://{client.registry}/{repository}@{manifest_digest}"
-    return PushedModel(ref, sha, manifest_digest, uploaded)
+    def repository(self, kind: str, name: str) -> str:
+        return "/".join(p for p in (self.prefix, kind, name) if p)
 
-
-def model_layer(manifest: dict[str, Any], ref: object) -> dict[str, Any]:
-    for layer in manifest.get("layers", []):
-        if layer.get("mediaType") == MODEL_LAYER:
-            return layer
-    raise OciError(f"{ref} is not an edgepipe model (no {MODEL_LAYER} layer)")
-
-
-def model_sha256(
-    url: str, credentials: Credentials | None = None, plain_http: bool | None = None
-) -> str:
-    """The ONNX file's sha256 behind an ``oci://`` model reference."""
-    ref = Reference.parse(url)
-    if plain_http is None:
-        plain_http = is_loopback(ref.registry)
-    client = Client(ref.registry, credentials, plain_http=plain_http)
-    manifest, _ = client.get_manifest(ref)
-    return model_layer(manifest, ref)["digest"].removeprefix("sha256:")
-
-
-def is_loopback(registry: str) -> bool:
-    """Registries on loopback are assumed to speak plain HTTP, as helm and oras assume."""
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    return host in ("localhost", "127.0.0.1", "[::1]")
+    def client(self) -> Client:
+        return Client(self.registry, self.credentials, plain_http=self.plain_http)

@@ -1,0 +1,116 @@
+"""``edgepipe infer``: an image or an input file sent to a pipeline, the answer printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .common import emit, output_option
+
+
+def engine_target(target: str, engine: str) -> tuple[str, str | None]:
+    """(engine base URL, pipeline name or None) from a pipeline name or an engine URL."""
+    if target.startswith(("http://", "https://")):
+        base, sep, name = target.partition("/pipelines/")
+        return base.rstrip("/"), (name.strip("/") or None) if sep else None
+    return engine.rstrip("/"), target
+
+
+@click.command("infer")
+@click.argument("target", metavar="PIPELINE_OR_URL")
+@click.option(
+    "--engine",
+    default="http://localhost:8080",
+    show_default=True,
+    help="Engine URL when PIPELINE_OR_URL is a name (after kubectl port-forward).",
+)
+@click.option(
+    "--image",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An image: letterboxed to 640x640 and sent as the first input.",
+)
+@click.option(
+    "--input",
+    "input_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="pandas-records JSON (.json) or Arrow IPC (.arrow).",
+)
+@click.option(
+    "--draw",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --image: save it with the detected boxes and labels.",
+)
+@click.option("--confidence", type=float, default=0.5, show_default=True)
+@click.option("--iou", type=float, default=0.25, show_default=True)
+@output_option
+def infer_cmd(target, engine, image, input_file, draw, confidence, iou, output) -> None:
+    """Send an image or an input file to a pipeline and print the results."""
+    from edgepipe.client import EngineClient
+
+    if bool(image) == bool(input_file):
+        raise click.UsageError("give --image FILE or --input FILE (one of them)")
+    if draw and not image:
+        raise click.UsageError("--draw needs --image")
+    base, name = engine_target(target, engine)
+    client = EngineClient(base, name)
+    if image:
+        _infer_image(client, image, draw, confidence, iou, output)
+    elif input_file.suffix == ".arrow":
+        import pyarrow as pa
+
+        with pa.memory_map(str(input_file)) as src:
+            table = pa.ipc.open_file(src).read_all()
+        result = client.infer_arrow(table)
+        emit(
+            result.to_pylist(),
+            output,
+            lambda _: (
+                f"{result.num_rows} row(s): "
+                + ", ".join(f"{f.name} ({f.type})" for f in result.schema)
+            ),
+        )
+    else:
+        records = json.loads(input_file.read_text())
+        emit(client.infer_records(None, records), output, records_text)
+
+
+def records_text(records: list[dict]) -> str:
+    lines = []
+    for i, rec in enumerate(records):
+        dims = ", ".join(f"{k}{v['dim']}" for o in rec["outputs"] for k, v in o.items())
+        ms = " + ".join(f"{e / 1e6:.1f}" for e in rec["elapsed"])
+        lines.append(f"row {i}: {rec['pipeline_name']} / {rec['model_name']}: {dims} ({ms} ms)")
+    return "\n".join(lines)
+
+
+def _infer_image(
+    client, image: Path, draw: Path | None, confidence: float, iou: float, output: str
+) -> None:
+    from edgepipe import yolo
+
+    pixels = yolo.load_image(image)
+    tensor, transform = yolo.letterbox(pixels)
+    result = client.infer_tensor(None, None, tensor)
+    out = result.outputs[0]
+    if out.ndim == 2 and out.shape[1] == 6:  # the engine already decoded (postprocess)
+        dets = yolo.from_rows(out, transform)
+    elif out.ndim == 3 and out.shape[0] == 1 and out.shape[1] >= 5:
+        dets = yolo.decode(out, transform, confidence_thres=confidence, iou_thres=iou)
+    else:
+        emit(records_text([result.record]), output, lambda t: t)
+        return
+    rows = [d.to_dict() for d in dets]
+    emit(
+        rows,
+        output,
+        lambda rs: (
+            "\n".join(f"{r['label']:<8} score {r['score']:.3f}  box {r['box']}" for r in rs)
+            or "no detections"
+        ),
+    )
+    if draw:
+        draw.parent.mkdir(parents=True, exist_ok=True)
+        yolo.draw(pixels, dets, draw)
+        click.echo(f"annotated image: {draw}", err=True)

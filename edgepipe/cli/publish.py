@@ -1,0 +1,213 @@
+"""``edgepipe publish``: Publishes in the cluster, and publishing without one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgepipe.enginepod import ENGINE_IMAGE
+
+from .common import (
+    CliError,
+    cluster,
+    emit,
+    kube_options,
+    output_option,
+    progress_bar,
+    registry_options,
+    target,
+    wait_progress,
+)
+
+HEADER = f"{'NAME':<28} {'PIPELINE':<24} {'PHASE':<15} CHART VERSION"
+LABELS = {
+    "pipelineVersion": "Pipeline Version",
+    "engineUrl": "Engine URL",
+    "pipelineUrl": "Pipeline URL",
+    "helmChartUrl": "Helm Chart URL",
+    "helmChartReference": "Helm Chart Reference",
+    "helmChartVersion": "Helm Chart Version",
+    "engineConfig": "Engine Config",
+    "createdAt": "Created",
+    "updatedAt": "Updated",
+}
+
+
+def print_fields(fields: dict[str, Any]) -> None:
+    for key, label in LABELS.items():
+        value = fields.get(key)
+        if isinstance(value, dict):
+            value = json.dumps(value)
+        click.echo(f"{label + ':':<22} {value}")
+    if fields.get("dockerRunCommand"):
+        click.echo("\nRun it at the edge:\n  " + fields["dockerRunCommand"].replace("\n", "\n  "))
+
+
+def _line(obj: dict) -> str:
+    st = obj.get("status") or {}
+    return (
+        f"{obj['metadata']['name']:<28} {obj['spec']['pipeline']:<24} "
+        f"{st.get('phase') or '-':<15} {st.get('helmChartVersion') or '-'}"
+    )
+
+
+@click.group()
+def publish() -> None:
+    """Publish pipelines for the edge."""
+
+
+@publish.command("push")
+@click.argument(
+    "config_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--model",
+    "model_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Publish one ONNX file as a one-step pipeline instead.",
+)
+@registry_options
+@click.option(
+    "--engine-image",
+    default=ENGINE_IMAGE,
+    show_default=True,
+    help="Engine image the chart and docker run use.",
+)
+@click.option("--chart-name", help="Chart name (default: the pipeline's name).")
+@click.option("--replicas", type=int, default=1, show_default=True)
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def publish_push(
+    config_file: Path | None,
+    model_file: Path | None,
+    registry: str,
+    username: str | None,
+    password: str | None,
+    plain_http: bool | None,
+    engine_image: str,
+    chart_name: str | None,
+    replicas: int,
+    output: str,
+) -> None:
+    """Publish a pipeline config (or --model FILE) without a cluster: models, pipeline, chart."""
+    from edgepipe.config import config_for_model_file, load_config, resolve_local
+    from edgepipe.publish import publish as do_publish
+    from edgepipe.publish import resolve_refs
+    from edgepipe.resources import DeploymentConfig
+
+    if bool(config_file) == bool(model_file):
+        raise click.UsageError("give a CONFIG file or --model FILE.onnx (one of them)")
+    raw = load_config(config_file) if config_file else config_for_model_file(model_file)
+    config = resolve_refs(resolve_local(raw))
+    deployment = DeploymentConfig(
+        replicas=replicas,
+        cpus=config.engine.cpus,
+        memory=config.engine.memory,
+        gpus=config.engine.gpus,
+    )
+    dest = target(registry, username, password, plain_http)
+    bar, update = progress_bar(f"publishing {config.name}")
+    with bar:
+        result = do_publish(
+            config,
+            dest,
+            engine_image=engine_image,
+            deployment=deployment,
+            chart_name=chart_name,
+            log=lambda m: bar.console.print(f"  {m}"),
+            progress=update,
+        )
+    fields = result.status_fields()
+    if output == "json":
+        emit(fields, output)
+        return
+    print_fields(fields)
+
+
+@publish.command("create")
+@click.argument("name")
+@click.option("--pipeline", "pipeline_name", required=True, help="Pipeline to publish.")
+@click.option("--registry", required=True, metavar="HOST[/PREFIX]")
+@click.option("--secret", help="Secret with the registry's username and password.")
+@click.option("--plain-http", is_flag=True, help="The registry speaks plain HTTP.")
+@click.option("--version", "version", help="Pipeline version (default: current).")
+@click.option("--timeout", type=float, default=600, show_default=True)
+@kube_options
+@output_option
+def publish_create(
+    name,
+    pipeline_name,
+    registry,
+    secret,
+    plain_http,
+    version,
+    timeout,
+    kubeconfig,
+    namespace,
+    context,
+    output,
+) -> None:
+    """Create a Publish and wait until it is Published (or Failed)."""
+    st = cluster(kubeconfig, namespace, context).publish(
+        name,
+        pipeline_name,
+        registry,
+        secret=secret,
+        plain_http=plain_http,
+        version=version,
+        timeout=timeout,
+        progress=wait_progress(f"publish {name}"),
+    )
+    if output != "text":
+        emit(st, output)
+        return
+    print_fields(st)
+
+
+@publish.command("get")
+@click.argument("name")
+@kube_options
+@output_option
+def publish_get(name, kubeconfig, namespace, context, output) -> None:
+    """Show one Publish and its status fields."""
+    obj = cluster(kubeconfig, namespace, context).get("publishes", name)
+    if output != "text":
+        emit(obj, output)
+        return
+    click.echo("\n".join([HEADER, _line(obj)]))
+    if (obj.get("status") or {}).get("phase") == "Published":
+        print_fields(obj["status"])
+
+
+@publish.command("list")
+@kube_options
+@output_option
+def publish_list(kubeconfig, namespace, context, output) -> None:
+    """List Publishes."""
+    items = cluster(kubeconfig, namespace, context).list("publishes")
+    emit(items, output, lambda xs: "\n".join([HEADER, *map(_line, xs)]))
+
+
+@publish.command("show")
+@click.argument("name")
+@kube_options
+def publish_show(name: str, kubeconfig, namespace, context) -> None:
+    """Print a Publish's docker run line, compose.yaml and helm install command."""
+    from edgepipe.publish import compose_yaml, helm_install_command, local_values_yaml
+
+    obj = cluster(kubeconfig, namespace, context).get("publishes", name)
+    status = obj.get("status") or {}
+    if status.get("phase") != "Published":
+        raise CliError(
+            f"publish {name!r} is {status.get('phase') or 'not reconciled yet'}"
+            + (f": {status.get('message')}" if status.get("message") else "")
+        )
+    registry_url = obj["spec"]["registry"]["url"]
+    registry = registry_url.split("/", 1)[0]
+    plain = bool(obj["spec"]["registry"].get("plainHttp"))
+    click.echo("# docker run\n" + status["dockerRunCommand"] + "\n")
+    click.echo("# compose.yaml\n" + compose_yaml(status, registry, plain))
+    click.echo("# local-values.yaml\n" + local_values_yaml(registry, plain))
+    click.echo("# helm install\n" + helm_install_command(status, obj["spec"]["pipeline"], plain))

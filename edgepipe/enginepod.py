@@ -1,0 +1,63 @@
+"""The engine pod's defaults, defined once for the operator's builders and the edge chart.
+
+The engine Deployment the operator writes and the one the generated edge chart renders
+are the same container: one port, one cache path, the same probes and security context.
+Both read them from here, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+# The engine image a Pipeline or a Publish uses when it names none.
+ENGINE_IMAGE = "edgepipe:0.1.0"
+# The engine's HTTP port, in the container, the Service and the docker run line.
+ENGINE_PORT = 8080
+# Where models pulled from a registry are cached inside the container (a writable volume,
+# since the root filesystem is read-only).
+CACHE_DIR = "/var/cache/edgepipe"
+
+
+def config_cpus(cpus: float | str) -> int:
+    """onnxruntime threads (``CONFIG_CPUS``) for a CPU budget: whole cores, at least one."""
+    return max(1, math.ceil(float(cpus)))
+
+
+def cpu_quantity(cpus: float) -> str:
+    """A CPU count as a Kubernetes quantity: ``2`` or ``500m``."""
+    millis = round(cpus * 1000)
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+def now() -> str:
+    """The time stamp written into statuses and publish results (UTC, seconds)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def probes() -> dict[str, dict[str, Any]]:
+    """Readiness, liveness and start-up probes on the engine's health endpoints."""
+    return {
+        "readinessProbe": {
+            "httpGet": {"path": "/health/ready", "port": "http"},
+            "periodSeconds": 5,
+        },
+        "livenessProbe": {"httpGet": {"path": "/health/live", "port": "http"}, "periodSeconds": 10},
+        # Loading (or pulling) models can take a while: give start-up its own budget.
+        "startupProbe": {
+            "httpGet": {"path": "/health/live", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 150,
+        },
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """Least privilege: no escalation, a read-only root, no capabilities, not root."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }

@@ -1,0 +1,62 @@
+"""OCI artifacts for models and pipelines, on the oras SDK.
+
+- A **model** is an artifact of type ``application/vnd.edgepipe.model.v1``: an empty config
+  and one layer, the ONNX file (``application/vnd.edgepipe.model.onnx``), annotated with
+  its name, version, sha256, runtime and input/output signatures. Its reference is
+  ``oci://<registry>/<prefix>/models/<name>@sha256:<manifest digest>``.
+- A **pipeline** is an artifact of type ``application/vnd.edgepipe.pipeline.v1`` whose config
+  blob is the pipeline config document (the engine's own bytes) and whose layers are the
+  models, by digest.
+
+``refs`` names things (media types, references, credentials, errors), ``client`` talks to
+a registry, and ``models`` pushes and reads model artifacts.
+"""
+
+from .client import Client, Target, file_digest
+from .models import PushedModel, model_layer, model_sha256, push_model
+from .refs import (
+    ANNOTATION,
+    CHUNK,
+    EMPTY_CONFIG,
+    MANIFEST,
+    MODEL_ARTIFACT,
+    MODEL_LAYER,
+    PIPELINE_ARTIFACT,
+    PIPELINE_CONFIG,
+    AuthError,
+    Credentials,
+    DigestMismatch,
+    NotFound,
+    OciError,
+    Progress,
+    Reference,
+    RegistryUnavailable,
+    is_loopback,
+)
+
+__all__ = [
+    "ANNOTATION",
+    "CHUNK",
+    "EMPTY_CONFIG",
+    "MANIFEST",
+    "MODEL_ARTIFACT",
+    "MODEL_LAYER",
+    "PIPELINE_ARTIFACT",
+    "PIPELINE_CONFIG",
+    "AuthError",
+    "Client",
+    "Credentials",
+    "DigestMismatch",
+    "NotFound",
+    "OciError",
+    "Progress",
+    "PushedModel",
+    "Reference",
+    "RegistryUnavailable",
+    "Target",
+    "file_digest",
+    "is_loopback",
+    "model_layer",
+    "model_sha256",
+    "push_model",
+]

@@ -1,0 +1,117 @@
+"""Model artifacts: an ONNX file pushed by digest with its signature, and read back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .client import Client, file_digest
+from .refs import (
+    ANNOTATION,
+    EMPTY_CONFIG,
+    MANIFEST,
+    MODEL_ARTIFACT,
+    MODEL_LAYER,
+    Credentials,
+    OciError,
+    Progress,
+    Reference,
+    is_loopback,
+)
+
+
+def _signature(path: Path) -> tuple[list[dict], list[dict]]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def sig(args) -> list[dict]:
+        return [
+            {
+                "name": a.name,
+                "type": a.type,
+                "shape": [d if isinstance(d, int) else str(d) for d in a.shape],
+            }
+            for a in args
+        ]
+
+    return sig(session.get_inputs()), sig(session.get_outputs())
+
+
+@dataclass(frozen=True)
+class PushedModel:
+    reference: str  # oci://registry/repo@sha256:<manifest digest>
+    sha256: str  # the ONNX file's
+    manifest_digest: str
+    uploaded: bool  # False when the registry already had the file
+
+
+def push_model(
+    client: Client,
+    path: str | Path,
+    *,
+    name: str,
+    repository: str,
+    version: str | None = None,
+    progress: Progress | None = None,
+) -> PushedModel:
+    """Push an ONNX file as a model artifact; re-pushing the same file uploads nothing."""
+    from edgepipe.config import digest_to_uuid
+
+    path = Path(path)
+    digest, size = file_digest(path)
+    sha = digest.removeprefix("sha256:")
+    inputs, outputs = _signature(path)
+    version = version or digest_to_uuid(sha)
+    uploaded = client.push_blob(repository, path, digest, size, progress)
+    empty = b"{}"
+    empty_digest = "sha256:" + hashlib.sha256(empty).hexdigest()
+    client.push_bytes(repository, empty, empty_digest)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "artifactType": MODEL_ARTIFACT,
+        "config": {"mediaType": EMPTY_CONFIG, "digest": empty_digest, "size": len(empty)},
+        "layers": [
+            {
+                "mediaType": MODEL_LAYER,
+                "digest": digest,
+                "size": size,
+                "annotations": {
+                    "org.opencontainers.image.title": path.name,
+                    f"{ANNOTATION}.name": name,
+                    f"{ANNOTATION}.version": version,
+                    f"{ANNOTATION}.sha256": sha,
+                    f"{ANNOTATION}.runtime": "onnx",
+                    f"{ANNOTATION}.inputs": json.dumps(inputs, separators=(",", ":")),
+                    f"{ANNOTATION}.outputs": json.dumps(outputs, separators=(",", ":")),
+                },
+            }
+        ],
+        "annotations": {f"{ANNOTATION}.name": name, f"{ANNOTATION}.version": version},
+    }
+    manifest_digest = client.put_manifest(repository, manifest, tag=version)
+    ref = f"oci://{client.registry}/{repository}@{manifest_digest}"
+    return PushedModel(ref, sha, manifest_digest, uploaded)
+
+
+def model_layer(manifest: dict[str, Any], ref: object) -> dict[str, Any]:
+    for layer in manifest.get("layers", []):
+        if layer.get("mediaType") == MODEL_LAYER:
+            return layer
+    raise OciError(f"{ref} is not an edgepipe model (no {MODEL_LAYER} layer)")
+
+
+def model_sha256(
+    url: str, credentials: Credentials | None = None, plain_http: bool | None = None
+) -> str:
+    """The ONNX file's sha256 behind an ``oci://`` model reference."""
+    ref = Reference.parse(url)
+    if plain_http is None:
+        plain_http = is_loopback(ref.registry)
+    client = Client(ref.registry, credentials, plain_http=plain_http)
+    manifest, _ = client.get_manifest(ref)
+    return model_layer(manifest, ref)["digest"].removeprefix("sha256:")

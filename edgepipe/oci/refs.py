@@ -1,0 +1,100 @@
+"""OCI names and failures: media types, references, credentials, publish targets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MODEL_ARTIFACT = "application/vnd.edgepipe.model.v1"
+MODEL_LAYER = "application/vnd.edgepipe.model.onnx"
+PIPELINE_ARTIFACT = "application/vnd.edgepipe.pipeline.v1"
+PIPELINE_CONFIG = "application/vnd.edgepipe.pipeline.config.v1+json"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+ANNOTATION = "io.edgepipe.model"
+CHUNK = 4 * 1024 * 1024
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+class OciError(RuntimeError):
+    """A registry operation failed; the message says which and why."""
+
+
+class RegistryUnavailable(OciError):
+    """The registry could not be reached or failed (5xx): worth retrying later."""
+
+
+class AuthError(OciError):
+    """The registry refused the credentials (401/403): retrying will not help."""
+
+
+class NotFound(OciError):
+    """No such repository, tag or blob."""
+
+
+class DigestMismatch(OciError):
+    """Downloaded bytes do not match their digest."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """``[oci://]registry/repository[:tag][@sha256:digest]``."""
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @classmethod
+    def parse(cls, ref: str) -> Reference:
+        raw = ref.removeprefix("oci://")
+        digest = None
+        if "@" in raw:
+            raw, digest = raw.split("@", 1)
+            if not digest.startswith("sha256:") or len(digest) != 71:
+                raise OciError(f"{ref}: expected @sha256:<64 hex digits>")
+        registry, _, rest = raw.partition("/")
+        if not rest or ("." not in registry and ":" not in registry and registry != "localhost"):
+            raise OciError(
+                f"{ref}: expected registry/repository, e.g. registry.example.com/models/x"
+            )
+        tag = None
+        last = rest.rsplit("/", 1)[-1]
+        if ":" in last:
+            rest, tag = rest.rsplit(":", 1)
+        return cls(registry, rest, tag, digest)
+
+    @property
+    def target(self) -> str:
+        """What oras calls a container: ``registry/repo:tag`` or ``registry/repo@digest``."""
+        if self.digest:
+            return f"{self.registry}/{self.repository}@{self.digest}"
+        return f"{self.registry}/{self.repository}:{self.tag or 'latest'}"
+
+    def __str__(self) -> str:
+        out = f"{self.registry}/{self.repository}"
+        if self.tag:
+            out += f":{self.tag}"
+        if self.digest:
+            out += f"@{self.digest}"
+        return out
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_env(cls, prefix: str = "OCI_") -> Credentials:
+        return cls(
+            os.environ.get(prefix + "USERNAME") or None, os.environ.get(prefix + "PASSWORD") or None
+        )
+
+
+def is_loopback(registry: str) -> bool:
+    """Registries on loopback are assumed to speak plain HTTP, as helm and oras assume."""
+    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    return host in ("localhost", "127.0.0.1", "[::1]")

@@ -1,0 +1,142 @@
+"""The pipeline artifact: every model by digest in the pipeline's repository, then the
+config blob and a manifest tagged with the pipeline version.
+
+A model is uploaded from a local file, mounted from the repository it was pushed to (same
+registry), or copied from another registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgepipe import oci
+from edgepipe.config import ConfigError, PipelineConfig, model_version
+
+from .errors import PublishError
+
+Log = Callable[[str], None]
+
+
+def resolve_refs(config: PipelineConfig) -> PipelineConfig:
+    """Fill in the sha256 of ``oci://`` models from the registry (local files already
+    are), and compute the version."""
+    steps = []
+    for i, step in enumerate(config.steps):
+        model = step.model
+        if model.url and model.url.startswith("oci://") and not model.sha256:
+            try:
+                model = model.model_copy(update={"sha256": oci.model_sha256(model.url)})
+            except oci.OciError as exc:
+                raise ConfigError(f"steps[{i}].model.url: {exc}") from None
+        steps.append(step.model_copy(update={"model": model}))
+    return config.model_copy(update={"steps": steps}).with_version()
+
+
+def _ensure_model_blob(
+    client: oci.Client,
+    target: oci.Target,
+    repository: str,
+    ref_url: str | None,
+    path: Path | None,
+    digest: str,
+    log: Log,
+    progress: oci.Progress | None,
+) -> int:
+    """Put one model file into ``repository``; its size."""
+    if path is not None:
+        actual, size = oci.file_digest(path)
+        if actual != digest:
+            raise PublishError(f"{path} has digest {actual}, the pipeline says {digest}")
+        client.push_blob(repository, path, digest, size, progress)
+        return size
+    if ref_url and ref_url.startswith("oci://"):
+        src = oci.Reference.parse(ref_url)
+        source = (
+            client
+            if src.registry == target.registry
+            else oci.Client(src.registry, plain_http=oci.is_loopback(src.registry))
+        )
+        manifest, _ = source.get_manifest(src)
+        layer = oci.model_layer(manifest, src)
+        if layer["digest"] != digest:
+            raise PublishError(f"{ref_url} holds {layer['digest']}, the pipeline says {digest}")
+        if client.blob_exists(repository, digest):
+            return layer["size"]
+        if source is client and client.mount_blob(repository, digest, src.repository):
+            log(f"mounted {digest[:19]} from {src.repository}")
+            return layer["size"]
+        with tempfile.TemporaryDirectory() as tmp:
+            local = source.pull_blob(src.repository, digest, Path(tmp) / "model.onnx")
+            client.push_blob(repository, local, digest, layer["size"], progress)
+        return layer["size"]
+    raise PublishError(
+        "a model given as a path inside the engine image cannot be published from here; "
+        "push it first (edgepipe model push FILE --registry …) and use its oci:// reference"
+    )
+
+
+def push_pipeline(
+    target: oci.Target,
+    config: PipelineConfig,
+    model_files: dict[str, Path] | None = None,
+    *,
+    log: Log = lambda _: None,
+    progress: oci.Progress | None = None,
+) -> tuple[str, str]:
+    """Push the pipeline artifact; (pipeline URL, manifest digest)."""
+    if not config.version or not config.is_resolved():
+        raise PublishError("the pipeline config must be resolved (every model's sha256 known)")
+    client = target.client()
+    repository = target.repository("pipelines", config.name)
+    layers: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for step in config.steps:
+        model = step.model
+        digest = f"sha256:{model.sha256}"
+        local = (model_files or {}).get(model.sha256)
+        if local is None and model.path and Path(model.path).exists():
+            local = Path(model.path)
+        log(f"model {model.name}: {digest}")
+        size = _ensure_model_blob(
+            client, target, repository, model.url, local, digest, log, progress
+        )
+        if digest in seen:
+            continue
+        seen.add(digest)
+        layers.append(
+            {
+                "mediaType": oci.MODEL_LAYER,
+                "digest": digest,
+                "size": size,
+                "annotations": {
+                    "org.opencontainers.image.title": f"{model.sha256}",
+                    f"{oci.ANNOTATION}.name": model.name,
+                    f"{oci.ANNOTATION}.version": model_version(model),
+                    f"{oci.ANNOTATION}.sha256": model.sha256,
+                    f"{oci.ANNOTATION}.runtime": model.runtime,
+                    f"{oci.ANNOTATION}.step": step.step_name,
+                },
+            }
+        )
+    data = config.to_json()
+    config_digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    client.push_bytes(repository, data, config_digest)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": oci.MANIFEST,
+        "artifactType": oci.PIPELINE_ARTIFACT,
+        "config": {"mediaType": oci.PIPELINE_CONFIG, "digest": config_digest, "size": len(data)},
+        "layers": layers,
+        "annotations": {
+            "io.edgepipe.pipeline.name": config.name,
+            "io.edgepipe.pipeline.version": config.version,
+        },
+    }
+    digest = client.put_manifest(repository, manifest, tag=config.version)
+    url = f"{target.registry}/{repository}:{config.version}"
+    log(f"pipeline {url} ({digest})")
+    return url, digest
