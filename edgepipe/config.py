@@ -46,7 +46,9 @@ class ConfigError(ValueError):
         self.field = field
 
 
-class _Model(BaseModel):
+class SpecModel(BaseModel):
+    """The base of every spec document: camelCase aliases, no unknown fields, immutable."""
+
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
@@ -55,7 +57,7 @@ class _Model(BaseModel):
     )
 
 
-class ModelRef(_Model):
+class ModelRef(SpecModel):
     """One model: what it is (name, version, sha256) and where to find it.
 
     Exactly one of path (a file in the engine's image or a volume; in a config file, a
@@ -88,7 +90,7 @@ class ModelRef(_Model):
         return self
 
 
-class YoloPostprocess(_Model):
+class YoloPostprocess(SpecModel):
     """Optional YOLOv8 decode after the step: boxes instead of raw [1, 4+C, N] floats."""
 
     kind: Literal["yolov8"] = "yolov8"
@@ -97,7 +99,7 @@ class YoloPostprocess(_Model):
     classes: list[str] = Field(default_factory=list, description="Class names by index.")
 
 
-class Step(_Model):
+class Step(SpecModel):
     """One model step of a pipeline."""
 
     name: str | None = Field(default=None, description="Step name; defaults to the model's name.")
@@ -121,7 +123,7 @@ class Step(_Model):
         return self.name or self.model.name
 
 
-class EngineConfig(_Model):
+class EngineConfig(SpecModel):
     """Resources of one engine replica. ``cpus`` also sets onnxruntime's threads."""
 
     cpus: float = Field(default=1.0, gt=0, description="CPU cores (CONFIG_CPUS).")
@@ -129,7 +131,7 @@ class EngineConfig(_Model):
     gpus: int = Field(default=0, ge=0, description="GPUs (nvidia.com/gpu).")
 
 
-class PipelineConfig(_Model):
+class PipelineConfig(SpecModel):
     """A pipeline: name, version, ordered steps and engine settings."""
 
     api_version: Literal["edgepipe.io/v1alpha1"] = API_VERSION

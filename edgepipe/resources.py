@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .config import NAME_MAX, NAME_PATTERN, QUANTITY_PATTERN, EngineConfig, Step, _Model
+from .config import NAME_MAX, NAME_PATTERN, QUANTITY_PATTERN, EngineConfig, SpecModel, Step
 
 GROUP = "edgepipe.io"
 VERSION = "v1alpha1"
@@ -21,7 +21,7 @@ PipelinePhase = Literal["Pending", "Deploying", "Running", "Undeployed", "Error"
 PublishPhase = Literal["PendingPublish", "Published", "Failed"]
 
 
-class DeploymentConfig(_Model):
+class DeploymentConfig(SpecModel):
     """How many engine replicas run, and the resources of each."""
 
     replicas: int = Field(default=1, ge=0, description="Engine replicas.")
@@ -35,7 +35,7 @@ class DeploymentConfig(_Model):
         return EngineConfig(cpus=self.cpus, memory=self.memory, gpus=self.gpus)
 
 
-class PipelineSpec(_Model):
+class PipelineSpec(SpecModel):
     """A pipeline of ONNX model steps, and whether and how it is deployed."""
 
     deployed: bool = Field(
@@ -51,7 +51,7 @@ class PipelineSpec(_Model):
     )
 
 
-class Condition(_Model):
+class Condition(SpecModel):
     """A standard Kubernetes condition."""
 
     type: str
@@ -62,7 +62,7 @@ class Condition(_Model):
     observed_generation: int | None = None
 
 
-class VersionRecord(_Model):
+class VersionRecord(SpecModel):
     """One version the pipeline has had."""
 
     version: str = Field(description="The pipeline version (a digest of its resolved config).")
@@ -70,7 +70,7 @@ class VersionRecord(_Model):
     spec_digest: str = Field(description="sha256 of the resolved pipeline config document.")
 
 
-class PublishRecord(_Model):
+class PublishRecord(SpecModel):
     """A Publish of this pipeline, as the Pipeline's status lists it."""
 
     name: str
@@ -79,7 +79,7 @@ class PublishRecord(_Model):
     helm_chart_reference: str | None = None
 
 
-class PipelineStatus(_Model):
+class PipelineStatus(SpecModel):
     phase: PipelinePhase | None = None
     message: str | None = None
     deployed: bool | None = None
@@ -94,11 +94,11 @@ class PipelineStatus(_Model):
     publishes: list[PublishRecord] | None = None
 
 
-class SecretRef(_Model):
+class SecretRef(SpecModel):
     name: str = Field(description="Secret in the Publish's namespace.")
 
 
-class RegistryRef(_Model):
+class RegistryRef(SpecModel):
     """Where a Publish pushes, and the credentials to push with."""
 
     url: str = Field(
@@ -112,7 +112,7 @@ class RegistryRef(_Model):
     plain_http: bool = Field(default=False, description="Speak plain HTTP (a loopback registry).")
 
 
-class PublishSpec(_Model):
+class PublishSpec(SpecModel):
     """Publish one version of a pipeline to an OCI registry, with a Helm chart for the edge."""
 
     pipeline: str = Field(
@@ -131,7 +131,7 @@ class PublishSpec(_Model):
     )
 
 
-class PublishStatus(_Model):
+class PublishStatus(SpecModel):
     phase: PublishPhase | None = None
     reason: str | None = None
     message: str | None = None

@@ -26,10 +26,17 @@ def _require(path: Path | None, what: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def yolov8n_path() -> Path:
-    """The random-weight YOLOv8n of shared/ (EDGEPIPE_YOLOV8N overrides the path)."""
-    default = ROOT.parent / "shared" / "models" / "yolov8n.onnx"
-    return _require(Path(os.environ.get("EDGEPIPE_YOLOV8N", default)), "yolov8n.onnx")
+def yolov8n_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model with YOLOv8n's signature and untrained weights, built from a fixed seed, its
+    bytes checked against a known digest (the clone alone is enough to run the tests)."""
+    import hashlib
+
+    from tests import onnx_models as m
+
+    path = m.yolov8n_shaped(tmp_path_factory.mktemp("yolov8n") / "yolov8n.onnx")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == m.YOLOV8N_SHAPED_SHA256, f"the YOLOv8n-shaped test model changed: {digest}"
+    return path
 
 
 @pytest.fixture(scope="session")

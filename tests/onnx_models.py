@@ -97,3 +97,51 @@ def two_inputs(path: Path) -> Path:
         initializer=[numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
     )
     return _save(graph, path)
+
+
+# The YOLOv8n-shaped model's file digest: the same seed, opset and IR version must give
+# the same bytes, so a change in how the model is built (or serialised) shows here.
+YOLOV8N_SHAPED_SHA256 = "ecf3bf36efa99436a61bc6369a0e6d4e21d33832cfcef15fb85bd3ecc2fcebdb"
+
+
+def yolov8n_shaped(path: Path, seed: int = 8) -> Path:
+    """A model with YOLOv8n's signature: ``images`` float32 [1,3,640,640] in, ``output0``
+    float32 [1,84,8400] out (4 box values and 80 class scores for 80x80 + 40x40 + 20x20
+    anchors), made of three patchifying convolutions with fixed random weights, one per
+    detection scale, as YOLOv8's head has. Not trained: for shapes, sizes and exact
+    answers, not for detections."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, parts = [], [], []
+    for stride in (8, 16, 32):
+        w = rng.normal(0.0, 0.05, (84, 3, stride, stride)).astype(np.float32)
+        bias = rng.normal(0.0, 0.5, (84,)).astype(np.float32)
+        inits += [
+            numpy_helper.from_array(w, f"w{stride}"),
+            numpy_helper.from_array(bias, f"b{stride}"),
+        ]
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                ["images", f"w{stride}", f"b{stride}"],
+                [f"c{stride}"],
+                kernel_shape=[stride, stride],
+                strides=[stride, stride],
+            )
+        )
+        nodes.append(helper.make_node("Reshape", [f"c{stride}", "flat"], [f"r{stride}"]))
+        parts.append(f"r{stride}")
+    inits.append(numpy_helper.from_array(np.array([1, 84, -1], dtype=np.int64), "flat"))
+    nodes.append(helper.make_node("Concat", parts, ["output0"], axis=2))
+    graph = helper.make_graph(
+        nodes,
+        "yolov8n-shaped",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 640, 640])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 84, 8400])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="edgepipe-tests")
+    model.ir_version = 8
+    model.producer_version = "1"
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString(deterministic=True))
+    return path

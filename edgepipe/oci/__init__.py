@@ -14,49 +14,15 @@ a registry, and ``models`` pushes and reads model artifacts.
 
 from .client import Client, Target, file_digest
 from .models import PushedModel, model_layer, model_sha256, push_model
-from .refs import (
-    ANNOTATION,
-    CHUNK,
-    EMPTY_CONFIG,
-    MANIFEST,
-    MODEL_ARTIFACT,
-    MODEL_LAYER,
-    PIPELINE_ARTIFACT,
-    PIPELINE_CONFIG,
-    AuthError,
-    Credentials,
-    DigestMismatch,
-    NotFound,
-    OciError,
-    Progress,
-    Reference,
-    RegistryUnavailable,
-    is_loopback,
-)
+from .refs import *  # noqa: F403 - the names, media types and errors, as refs.__all__ lists
 
 __all__ = [
-    "ANNOTATION",
-    "CHUNK",
-    "EMPTY_CONFIG",
-    "MANIFEST",
-    "MODEL_ARTIFACT",
-    "MODEL_LAYER",
-    "PIPELINE_ARTIFACT",
-    "PIPELINE_CONFIG",
-    "AuthError",
     "Client",
-    "Credentials",
-    "DigestMismatch",
-    "NotFound",
-    "OciError",
-    "Progress",
     "PushedModel",
-    "Reference",
-    "RegistryUnavailable",
     "Target",
     "file_digest",
-    "is_loopback",
     "model_layer",
     "model_sha256",
     "push_model",
 ]
+__all__ += refs.__all__  # noqa: F405

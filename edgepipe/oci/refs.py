@@ -6,6 +6,26 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+__all__ = [
+    "ANNOTATION",
+    "CHUNK",
+    "EMPTY_CONFIG",
+    "MANIFEST",
+    "MODEL_ARTIFACT",
+    "MODEL_LAYER",
+    "PIPELINE_ARTIFACT",
+    "PIPELINE_CONFIG",
+    "AuthError",
+    "Credentials",
+    "DigestMismatch",
+    "NotFound",
+    "OciError",
+    "Progress",
+    "Reference",
+    "RegistryUnavailable",
+    "is_loopback",
+]
+
 MODEL_ARTIFACT = "application/vnd.edgepipe.model.v1"
 MODEL_LAYER = "application/vnd.edgepipe.model.onnx"
 PIPELINE_ARTIFACT = "application/vnd.edgepipe.pipeline.v1"

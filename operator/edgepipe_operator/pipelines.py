@@ -19,9 +19,9 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from edgepipe.config import ConfigError, ModelRef
+from edgepipe.config import ConfigError, ModelRef, PipelineConfig
 from edgepipe.enginepod import now
-from edgepipe.resources import GROUP, VERSION
+from edgepipe.resources import GROUP, VERSION, PipelineSpec
 
 from . import builders as b
 from .kube import Kube
@@ -145,50 +145,72 @@ def reconcile_pipeline(
         )
         raise kopf.TemporaryError(str(exc), delay=5 * 2**retry) from None
 
-    t = now()
     version_fields = {
         "version": config.version,
         "versions": b.record_version(
-            status.get("versions"), config.version, b.config_digest(config), t
+            status.get("versions"), config.version, b.config_digest(config), now()
         ),
         "observedGeneration": generation,
         "message": None,
     }
-    if not parsed.deployed:
-        for kind in ("Deployment", "Service", "ConfigMap"):
-            try:
-                memo.kube.delete(
-                    kind,
-                    b.engine_name(name) if kind != "ConfigMap" else b.configmap_name(name),
-                    namespace,
-                )
-            except (ApiException, Urllib3Error) as exc:
-                raise api_error(exc, f"deleting {kind}") from None
-        patch.status.update(
-            {
-                **version_fields,
-                "phase": "Undeployed",
-                "deployed": False,
-                "url": None,
-                "replicas": 0,
-                "readyReplicas": 0,
-                "conditions": b.merge_conditions(
-                    status.get("conditions"),
-                    [
-                        b.condition(
-                            "Ready", False, "Undeployed", "spec.deployed is false", t, generation
-                        ),
-                        b.condition(
-                            "Progressing", False, "Undeployed", "nothing to deploy", t, generation
-                        ),
-                    ],
-                ),
-            }
-        )
-        if status.get("phase") not in (None, "Undeployed"):
-            kopf.info(body, reason="Undeployed", message="engine Deployment and Service removed")
-        return
+    if parsed.deployed:
+        deploy(body, config, parsed, namespace, status, memo, version_fields)
+    else:
+        undeploy(body, name, namespace, status, patch, memo, version_fields)
 
+
+def undeploy(
+    body: kopf.Body,
+    name: str,
+    namespace: str,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    version_fields: dict[str, Any],
+) -> None:
+    """``deployed: false``: remove the engine's objects, keep the Pipeline and its history."""
+    for kind in ("Deployment", "Service", "ConfigMap"):
+        try:
+            memo.kube.delete(
+                kind,
+                b.engine_name(name) if kind != "ConfigMap" else b.configmap_name(name),
+                namespace,
+            )
+        except (ApiException, Urllib3Error) as exc:
+            raise api_error(exc, f"deleting {kind}") from None
+    t = now()
+    generation = version_fields["observedGeneration"]
+    fields = {
+        **version_fields,
+        "phase": "Undeployed",
+        "deployed": False,
+        "url": None,
+        "replicas": 0,
+        "readyReplicas": 0,
+        "conditions": b.merge_conditions(
+            status.get("conditions"),
+            [
+                b.condition("Ready", False, "Undeployed", "spec.deployed is false", t, generation),
+                b.condition("Progressing", False, "Undeployed", "nothing to deploy", t, generation),
+            ],
+        ),
+    }
+    patch.status.update(fields)
+    if status.get("phase") not in (None, "Undeployed"):
+        kopf.info(body, reason="Undeployed", message="engine Deployment and Service removed")
+
+
+def deploy(
+    body: kopf.Body,
+    config: PipelineConfig,
+    parsed: PipelineSpec,
+    namespace: str,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    version_fields: dict[str, Any],
+) -> None:
+    """Apply the ConfigMap, Deployment and Service, then copy the Deployment's readiness."""
+    name = config.name
     settings: OperatorSettings = memo.settings
     manifests = [
         b.build_configmap(config, namespace),

@@ -1,0 +1,114 @@
+"""Fast in-process checks beside the process tests: the engine's routes through aiohttp's
+test client, and the operator's handler wiring through kopf's KopfRunner."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from edgepipe.engine.server import create_app
+from edgepipe.engine.settings import Settings
+from tests.conftest import chain_config
+
+JSON = "application/json; format=pandas-records"
+
+
+def serve(settings: Settings, check) -> None:
+    """Run ``check(client)`` against the app in this process, then shut it down."""
+
+    async def main() -> None:
+        async with TestClient(TestServer(create_app(settings))) as client:
+            await check(client)
+
+    asyncio.run(main())
+
+
+@pytest.fixture(scope="module")
+def chain_settings(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    import yaml
+
+    path = tmp_path_factory.mktemp("inproc") / "chain.yaml"
+    path.write_text(yaml.safe_dump(chain_config(models_dir)))
+    return Settings(config_path=path, max_body_bytes=4096)
+
+
+def test_routes_answer_and_every_error_is_json(chain_settings: Settings) -> None:
+    async def check(client: TestClient) -> None:
+        resp = await client.post(
+            "/pipelines/chain", data=b'[{"x": [1, 2, 3, 4]}]', headers={"Content-Type": JSON}
+        )
+        assert resp.status == 200
+        (rec,) = orjson.loads(await resp.read())
+        assert rec["outputs"][0]["Float"]["data"] == [4.0, 6.0, 8.0, 10.0]
+        described = await (await client.get("/pipelines/chain")).json()
+        assert [s["name"] for s in described["steps"]] == ["add1", "double"]
+        cases = [
+            ("POST", "/pipelines/chain", b"[{", JSON, 400, "body"),
+            ("POST", "/pipelines/nope", b"[]", JSON, 404, "pipeline"),
+            ("POST", "/pipelines/chain", b"x,y", "text/csv", 415, "Content-Type"),
+            ("POST", "/pipelines/chain", b"x" * 5000, JSON, 413, "body"),
+            ("GET", "/no/such/route", b"", JSON, 404, "path"),
+            ("DELETE", "/pipelines/chain", b"", JSON, 405, "method"),
+            ("POST", "/v2/models/chain/infer", b'{"inputs": 1}', "application/json", 400, "inputs"),
+        ]
+        for method, path, body, ctype, code, field in cases:
+            resp = await client.request(method, path, data=body, headers={"Content-Type": ctype})
+            doc = await resp.json()
+            assert (resp.status, doc["field"]) == (code, field), (path, doc)
+            assert doc["error"]
+        resp = await client.post(
+            "/pipelines/chain",
+            data=b'[{"x": [1, 2, 3, 4]}]',
+            headers={"Content-Type": JSON, "Accept": "text/html"},
+        )
+        assert resp.status == 406
+        metrics = await (await client.get("/metrics")).text()
+        # The data plane counts every outcome it saw, by status.
+        for status in ("200", "400", "404", "406", "413", "415"):
+            assert f'status="{status}"' in metrics, status
+
+    serve(chain_settings, check)
+
+
+def test_v2_routes_in_process(chain_settings: Settings) -> None:
+    async def check(client: TestClient) -> None:
+        req = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 1, 2, 3]}]}
+        resp = await client.post("/v2/models/chain/infer", data=orjson.dumps(req))
+        assert resp.status == 200
+        out = await resp.json()
+        assert out["model_name"] == "chain" and out["outputs"][0]["data"] == [2, 4, 6, 8]
+        meta = await (await client.get("/v2/models/add1")).json()
+        assert meta["inputs"][0]["name"] == "x"
+        assert (await client.get("/v2/models/nope/ready")).status == 404
+
+    serve(chain_settings, check)
+
+
+@pytest.mark.cluster
+def test_handlers_are_wired_under_kopf_runner(cluster, kubectl, monkeypatch) -> None:
+    """The reconciler, registered as kopf would load it, deploys and undeploys a Pipeline."""
+    from edgepipe_operator.kube import load_config
+    from kopf.testing import KopfRunner
+
+    from tests.kube import wait_for
+    from tests.test_operator import pipeline, wait_phase
+
+    monkeypatch.setenv("KUBECONFIG", str(cluster["kubeconfig"]))
+    load_config()
+    args = ["run", "--standalone", "--all-namespaces", "-m", "edgepipe_operator.pipelines"]
+    with KopfRunner(args, timeout=60) as runner:
+        kubectl.apply(pipeline("wired"))
+        wait_phase(kubectl, "wired", "Running", timeout=60)
+        assert kubectl.get("deployment", "wired-engine") is not None
+        kubectl("patch", "pipeline", "wired", "--type=merge", "-p", '{"spec":{"deployed":false}}')
+        wait_phase(kubectl, "wired", "Undeployed", timeout=60)
+        wait_for(
+            "the engine Deployment to go", lambda: kubectl.get("deployment", "wired-engine") is None
+        )
+    assert runner.exit_code == 0, runner.output
+    assert runner.exception is None
+    assert "Handler 'reconcile_pipeline' succeeded" in runner.output
