@@ -18,6 +18,11 @@ ENGINE_PORT = 8080
 # Where models pulled from a registry are cached inside the container (a writable volume,
 # since the root filesystem is read-only).
 CACHE_DIR = "/var/cache/edgepipe"
+# On SIGTERM the engine fails readiness and keeps serving this long, so that Services stop
+# sending it traffic before it stops listening; then it finishes what is in flight.
+DRAIN_SECONDS = 5
+# Time the pod gets from SIGTERM to SIGKILL: the drain, then in-flight requests.
+TERMINATION_GRACE_SECONDS = 30
 
 
 def config_cpus(cpus: float | str) -> int:
@@ -61,3 +66,19 @@ def container_security_context() -> dict[str, Any]:
         "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
     }
+
+
+def rollout() -> dict[str, Any]:
+    """A rolling update that adds a new engine before it takes an old one away, so the
+    wanted number of ready engines is always serving during a change."""
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def engine_env(cpus: float | str) -> list[dict[str, str]]:
+    """The env every engine container gets, in the cluster and from the edge chart."""
+    return [
+        {"name": "CONFIG_CPUS", "value": str(config_cpus(cpus))},
+        {"name": "EDGEPIPE_ENGINE_PORT", "value": str(ENGINE_PORT)},
+        {"name": "EDGEPIPE_ENGINE_CACHE_DIR", "value": CACHE_DIR},
+        {"name": "EDGEPIPE_ENGINE_DRAIN_SECONDS", "value": str(DRAIN_SECONDS)},
+    ]

@@ -35,6 +35,22 @@ class DeploymentConfig(SpecModel):
         return EngineConfig(cpus=self.cpus, memory=self.memory, gpus=self.gpus)
 
 
+class SecretRef(SpecModel):
+    name: str = Field(description="Secret in the object's own namespace.")
+
+
+class ModelRegistry(SpecModel):
+    """The registry that holds a Pipeline's ``oci://`` models."""
+
+    secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret with 'username' and 'password' keys, or a "
+        "kubernetes.io/dockerconfigjson Secret; handed to the engine pods as a reference, "
+        "never as a value.",
+    )
+    plain_http: bool = Field(default=False, description="The registry speaks plain HTTP, not TLS.")
+
+
 class PipelineSpec(SpecModel):
     """A pipeline of ONNX model steps, and whether and how it is deployed."""
 
@@ -48,6 +64,11 @@ class PipelineSpec(SpecModel):
     image: str | None = Field(
         default=None,
         description="Engine image; defaults to the operator's EDGEPIPE_OPERATOR_ENGINE_IMAGE.",
+    )
+    registry: ModelRegistry | None = Field(
+        default=None,
+        description="How to reach the registry of the steps' oci:// models: credentials and "
+        "plain HTTP. Both the operator and the engine pods use them.",
     )
 
 
@@ -92,10 +113,6 @@ class PipelineStatus(SpecModel):
     conditions: list[Condition] | None = None
     published: bool | None = None
     publishes: list[PublishRecord] | None = None
-
-
-class SecretRef(SpecModel):
-    name: str = Field(description="Secret in the Publish's namespace.")
 
 
 class RegistryRef(SpecModel):

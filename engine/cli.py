@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from aiohttp import web
 
 from .errors import StartupError
 from .loader import read_config
-from .server import create_app
+from .server import DATAPLANE, create_app
 from .settings import Settings, SettingsError
 
 
@@ -77,15 +79,44 @@ def main(argv: list[str] | None = None) -> None:
         except StartupError as exc:
             sys.exit(f"edgepipe-engine: {exc}")
     try:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            access_log=logging.getLogger("edgepipe.access") if settings.debug else None,
-            print=lambda msg: logging.getLogger("edgepipe.engine").info(msg.strip()),
-        )
+        asyncio.run(serve(settings))
     except StartupError as exc:
         sys.exit(f"edgepipe-engine: {exc}")
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down without dropping a request.
+
+    On the signal the engine first fails readiness (``/health/ready`` answers 503) and
+    keeps serving for ``drain_seconds``, long enough for a Service to stop sending it new
+    connections; then it closes its port and gives requests in flight up to
+    ``shutdown_timeout`` seconds to finish.
+    """
+    log = logging.getLogger("edgepipe.engine")
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app,
+        access_log=logging.getLogger("edgepipe.access") if settings.debug else None,
+        shutdown_timeout=settings.shutdown_timeout,
+        handle_signals=False,
+    )
+    await runner.setup()  # loads the pipeline (cleanup_ctx); StartupError ends it here
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info("serving on http://%s:%d", settings.host, settings.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        app[DATAPLANE].draining = True
+        if settings.drain_seconds:
+            log.info("shutting down: not ready; serving %ds more", settings.drain_seconds)
+            await asyncio.sleep(settings.drain_seconds)
+        log.info("shutting down: port closed; finishing requests in flight")
+    finally:
+        await runner.cleanup()
 
 
 if __name__ == "__main__":

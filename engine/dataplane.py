@@ -60,6 +60,7 @@ class DataPlane:
         self.models = _model_views(pipelines.values())
         self.decode_pool = ThreadPoolExecutor(settings.cpus, thread_name_prefix="decode")
         self.infer_pool = ThreadPoolExecutor(settings.infer_workers, thread_name_prefix="infer")
+        self.draining = False  # set on SIGTERM: readiness fails while requests still run
 
     def close(self) -> None:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
@@ -159,7 +160,8 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return bool(self.pipelines) and all(not p.error for p in self.pipelines.values())
+        loaded = bool(self.pipelines) and all(not p.error for p in self.pipelines.values())
+        return loaded and not self.draining
 
     # -- inference ------------------------------------------------------------------------
 

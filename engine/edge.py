@@ -25,7 +25,7 @@ from edgepipe import oci
 from edgepipe.config import PipelineConfig, model_version
 
 from .errors import StartupError
-from .settings import OciSettings, Settings
+from .settings import OciSettings, Settings, SettingsError
 
 log = logging.getLogger("edgepipe.engine")
 
@@ -69,7 +69,10 @@ def cached_blob_ok(path: Path, digest: str) -> bool:
 
 
 def client_for(settings: OciSettings, registry: str) -> oci.Client:
-    creds = oci.Credentials(settings.username, settings.password)
+    try:
+        creds = settings.credentials(registry)
+    except SettingsError as exc:
+        raise StartupError(str(exc)) from None
     plain = settings.plain_http or oci.is_loopback(registry)
     return oci.Client(registry, creds, plain_http=plain)
 

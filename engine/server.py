@@ -164,6 +164,8 @@ async def ready(request: web.Request) -> web.Response:
     plane = request.app[DATAPLANE]
     if plane.ready:
         return json_response({"status": "ready"})
+    if plane.draining:
+        return json_response({"status": "not ready", "reason": "shutting down"}, 503)
     problems = {p.name: p.error for p in plane.pipelines.values() if p.error}
     return json_response({"status": "not ready", "errors": problems}, 503)
 

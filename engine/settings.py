@@ -11,11 +11,14 @@
 | ``EDGEPIPE_ENGINE_ALLOW_NAN`` | ``false`` | accept NaN/Inf in float inputs |
 | ``EDGEPIPE_ENGINE_INFER_WORKERS`` | ``1`` | concurrent model calls; each gets ``CONFIG_CPUS / workers`` threads |
 | ``EDGEPIPE_ENGINE_CACHE_DIR`` | ``~/.cache/edgepipe/engine`` | edge mode: where pulled models go |
+| ``EDGEPIPE_ENGINE_DRAIN_SECONDS`` | ``0`` | on SIGTERM, fail readiness and keep serving this long before closing the port (the operator sets 5) |
+| ``EDGEPIPE_ENGINE_SHUTDOWN_TIMEOUT`` | ``20`` | then, seconds that requests in flight get to finish |
 | ``CONFIG_CPUS`` | ``1`` | onnxruntime intra-op threads, and the decode pool's size |
 | ``DEBUG`` | ``false`` | debug logging |
 | ``PIPELINE_URL`` | (none) | edge mode: the published pipeline to pull (``registry/repo:tag``) |
 | ``OCI_REGISTRY``, ``OCI_USERNAME``, ``OCI_PASSWORD`` | (none) | edge mode: registry login |
-| ``OCI_PLAIN_HTTP`` | ``false`` | edge mode: the registry speaks plain HTTP (loopback tests) |
+| ``OCI_PLAIN_HTTP`` | ``false`` | the registry speaks plain HTTP (loopback tests) |
+| ``OCI_AUTH_FILE`` | (none) | a ``.dockerconfigjson`` file to log in with when ``OCI_USERNAME`` is unset |
 
 Latency or throughput: with ``INFER_WORKERS=1`` (the default) one model call at a time
 spreads over all ``CONFIG_CPUS`` threads, which gives the lowest latency per request.
@@ -31,6 +34,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from edgepipe.oci import Credentials, OciError
 
 PREFIX = "EDGEPIPE_ENGINE_"
 # 1x3x640x640 float32 as pandas-records JSON is about 13 MB; 64 MiB leaves room for batches.
@@ -87,6 +92,21 @@ class OciSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     plain_http: bool = False
+    auth_file: Path | None = None
+
+    def credentials(self, registry: str) -> Credentials:
+        """The login for ``registry``: OCI_USERNAME/OCI_PASSWORD, else the auth file's."""
+        if self.username or self.auth_file is None:
+            return Credentials(self.username, self.password)
+        try:
+            text = self.auth_file.read_text()
+        except OSError as exc:
+            raise SettingsError(f"OCI_AUTH_FILE={self.auth_file}: {exc.strerror}") from None
+        try:
+            found = Credentials.from_docker_config(text, registry)
+        except OciError as exc:
+            raise SettingsError(f"OCI_AUTH_FILE={self.auth_file}: {exc}") from None
+        return found or Credentials()
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,8 @@ class Settings:
     infer_workers: int = 1
     debug: bool = False
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache/edgepipe/engine")
+    drain_seconds: int = 0
+    shutdown_timeout: int = 20
     oci: OciSettings | None = None  # set in edge mode (PIPELINE_URL)
     registry: OciSettings = field(default_factory=lambda: OciSettings(pipeline_url=""))
 
@@ -120,6 +142,7 @@ class Settings:
             username=env.get("OCI_USERNAME") or None,
             password=env.get("OCI_PASSWORD") or None,
             plain_http=_bool(env, "OCI_PLAIN_HTTP", False),
+            auth_file=Path(env["OCI_AUTH_FILE"]) if env.get("OCI_AUTH_FILE") else None,
         )
         oci = registry if registry.pipeline_url else None
         defaults = cls()
@@ -135,6 +158,8 @@ class Settings:
             infer_workers=_int(env, PREFIX + "INFER_WORKERS", 1, 1),
             debug=_bool(env, "DEBUG", False),
             cache_dir=path("CACHE_DIR") or defaults.cache_dir,
+            drain_seconds=_int(env, PREFIX + "DRAIN_SECONDS", defaults.drain_seconds),
+            shutdown_timeout=_int(env, PREFIX + "SHUTDOWN_TIMEOUT", defaults.shutdown_timeout),
             oci=oci,
             registry=registry,
         )

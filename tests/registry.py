@@ -15,9 +15,16 @@ from edgepipe.localengine import free_port
 
 class Registry:
     def __init__(
-        self, base: Path, *, auth: bool, username: str = "edge", password: str = "s3cret-pass"
+        self,
+        base: Path,
+        *,
+        auth: bool,
+        username: str = "edge",
+        password: str = "s3cret-pass",
+        address: str = "127.0.0.1",
     ) -> None:
         self.base = base
+        self.address = address
         self.auth = auth
         self.username = username if auth else None
         self.password = password if auth else None
@@ -28,7 +35,7 @@ class Registry:
             "version: 0.1",
             "log: {level: warn}",
             f"storage: {{filesystem: {{rootdirectory: {base / 'data'}}}, delete: {{enabled: true}}}}",
-            f"http: {{addr: 127.0.0.1:{self.port}, secret: edgepipe-test}}",
+            f"http: {{addr: {address}:{self.port}, secret: edgepipe-test}}",
         ]
         if auth:
             htpasswd = base / "htpasswd"
@@ -42,7 +49,7 @@ class Registry:
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     def start(self) -> Registry:
         exe = shutil.which("docker-registry")

@@ -351,3 +351,37 @@ def test_cli_rejects_bad_settings_and_config(tmp_path) -> None:
         env={"CONFIG_CPUS": "lots", "PATH": "/usr/bin"},
     )
     assert proc.returncode != 0 and "CONFIG_CPUS" in proc.stderr
+
+
+def test_sigterm_drains_then_finishes_in_flight_requests(start_engine, models_dir: Path) -> None:
+    """On SIGTERM: readiness fails at once, requests are still answered while draining,
+    then the port closes and the process exits cleanly."""
+    import signal
+    import threading
+    import time
+
+    engine = start_engine(
+        "--model", str(models_dir / "add1.onnx"), env={"EDGEPIPE_ENGINE_DRAIN_SECONDS": "2"}
+    )
+    body = orjson.dumps([{"x": [1.0, 2.0, 3.0, 4.0]}])
+    url = engine.url + "/pipelines/add1"
+    assert post(url, body)[0] == 200
+    answers: list[int] = []
+
+    def keep_asking() -> None:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            answers.append(post(url, body)[0])
+            time.sleep(0.05)
+
+    client = threading.Thread(target=keep_asking)
+    client.start()
+    time.sleep(0.2)
+    engine.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    status, raw = get(engine.url + "/health/ready")
+    assert status == 503 and orjson.loads(raw)["reason"] == "shutting down"
+    client.join()
+    assert answers and set(answers) == {200}  # nothing dropped while draining
+    assert engine.proc.wait(15) == 0
+    assert "finishing requests in flight" in engine.log()

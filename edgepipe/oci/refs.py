@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,6 +114,30 @@ class Credentials:
         return cls(
             os.environ.get(prefix + "USERNAME") or None, os.environ.get(prefix + "PASSWORD") or None
         )
+
+    @classmethod
+    def from_docker_config(cls, text: str, registry: str | None = None) -> Credentials | None:
+        """The login for ``registry`` in a ``.dockerconfigjson`` document (the only entry
+        when no registry is named, or when none matches); None when it has no login."""
+        try:
+            auths = json.loads(text).get("auths", {})
+        except (ValueError, AttributeError):
+            raise OciError("the docker config is not a JSON object with 'auths'") from None
+        entries = list(auths.items())
+        if registry is not None:
+            entries = [(k, v) for k, v in entries if _host(k) == registry] or entries
+        for _, entry in entries:
+            if entry.get("auth"):
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                return cls(user, password)
+            if entry.get("username"):
+                return cls(entry["username"], entry.get("password"))
+        return None
+
+
+def _host(key: str) -> str:
+    """``https://registry:5000/v1/`` or ``registry:5000`` -> ``registry:5000``."""
+    return key.split("://", 1)[-1].split("/", 1)[0]
 
 
 def is_loopback(registry: str) -> bool:

@@ -78,6 +78,9 @@ def render_chart(
         # Probes and the security context as JSON, which is YAML: one source for both.
         "probes": {k: json.dumps(v) for k, v in enginepod.probes().items()},
         "security_context": json.dumps(enginepod.container_security_context()),
+        "strategy": json.dumps(enginepod.rollout()),
+        "grace_seconds": enginepod.TERMINATION_GRACE_SECONDS,
+        "drain_seconds": enginepod.DRAIN_SECONDS,
         "memory": deployment.memory,
         "gpus": deployment.gpus,
     }

@@ -22,12 +22,16 @@ from edgepipe.config import (
 from edgepipe.enginepod import (
     CACHE_DIR,
     ENGINE_PORT,
-    config_cpus,
+    TERMINATION_GRACE_SECONDS,
     container_security_context,
     cpu_quantity,
+    engine_env,
     probes,
+    rollout,
 )
 from edgepipe.resources import PipelineSpec
+
+from .registry import Login, pod_registry
 
 CONFIG_KEY = "pipeline.json"
 CONFIG_DIR = "/etc/edgepipe"
@@ -135,8 +139,11 @@ def build_deployment(
     *,
     image: str,
     pull_policy: str = "IfNotPresent",
+    login: Login | None = None,
 ) -> dict[str, Any]:
-    """The engine Deployment: the config mounted read-only, probes on the health endpoints."""
+    """The engine Deployment: the config mounted read-only, probes on the health endpoints,
+    the model registry's login by reference, and a rollout that never drops below the
+    wanted number of ready engines."""
     name = config.name
     deploy = spec.deployment
     resources: dict[str, dict[str, str]] = {
@@ -145,23 +152,21 @@ def build_deployment(
     }
     if deploy.gpus:
         resources["limits"]["nvidia.com/gpu"] = str(deploy.gpus)
+    login_env, login_volumes, login_mounts = pod_registry(spec.registry, login)
     container = {
         "name": "engine",
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": ["edgepipe-engine"],
         "args": ["--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
-        "env": [
-            {"name": "CONFIG_CPUS", "value": str(config_cpus(deploy.cpus))},
-            {"name": "EDGEPIPE_ENGINE_PORT", "value": str(ENGINE_PORT)},
-            {"name": "EDGEPIPE_ENGINE_CACHE_DIR", "value": CACHE_DIR},
-        ],
+        "env": [*engine_env(deploy.cpus), *login_env],
         "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"}],
         "resources": resources,
         **probes(),
         "volumeMounts": [
             {"name": "pipeline-config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "model-cache", "mountPath": CACHE_DIR},
+            *login_mounts,
         ],
         "securityContext": container_security_context(),
     }
@@ -176,6 +181,7 @@ def build_deployment(
         "spec": {
             "replicas": deploy.replicas,
             "selector": {"matchLabels": selector_labels(name)},
+            "strategy": rollout(),
             "template": {
                 "metadata": {
                     "labels": labels(name, config.version),
@@ -184,9 +190,11 @@ def build_deployment(
                 },
                 "spec": {
                     "containers": [container],
+                    "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
                     "volumes": [
                         {"name": "pipeline-config", "configMap": {"name": configmap_name(name)}},
                         {"name": "model-cache", "emptyDir": {}},
+                        *login_volumes,
                     ],
                 },
             },
@@ -273,9 +281,14 @@ def deployment_phase(deployment: dict[str, Any] | None) -> tuple[str, dict[str, 
 
 
 def deployment_conditions(
-    deployment: dict[str, Any] | None, phase: str, now: str, generation: int | None
+    deployment: dict[str, Any] | None,
+    phase: str,
+    now: str,
+    generation: int | None,
+    problem: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Ready and Progressing, with the Deployment's own reason and message when it has one."""
+    """Ready and Progressing, with the Deployment's own reason and message when it has one,
+    and what keeps the engine from being ready (``problem``) when something does."""
     progressing = next(
         (
             c
@@ -285,14 +298,13 @@ def deployment_conditions(
         None,
     )
     running = phase == "Running"
-    ready = condition(
-        "Ready",
-        running,
-        "EngineAvailable" if running else "EngineNotAvailable",
-        "all engine replicas are available" if running else "waiting for engine replicas",
-        now,
-        generation,
-    )
+    if running:
+        reason, message = "EngineAvailable", "all engine replicas are available"
+    elif problem:
+        reason, message = "EngineNotReady", problem
+    else:
+        reason, message = "EngineNotAvailable", "waiting for engine replicas"
+    ready = condition("Ready", running, reason, message, now, generation)
     if progressing:
         prog = condition(
             "Progressing",

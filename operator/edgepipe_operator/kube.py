@@ -81,6 +81,11 @@ class Kube:
                 return None
             raise
 
+    def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
+        pods = self.core.list_namespaced_pod(namespace, label_selector=label_selector)
+        return [self._dict(p) for p in pods.items]
+
     def read_secret(self, name: str, namespace: str) -> dict[str, Any] | None:
         try:
             return self._dict(self.core.read_namespaced_secret(name, namespace))

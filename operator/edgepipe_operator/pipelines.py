@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from typing import Any
@@ -20,11 +21,13 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe.config import ConfigError, ModelRef, PipelineConfig
-from edgepipe.enginepod import now
-from edgepipe.resources import GROUP, VERSION, PipelineSpec
+from edgepipe.enginepod import ENGINE_PORT, now
+from edgepipe.resources import GROUP, VERSION, ModelRegistry, PipelineSpec
 
 from . import builders as b
+from . import health
 from .kube import Kube
+from .registry import Login, SecretProblem, login_from_secret
 from .settings import OperatorSettings
 
 # A model URL that does not answer is retried this many times (with back-off) before the
@@ -43,13 +46,17 @@ def api_error(exc: Exception, what: str) -> kopf.TemporaryError | kopf.Permanent
     return kopf.TemporaryError(f"{what}: {exc}", delay=5)
 
 
-def make_resolver(settings: OperatorSettings):
+def make_resolver(
+    settings: OperatorSettings, login: Login | None = None, registry: ModelRegistry | None = None
+):
     """Checks each model reference the engine will have to fetch.
 
     ``path`` models live in the engine's image or a volume and cannot be checked from here.
     ``http(s)`` URLs must answer a HEAD request. ``oci://`` references are resolved to the
-    model file's sha256 through the registry.
+    model file's sha256 through the registry, with the Pipeline's registry login.
     """
+    credentials = login.credentials if login else None
+    plain_http = True if registry is not None and registry.plain_http else None
 
     def resolve(field: str, ref: ModelRef) -> ModelRef:
         if ref.url is None:
@@ -72,7 +79,8 @@ def make_resolver(settings: OperatorSettings):
             from edgepipe import oci
 
             try:
-                return ref.model_copy(update={"sha256": oci.model_sha256(ref.url)})
+                sha = oci.model_sha256(ref.url, credentials, plain_http)
+                return ref.model_copy(update={"sha256": sha})
             except oci.RegistryUnavailable as exc:
                 raise ModelUnreachable(f"{field}.url: {exc}") from None
             except oci.OciError as exc:
@@ -92,7 +100,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = 20  # logging.INFO: events for transitions, not debug chatter
     memo.settings = OperatorSettings.from_env()
     memo.kube = Kube()
-    memo.resolve_model = make_resolver(memo.settings)
 
 
 def _error_status(message: str, status: dict, generation: int | None) -> dict[str, Any]:
@@ -109,6 +116,27 @@ def _error_status(message: str, status: dict, generation: int | None) -> dict[st
             ],
         ),
     }
+
+
+def pipeline_login(kube: Kube, spec: PipelineSpec, namespace: str) -> Login | None:
+    """The login of the Pipeline's model registry, from its Secret (None without one)."""
+    if spec.registry is None or spec.registry.secret_ref is None:
+        return None
+    name = spec.registry.secret_ref.name
+    return login_from_secret(kube.read_secret(name, namespace), name)
+
+
+def _unreachable(
+    exc: Exception, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, generation, retry: int
+) -> None:
+    """Pending and retried with back-off; Error after MODEL_RETRIES attempts."""
+    if retry + 1 >= MODEL_RETRIES:
+        message = f"{exc} (gave up after {MODEL_RETRIES} attempts; edit the spec to retry)"
+        patch.status.update(_error_status(message, dict(status), generation))
+        kopf.warn(body, reason="ModelUnreachable", message=message)
+        raise kopf.PermanentError(message) from None
+    patch.status.update({"phase": "Pending", "message": str(exc), "observedGeneration": generation})
+    raise kopf.TemporaryError(str(exc), delay=5 * 2**retry) from None
 
 
 @kopf.on.create(GROUP, VERSION, "pipelines")
@@ -129,21 +157,19 @@ def reconcile_pipeline(
     generation = meta.get("generation")
     try:
         parsed = b.parse_spec(dict(spec))
-        config = b.resolve_pipeline(name, parsed, memo.resolve_model)
+        login = pipeline_login(memo.kube, parsed, namespace)
+        resolve = make_resolver(memo.settings, login, parsed.registry)
+        config = b.resolve_pipeline(name, parsed, resolve)
+    except SecretProblem as exc:
+        # A Secret may yet be created: retried like a model that does not answer.
+        exc = ModelUnreachable(f"spec.registry.secretRef: {exc.message}")
+        return _unreachable(exc, body, status, patch, generation, retry)
     except ConfigError as exc:
         patch.status.update(_error_status(exc.message, dict(status), generation))
         kopf.warn(body, reason="InvalidSpec", message=exc.message)
         raise kopf.PermanentError(exc.message) from None
     except ModelUnreachable as exc:
-        if retry + 1 >= MODEL_RETRIES:
-            message = f"{exc} (gave up after {MODEL_RETRIES} attempts; edit the spec to retry)"
-            patch.status.update(_error_status(message, dict(status), generation))
-            kopf.warn(body, reason="ModelUnreachable", message=message)
-            raise kopf.PermanentError(message) from None
-        patch.status.update(
-            {"phase": "Pending", "message": str(exc), "observedGeneration": generation}
-        )
-        raise kopf.TemporaryError(str(exc), delay=5 * 2**retry) from None
+        return _unreachable(exc, body, status, patch, generation, retry)
 
     version_fields = {
         "version": config.version,
@@ -154,7 +180,7 @@ def reconcile_pipeline(
         "message": None,
     }
     if parsed.deployed:
-        deploy(body, config, parsed, namespace, status, memo, version_fields)
+        deploy(body, config, parsed, login, namespace, status, memo, version_fields)
     else:
         undeploy(body, name, namespace, status, patch, memo, version_fields)
 
@@ -204,6 +230,7 @@ def deploy(
     body: kopf.Body,
     config: PipelineConfig,
     parsed: PipelineSpec,
+    login: Login | None,
     namespace: str,
     status: kopf.Status,
     memo: kopf.Memo,
@@ -220,6 +247,7 @@ def deploy(
             namespace,
             image=parsed.image or settings.engine_image,
             pull_policy=settings.image_pull_policy,
+            login=login,
         ),
         b.build_service(name, namespace, config.version),
     ]
@@ -231,10 +259,10 @@ def deploy(
             raise api_error(exc, f"applying {manifest['kind']}") from None
     extra = {**version_fields, "deployed": True, "url": b.inference_url(name, namespace)}
     try:
-        sync_from_deployment(memo.kube, name, namespace, extra=extra)
+        sync_from_deployment(memo.kube, name, namespace, extra=extra, probe=prober(memo))
         # Deployment events that came before that write were skipped (the status was not
         # this spec's yet): read the Deployment once more. Later events find it current.
-        sync_from_deployment(memo.kube, name, namespace)
+        sync_from_deployment(memo.kube, name, namespace, probe=prober(memo))
     except (ApiException, Urllib3Error) as exc:
         raise api_error(exc, "writing the status") from None
     if status.get("version") != config.version:
@@ -247,6 +275,7 @@ def sync_from_deployment(
     namespace: str,
     extra: dict[str, Any] | None = None,
     attempts: int = 5,
+    probe=None,
 ) -> dict[str, Any] | None:
     """Copy a deployed pipeline's readiness from its Deployment; the patch, if any.
 
@@ -270,10 +299,15 @@ def sync_from_deployment(
             return None
         deployment = kube.read_deployment(b.engine_name(name), namespace)
         phase, fields = b.deployment_phase(deployment)
+        problem = None
+        if phase != "Running":
+            pods = kube.list_pods(namespace, b.selector_labels(name))
+            problem = health.pods_problem(pods, probe=probe)
+        fields["message"] = problem
         generation = (extra or {}).get("observedGeneration", status.get("observedGeneration"))
         conditions = b.merge_conditions(
             status.get("conditions"),
-            b.deployment_conditions(deployment, phase, now(), generation),
+            b.deployment_conditions(deployment, phase, now(), generation, problem),
         )
         changed = (
             extra
@@ -297,25 +331,50 @@ def sync_from_deployment(
             if exc.status == 409:
                 continue  # someone wrote in between: read both again
             raise
+        ready = f"{fields['readyReplicas']}/{fields['replicas']}"
         if phase == "Running" and status.get("phase") != "Running":
-            ready = f"{fields['readyReplicas']}/{fields['replicas']}"
             kopf.info(pipeline, reason="Running", message=f"{ready} engine replicas ready")
+        elif phase != "Running" and status.get("phase") == "Running":
+            why = problem or "waiting for engine replicas"
+            kopf.warn(pipeline, reason="EngineNotReady", message=f"{ready} ready: {why}")
+        elif problem and problem != status.get("message"):
+            kopf.warn(pipeline, reason="EngineNotReady", message=problem)
         return new
     raise kopf.TemporaryError("the Pipeline's status kept changing while being written", delay=2)
 
 
-@kopf.on.event(
-    "apps",
-    "v1",
-    "deployments",
-    labels={"app.kubernetes.io/managed-by": b.MANAGED_BY, b.PIPELINE_LABEL: kopf.PRESENT},
-)
-def engine_deployment_changed(
+def prober(memo: kopf.Memo):
+    return probe_ready if memo.settings.probe_engines else None
+
+
+def probe_ready(pod: dict[str, Any]) -> str | None:
+    """Ask a running but unready engine why: its ``/health/ready`` answer (1 s at most)."""
+    ip = (pod.get("status") or {}).get("podIP")
+    try:
+        with urllib.request.urlopen(f"http://{ip}:{ENGINE_PORT}/health/ready", timeout=1) as r:
+            return health.ready_reason(json.loads(r.read()))
+    except urllib.error.HTTPError as exc:
+        try:
+            return health.ready_reason(json.loads(exc.read()))
+        except ValueError:
+            return f"/health/ready answered {exc.code}"
+    except (OSError, ValueError):
+        return None  # not reachable from here (a fake node, another network)
+
+
+ENGINE_LABELS = {"app.kubernetes.io/managed-by": b.MANAGED_BY, b.PIPELINE_LABEL: kopf.PRESENT}
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=ENGINE_LABELS)
+@kopf.on.event("", "v1", "pods", labels=ENGINE_LABELS)
+def engine_changed(
     type: str, body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any
 ) -> None:
+    """A Deployment rolls, or a pod's container waits, crashes, restarts or becomes ready:
+    the Pipeline's status follows."""
     if type == "DELETED":
-        return  # an undeploy or a delete; the reconciler already wrote that status
+        return  # an undeploy, a delete or a replaced pod; other events carry the news
     try:
-        sync_from_deployment(memo.kube, labels[b.PIPELINE_LABEL], namespace)
+        sync_from_deployment(memo.kube, labels[b.PIPELINE_LABEL], namespace, probe=prober(memo))
     except (ApiException, Urllib3Error, kopf.TemporaryError) as exc:
         kopf.warn(body, reason="StatusSyncFailed", message=str(exc))

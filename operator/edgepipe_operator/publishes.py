@@ -8,9 +8,7 @@ its publishes.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 from typing import Any
 
 import kopf
@@ -26,7 +24,8 @@ from edgepipe.resources import GROUP, VERSION, PublishSpec
 
 from . import builders as b
 from .kube import Kube
-from .pipelines import ModelUnreachable
+from .pipelines import ModelUnreachable, make_resolver, pipeline_login
+from .registry import SecretProblem, login_from_secret
 
 # Waiting for a Pipeline that does not exist yet (a GitOps apply of both at once).
 PIPELINE_RETRIES = 6
@@ -39,27 +38,6 @@ class PublishFailed(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-def credentials_from_secret(secret: dict[str, Any] | None, name: str) -> oci.Credentials:
-    """``username``/``password`` keys, or a ``.dockerconfigjson`` with one auth."""
-    if secret is None:
-        raise PublishFailed("SecretNotFound", f"registry secret {name!r} not found")
-    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
-    if "username" in data and "password" in data:
-        return oci.Credentials(data["username"], data["password"])
-    if ".dockerconfigjson" in data:
-        auths = json.loads(data[".dockerconfigjson"]).get("auths", {})
-        for entry in auths.values():
-            if "auth" in entry:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-                return oci.Credentials(user, password)
-            if "username" in entry:
-                return oci.Credentials(entry["username"], entry.get("password"))
-    raise PublishFailed(
-        "InvalidSecret",
-        f"secret {name!r} has neither username/password keys nor a .dockerconfigjson",
-    )
 
 
 def _failed(reason: str, message: str, generation: int | None) -> dict[str, Any]:
@@ -216,7 +194,11 @@ def _publish(
         )
     try:
         pspec = b.parse_spec(pipeline.get("spec") or {})
-        config = b.resolve_pipeline(parsed.pipeline, pspec, memo.resolve_model)
+        login = pipeline_login(kube, pspec, namespace)
+        resolve = make_resolver(memo.settings, login, pspec.registry)
+        config = b.resolve_pipeline(parsed.pipeline, pspec, resolve)
+    except SecretProblem as exc:
+        raise PublishFailed(exc.reason, f"pipeline {parsed.pipeline!r}: {exc.message}") from None
     except ConfigError as exc:
         raise PublishFailed("InvalidPipeline", f"pipeline {parsed.pipeline!r}: {exc}") from None
     if parsed.version and parsed.version != config.version:
@@ -227,8 +209,11 @@ def _publish(
         )
     creds = oci.Credentials()
     if parsed.registry.secret_ref:
-        secret = kube.read_secret(parsed.registry.secret_ref.name, namespace)
-        creds = credentials_from_secret(secret, parsed.registry.secret_ref.name)
+        name = parsed.registry.secret_ref.name
+        try:
+            creds = login_from_secret(kube.read_secret(name, namespace), name).credentials
+        except SecretProblem as exc:
+            raise PublishFailed(exc.reason, exc.message) from None
     target = oci.Target.parse(parsed.registry.url, creds, parsed.registry.plain_http)
     try:
         return publish(

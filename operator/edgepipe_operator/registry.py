@@ -1,0 +1,85 @@
+"""Registry logins from Secrets, and how an engine pod gets one without seeing its value.
+
+A Secret holds either ``username``/``password`` keys or a ``.dockerconfigjson`` (the forms
+``kubectl create secret generic`` and ``kubectl create secret docker-registry`` make). The
+operator reads it to reach the registry itself; the engine pod gets references only: env
+vars from ``secretKeyRef``, or the Secret mounted as a file (``OCI_AUTH_FILE``).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from edgepipe import oci
+from edgepipe.resources import ModelRegistry
+
+AUTH_DIR = "/etc/edgepipe/registry"
+DOCKER_CONFIG_KEY = ".dockerconfigjson"
+
+SecretForm = Literal["basic", "dockerconfig"]
+
+
+class SecretProblem(Exception):
+    """A registry Secret that is missing or holds no login: (reason, message)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Login:
+    credentials: oci.Credentials
+    form: SecretForm
+    secret: str
+
+
+def login_from_secret(secret: dict[str, Any] | None, name: str) -> Login:
+    """The login a Secret holds, and in which form."""
+    if secret is None:
+        raise SecretProblem(
+            "SecretNotFound",
+            f"registry secret {name!r} not found; create it with "
+            f"kubectl create secret generic {name} --from-literal=username=… "
+            "--from-literal=password=…",
+        )
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    if "username" in data and "password" in data:
+        return Login(oci.Credentials(data["username"], data["password"]), "basic", name)
+    if DOCKER_CONFIG_KEY in data:
+        try:
+            creds = oci.Credentials.from_docker_config(data[DOCKER_CONFIG_KEY])
+        except oci.OciError:
+            creds = None
+        if creds is not None:
+            return Login(creds, "dockerconfig", name)
+    raise SecretProblem(
+        "InvalidSecret",
+        f"secret {name!r} has neither username/password keys nor a {DOCKER_CONFIG_KEY}",
+    )
+
+
+def pod_registry(
+    registry: ModelRegistry | None, login: Login | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(env, volumes, volume mounts) that give the engine container its registry login
+    and transport, by reference to the Secret: no value is copied into the Deployment."""
+    env: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if registry is not None and registry.plain_http:
+        env.append({"name": "OCI_PLAIN_HTTP", "value": "true"})
+    if login is None:
+        return env, volumes, mounts
+    if login.form == "basic":
+        for var, key in (("OCI_USERNAME", "username"), ("OCI_PASSWORD", "password")):
+            ref = {"secretKeyRef": {"name": login.secret, "key": key}}
+            env.append({"name": var, "valueFrom": ref})
+    else:
+        env.append({"name": "OCI_AUTH_FILE", "value": f"{AUTH_DIR}/{DOCKER_CONFIG_KEY}"})
+        volumes.append({"name": "registry-login", "secret": {"secretName": login.secret}})
+        mounts.append({"name": "registry-login", "mountPath": AUTH_DIR, "readOnly": True})
+    return env, volumes, mounts
