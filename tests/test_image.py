@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -18,25 +17,10 @@ import pytest
 from edgepipe.client import EngineClient
 from edgepipe.client.engine import outputs_of
 from edgepipe.localengine import free_port
-from tests.conftest import IN_CI, ROOT
+from tests.conftest import ROOT
 from tests.kube import wait_for
 
 PODMAN = str(ROOT / "scripts" / "podman")
-
-
-@pytest.fixture(scope="session")
-def image() -> str:
-    """scripts/testimage: builds (or reuses) the image; its reference is the last line."""
-    if shutil.which("podman") is None and not IN_CI and os.geteuid() != 0:
-        pytest.skip("podman is not installed and cannot be installed without root")
-    proc = subprocess.run(
-        [str(ROOT / "scripts" / "testimage")], capture_output=True, text=True, timeout=3000
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/testimage failed:\n{proc.stderr[-4000:]}")
-    size = [line for line in proc.stderr.splitlines() if "image size" in line]
-    print("\n" + "\n".join(size))
-    return proc.stdout.strip().splitlines()[-1]
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:

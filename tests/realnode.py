@@ -1,0 +1,252 @@
+"""The cluster journey on a real node, step by step: shared by the ``realnode`` tests and
+``scripts/realnode-journey``. Every step talks to real processes: the test cluster with
+its kubelet and containerd, a registry with htpasswd on the test bridge, helm, kubectl
+and the engine image under containerd."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from edgepipe import oci
+from edgepipe.localengine import free_port
+from tests.kube import Kubectl, wait_for
+from tests.registry import Registry
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "testcluster"
+HELM = str(Path(sys.executable).parent / "helm")
+JSON = "application/json; format=pandas-records"
+OPERATOR_NS = "edgepipe-system"
+
+
+@dataclass
+class NodeCluster:
+    base: Path
+    info: dict
+
+    @property
+    def kubeconfig(self) -> Path:
+        return Path(self.info["kubeconfig"])
+
+    @property
+    def gateway(self) -> str:
+        return self.info["gateway"]
+
+    def kubectl(self, namespace: str = "default") -> Kubectl:
+        return Kubectl(self.kubeconfig, namespace)
+
+    def ctr(self, *args: str) -> subprocess.CompletedProcess:
+        sock = self.info["containerd"]
+        return subprocess.run(
+            ["ctr", "--address", sock, "-n", "k8s.io", *args], capture_output=True, text=True
+        )
+
+
+def start_cluster(base: Path, image: str, log=print) -> NodeCluster:
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [str(SCRIPT), "start", str(base), "--real-node"], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the real-node cluster did not start:\n{proc.stderr[-4000:]}")
+    log(f"real-node cluster ready in {time.monotonic() - t0:.1f}s")
+    cluster = NodeCluster(base, json.loads((base / "cluster.json").read_text()))
+    t0 = time.monotonic()
+    subprocess.run([str(SCRIPT), "load-image", str(base), image], check=True, capture_output=True)
+    log(f"image {image} loaded into containerd in {time.monotonic() - t0:.1f}s")
+    kubectl = cluster.kubectl()
+    kubectl("apply", "-f", str(ROOT / "crds"))
+    kubectl("wait", "--for=condition=Established", "crd/pipelines.edgepipe.io", "--timeout=60s")
+    return cluster
+
+
+def stop_cluster(cluster: NodeCluster) -> None:
+    subprocess.run([str(SCRIPT), "stop", str(cluster.base)], timeout=300)
+
+
+def registry_on_bridge(base: Path, gateway: str) -> Registry:
+    """A registry with htpasswd that pods reach at the bridge's gateway, over plain HTTP."""
+    return Registry(base, auth=True, address=gateway).start()
+
+
+def install_operator(cluster: NodeCluster, image: str) -> None:
+    """``helm install charts/edgepipe``: the operator in a pod, under the chart's RBAC."""
+    repo, tag = image.rsplit(":", 1)
+    subprocess.run(
+        [
+            HELM, "install", "edgepipe", str(ROOT / "charts" / "edgepipe"),
+            "--kubeconfig", str(cluster.kubeconfig),
+            "--namespace", OPERATOR_NS, "--create-namespace",
+            "--set", f"image.repository={repo}", "--set", f"image.tag={tag}",
+            "--set", "image.pullPolicy=Never",
+            "--wait", "--timeout", "180s",
+        ],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def operator_log(cluster: NodeCluster) -> str:
+    proc = cluster.kubectl(OPERATOR_NS)("logs", "deploy/edgepipe", "--tail=400", check=False)
+    return proc.stdout + proc.stderr
+
+
+def push_model(registry: Registry, path: Path, name: str) -> str:
+    client = oci.Client(
+        registry.host, oci.Credentials(registry.username, registry.password), plain_http=True
+    )
+    return oci.push_model(client, path, name=name, repository=f"t/models/{name}").reference
+
+
+def registry_secret(kubectl: Kubectl, registry: Registry, name: str = "model-registry") -> str:
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": {"username": registry.username, "password": registry.password},
+        }
+    )
+    return name
+
+
+def pipeline(name: str, model_url: str, secret: str, memory: str = "512Mi", **step) -> dict:
+    return {
+        "apiVersion": "edgepipe.io/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name},
+        "spec": {
+            "deployed": True,
+            "steps": [{"model": {"name": name, "url": model_url}, **step}],
+            "registry": {"secretRef": {"name": secret}, "plainHttp": True},
+            "deployment": {"cpus": 0.25, "memory": memory},
+        },
+    }
+
+
+def status(kubectl: Kubectl, name: str) -> dict:
+    return ((kubectl.get("pipeline", name) or {}).get("status")) or {}
+
+
+def wait_running(kubectl: Kubectl, name: str, timeout: float = 180, version=None) -> dict:
+    def check():
+        st = status(kubectl, name)
+        ok = st.get("phase") == "Running" and (version is None or st.get("version") != version)
+        return st if ok else None
+
+    return wait_for(f"pipeline {name} Running", check, timeout)
+
+
+def engine_pods(kubectl: Kubectl, name: str) -> list[dict]:
+    return kubectl.items("pods", f"app.kubernetes.io/instance={name}")
+
+
+def pod_ready(pod: dict) -> bool:
+    conds = (pod.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+
+@contextlib.contextmanager
+def port_forward(kubectl: Kubectl, target: str, remote: int = 8080) -> Iterator[str]:
+    """``kubectl port-forward TARGET PORT:remote``; yields the local base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["kubectl", f"--kubeconfig={kubectl.kubeconfig}", "-n", kubectl.namespace,
+         "port-forward", target, f"{port}:{remote}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("the port-forward", lambda: _answers(url + "/pipelines"), 30)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def infer(base: str, name: str, rows: list[dict], timeout: float = 10) -> list[dict]:
+    req = urllib.request.Request(
+        f"{base}/pipelines/{name}", data=orjson.dumps(rows), headers={"Content-Type": JSON}
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return orjson.loads(resp.read())
+
+
+@dataclass
+class Traffic:
+    """A client on the node that keeps asking a Service's ClusterIP, and what it got."""
+
+    url: str
+    body: bytes
+    answers: list[tuple[float, str]] = field(default_factory=list)  # (time, first value)
+    failures: list[tuple[float, str]] = field(default_factory=list)  # (time, error)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Traffic:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self, limit_s: float = 300) -> None:
+        deadline = time.monotonic() + limit_s  # bounded: it stops by itself
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            req = urllib.request.Request(self.url, data=self.body, headers={"Content-Type": JSON})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    out = orjson.loads(resp.read())[0]["outputs"][0]["Float"]["data"][0]
+                    self.answers.append((time.monotonic(), str(out)))
+            except Exception as exc:
+                self.failures.append((time.monotonic(), f"{type(exc).__name__}: {exc}"))
+            time.sleep(0.05)
+
+    def failures_since(self, t: float) -> list[str]:
+        return [f for when, f in self.failures if when >= t]
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(20)
+
+
+def events(kubectl: Kubectl, name: str) -> list[dict]:
+    out = kubectl(
+        "get", "events", "-o", "json",
+        "--field-selector", f"involvedObject.kind=Pipeline,involvedObject.name={name}",
+    ).stdout  # fmt: skip
+    return sorted(json.loads(out)["items"], key=lambda e: e["metadata"]["creationTimestamp"])
+
+
+def docker_config_secret(kubectl: Kubectl, registry: Registry, name: str) -> str:
+    auth = base64.b64encode(f"{registry.username}:{registry.password}".encode()).decode()
+    config = {"auths": {registry.host: {"auth": auth}}}
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "type": "kubernetes.io/dockerconfigjson",
+            "stringData": {".dockerconfigjson": json.dumps(config)},
+        }
+    )
+    return name

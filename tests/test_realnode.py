@@ -1,0 +1,262 @@
+"""The cluster journey with real pods: the operator installed by its chart, engines on a
+kubelet + containerd node, models from a registry with a password, rollouts under load,
+killed containers, too little memory, the edge chart, and a node restart."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+import pytest
+
+from edgepipe import yolo
+from tests import realnode as rn
+from tests.kube import Kubectl, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
+X = [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.fixture(scope="module")
+def node(image: str, tmp_path_factory: pytest.TempPathFactory):
+    cluster = rn.start_cluster(tmp_path_factory.mktemp("realnode") / "cp", image)
+    yield cluster
+    rn.stop_cluster(cluster)
+
+
+@pytest.fixture(scope="module")
+def registry(node: rn.NodeCluster, tmp_path_factory: pytest.TempPathFactory):
+    reg = rn.registry_on_bridge(tmp_path_factory.mktemp("node-registry"), node.gateway)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def operator_pod(node: rn.NodeCluster, image: str):
+    rn.install_operator(node, image)
+    return node
+
+
+@pytest.fixture(scope="module")
+def models(registry, models_dir: Path, yolov8n_path: Path) -> dict[str, str]:
+    from tests import onnx_models as m
+
+    m.add_constant(models_dir / "add2.onnx", 2.0)
+    return {
+        "add1": rn.push_model(registry, models_dir / "add1.onnx", "add1"),
+        "add2": rn.push_model(registry, models_dir / "add2.onnx", "add2"),
+        "yolo": rn.push_model(registry, yolov8n_path, "yolov8n"),
+    }
+
+
+@pytest.fixture
+def ns(node: rn.NodeCluster, request: pytest.FixtureRequest):
+    name = request.node.name.replace("_", "-")[:40].strip("-")
+    kubectl = node.kubectl(name)
+    kubectl("create", "namespace", name, namespaced=False)
+    yield kubectl
+    kubectl("delete", "namespace", name, "--wait=false", namespaced=False, check=False)
+
+
+def yolo_image() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return rng.random((1, 3, 640, 640), dtype=np.float32)
+
+
+def test_operator_runs_from_its_chart_under_its_own_rbac(operator_pod: rn.NodeCluster) -> None:
+    kubectl = operator_pod.kubectl(rn.OPERATOR_NS)
+    (pod,) = kubectl.items("pods", "app.kubernetes.io/name=edgepipe")
+    assert pod["spec"]["serviceAccountName"] == "edgepipe"
+    assert pod["spec"]["nodeName"] == "real-node-0" and rn.pod_ready(pod)
+    # Its credentials are the ServiceAccount's token, not an admin's.
+    mounts = [m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]]
+    assert "/var/run/secrets/kubernetes.io/serviceaccount" in mounts
+    can = kubectl(
+        "auth", "can-i", "create", "deployments", "--as=system:serviceaccount:edgepipe-system:edgepipe",
+        "-A", check=False,
+    )  # fmt: skip
+    assert can.stdout.strip() == "yes"
+    cannot = kubectl(
+        "auth", "can-i", "delete", "nodes", "--as=system:serviceaccount:edgepipe-system:edgepipe",
+        check=False,
+    )  # fmt: skip
+    assert cannot.stdout.strip() == "no"
+
+
+def test_pipeline_runs_for_real_and_answers(
+    operator_pod, registry, models, ns: Kubectl, yolov8n_path
+):
+    secret = rn.registry_secret(ns, registry)
+    post = {"kind": "yolov8", "confidenceThres": 0.5, "iouThres": 0.25}
+    ns.apply(rn.pipeline("journey", models["yolo"], secret, postprocess=post))
+    seen = []
+
+    def running():
+        st = rn.status(ns, "journey")
+        pods = rn.engine_pods(ns, "journey")
+        seen.append((st.get("phase"), [rn.pod_ready(p) for p in pods]))
+        return st.get("phase") == "Running" and pods
+
+    pods = wait_for("journey Running", running, timeout=240)
+    # Running came only with a ready pod on the real node.
+    assert all(ready and all(ready) for phase, ready in seen if phase == "Running")
+    assert pods[0]["spec"]["nodeName"] == "real-node-0"
+    # No secret value in the Deployment: the login goes by reference.
+    deployment = ns.get("deployment", "journey-engine")
+    text = orjson.dumps(deployment).decode()
+    assert registry.password not in text and "secretKeyRef" in text
+    x = yolo_image()
+    with rn.port_forward(ns, "svc/journey-engine") as url:
+        (rec,) = rn.infer(url, "journey", [{"images": x.tolist()}], timeout=60)
+    boxes = np.asarray(rec["outputs"][0]["Float"]["data"]).reshape(-1, 6)
+    raw = ort.InferenceSession(str(yolov8n_path)).run(None, {"images": x})[0]
+    want = yolo.decode(raw, confidence_thres=0.5, iou_thres=0.25)
+    assert len(boxes) == len(want) > 0
+    np.testing.assert_allclose(boxes[:, :4], [d.box for d in want], atol=1e-2)
+
+
+def test_zero_downtime_change_on_the_cluster_ip(operator_pod, registry, models, ns: Kubectl):
+    secret = rn.registry_secret(ns, registry)
+    ns.apply(rn.pipeline("rollout", models["add1"], secret))
+    first = rn.wait_running(ns, "rollout", timeout=240)
+    ip = ns.get("service", "rollout-engine")["spec"]["clusterIP"]
+    traffic = rn.Traffic(f"http://{ip}:8080/pipelines/rollout", orjson.dumps([{"x": X}])).start()
+    try:
+        # The measured window opens once the ClusterIP answers (kube-proxy has its rules).
+        wait_for("answers from version 1", lambda: len(traffic.answers) >= 10, 30)
+        changed = time.monotonic()
+        ns.apply(rn.pipeline("rollout", models["add2"], secret))
+        rn.wait_running(ns, "rollout", timeout=240, version=first["version"])
+        wait_for(
+            "answers from version 2",
+            lambda: [a for _, a in traffic.answers[-5:]] == ["3.0"] * 5,
+            60,
+        )
+    finally:
+        traffic.stop()
+    values = [a for t, a in traffic.answers if t >= changed]
+    assert traffic.failures_since(changed) == []
+    assert values[0] == "2.0" and values[-1] == "3.0" and len(values) > 20
+    # While both versions run (the rollout adds before it removes) answers may mix; then
+    # only the new version answers, as the wait above saw.
+    print(f"\nrollout: {len(values)} requests during the change, none failed")
+
+
+def test_killed_container_restarts_and_events_say_so(operator_pod, registry, models, ns):
+    secret = rn.registry_secret(ns, registry)
+    ns.apply(rn.pipeline("killed", models["add1"], secret))
+    rn.wait_running(ns, "killed", timeout=240)
+    (pod,) = rn.engine_pods(ns, "killed")
+    container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    proc = operator_pod.ctr("tasks", "kill", "--signal", "SIGKILL", container)
+    assert proc.returncode == 0, proc.stderr
+    phases = []
+
+    def restarted():
+        st = rn.status(ns, "killed")
+        phases.append(st.get("phase"))
+        (p,) = rn.engine_pods(ns, "killed")
+        restarts = p["status"]["containerStatuses"][0]["restartCount"]
+        return restarts >= 1 and rn.pod_ready(p) and st.get("phase") == "Running"
+
+    wait_for("the engine restarted and Running again", restarted, timeout=120, interval=0.1)
+    reasons = [e["reason"] for e in rn.events(ns, "killed")]
+    assert "EngineNotReady" in reasons, reasons
+    last_not_ready = len(reasons) - 1 - reasons[::-1].index("EngineNotReady")
+    assert "Running" in reasons[last_not_ready:], reasons  # and back again
+    assert "Deploying" in phases, phases
+
+
+def test_too_little_memory_says_oomkilled(operator_pod, registry, models, ns: Kubectl):
+    secret = rn.registry_secret(ns, registry)
+    # The YOLOv8n-shaped model: its warm-up alone needs more than 64Mi of its own memory.
+    ns.apply(rn.pipeline("tiny", models["yolo"], secret, memory="64Mi"))
+
+    def oom():
+        st = rn.status(ns, "tiny")
+        return st if "OOMKilled" in (st.get("message") or "") else None
+
+    st = wait_for("an OOMKilled status", oom, timeout=180)
+    assert st["phase"] == "Deploying"
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and "OOMKilled" in ready["message"]
+
+
+def test_edge_chart_pulls_with_its_secret_and_answers_the_same(
+    operator_pod, registry, models, ns: Kubectl
+):
+    secret = rn.registry_secret(ns, registry)
+    post = {"kind": "yolov8", "confidenceThres": 0.5, "iouThres": 0.25}
+    ns.apply(rn.pipeline("edgy", models["yolo"], secret, postprocess=post))
+    rn.wait_running(ns, "edgy", timeout=240)
+    ns.apply(
+        {
+            "apiVersion": "edgepipe.io/v1alpha1",
+            "kind": "Publish",
+            "metadata": {"name": "edgy-edge"},
+            "spec": {
+                "pipeline": "edgy",
+                "registry": {"url": f"{registry.host}/t", "secretRef": {"name": secret},
+                             "plainHttp": True},
+            },
+        }
+    )  # fmt: skip
+
+    def published():
+        st = ((ns.get("publish", "edgy-edge") or {}).get("status")) or {}
+        assert st.get("phase") != "Failed", st
+        return st if st.get("phase") == "Published" else None
+
+    st = wait_for("the Publish", published, timeout=180)
+    proc = subprocess.run(
+        [
+            rn.HELM, "install", "edge", f"oci://{st['helmChartUrl']}",
+            "--version", st["helmChartVersion"], "--plain-http",
+            "--kubeconfig", str(ns.kubeconfig), "--namespace", ns.namespace,
+            "--set", f"ociRegistry.registry={registry.host}",
+            "--set", f"ociRegistry.username={registry.username}",
+            "--set", f"ociRegistry.password={registry.password}",
+            # helm itself logs in to pull the chart, as a user would.
+            "--username", registry.username, "--password", registry.password,
+            "--wait", "--timeout", "180s",
+        ],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    x = yolo_image()
+    # Only the three ociRegistry values were given: the rest is the published defaults.
+    with rn.port_forward(ns, "svc/engine-svc") as url:
+        (at_edge,) = rn.infer(url, "edgy", [{"images": x.tolist()}], timeout=60)
+    with rn.port_forward(ns, "svc/edgy-engine") as url:
+        (in_cluster,) = rn.infer(url, "edgy", [{"images": x.tolist()}], timeout=60)
+    assert at_edge["outputs"] == in_cluster["outputs"]
+    assert len(at_edge["outputs"][0]["Float"]["data"]) >= 6
+
+
+def test_node_restart_brings_the_engines_back(operator_pod, registry, models, ns: Kubectl):
+    secret = rn.registry_secret(ns, registry)
+    ns.apply(rn.pipeline("reboot", models["add1"], secret))
+    rn.wait_running(ns, "reboot", timeout=240)
+    (before,) = rn.engine_pods(ns, "reboot")
+    t0 = time.monotonic()
+    subprocess.run(
+        [str(rn.SCRIPT), "restart-node", str(operator_pod.base)], check=True, capture_output=True
+    )
+
+    def back():
+        (p,) = rn.engine_pods(ns, "reboot")
+        restarted = (
+            p["status"]["containerStatuses"][0]["restartCount"]
+            > (before["status"]["containerStatuses"][0]["restartCount"])
+        )
+        return restarted and rn.pod_ready(p) and rn.status(ns, "reboot")["phase"] == "Running"
+
+    wait_for("the engine back after the node restart", back, timeout=180)
+    with rn.port_forward(ns, "svc/reboot-engine") as url:
+        (rec,) = rn.infer(url, "reboot", [{"x": X}])
+    assert rec["outputs"][0]["Float"]["data"] == [2.0, 3.0, 4.0, 5.0]
+    print(f"\nnode restart -> serving again in {time.monotonic() - t0:.1f}s")
