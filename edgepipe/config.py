@@ -233,15 +233,52 @@ def parse_config(data: Any, *, source: str = "pipeline config") -> PipelineConfi
         raise ConfigError(f"{source}: {field or 'document'}: {err['msg']}{more}", field) from None
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read a YAML or JSON pipeline config; relative model paths are made absolute."""
+def read_documents(path: str | Path, what: str = "file") -> list[Any]:
+    """The YAML (or JSON) documents in a file, or one ConfigError naming the file and the
+    line and column of a syntax error."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        with open(path, encoding="utf-8") as f:
+            return [d for d in yaml.safe_load_all(f) if d is not None]
     except OSError as exc:
-        raise ConfigError(f"cannot read pipeline config {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; expected YAML or JSON") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML/JSON: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML or JSON{where}: {problem}") from None
+
+
+def from_pipeline_manifest(doc: dict[str, Any]) -> dict[str, Any]:
+    """A ``kind: Pipeline`` manifest as the pipeline config document it stands for."""
+    spec = doc.get("spec") or {}
+    deployment = spec.get("deployment") or {}
+    return {
+        "name": (doc.get("metadata") or {}).get("name"),
+        "steps": spec.get("steps"),
+        "engine": {k: deployment[k] for k in ("cpus", "memory", "gpus") if k in deployment},
+    }
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read a YAML or JSON pipeline config (``kind: PipelineConfig``, or a ``kind:
+    Pipeline`` manifest, whose spec means the same); relative model paths are made
+    absolute."""
+    path = Path(path)
+    docs = read_documents(path, "pipeline config")
+    if len(docs) != 1:
+        raise ConfigError(f"{path}: expected one pipeline config document, found {len(docs)}")
+    data = docs[0]
+    if isinstance(data, dict) and data.get("kind") == "Pipeline":
+        data = from_pipeline_manifest(data)
+    elif isinstance(data, dict) and data.get("kind") not in (None, "PipelineConfig"):
+        raise ConfigError(
+            f"{path}: kind {data.get('kind')!r} is not a pipeline; expected kind "
+            "PipelineConfig (or a Pipeline manifest)",
+            "kind",
+        )
     config = parse_config(data, source=str(path))
     return absolutize_paths(config, path.parent)
 

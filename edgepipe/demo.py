@@ -79,12 +79,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--confidence", type=float, default=yolo.CONFIDENCE_THRES)
     parser.add_argument("--iou", type=float, default=yolo.IOU_THRES)
+    parser.add_argument(
+        "--print-paths",
+        action="store_true",
+        help="print the trained model's and the sample image's paths, one per line, and stop "
+        "(for the README's walkthrough)",
+    )
     args = parser.parse_args(argv)
 
     model = trained_model_path()
     image_path = args.image or astronaut_path()
+    if args.print_paths:
+        print(model)
+        print(image_path)
+        return 0
     classes = yolo.class_names_from_onnx(model)
-    image = yolo.load_image(image_path)
+    try:
+        image = yolo.load_image(image_path)
+    except OSError as exc:  # missing, unreadable, or not an image
+        reason = exc.strerror or str(exc)
+        raise SystemExit(f"scripts/demo: --image {image_path}: {reason}") from None
     tensor, transform = yolo.letterbox(image)
 
     print(f"model: {model} (classes: {', '.join(classes)})")

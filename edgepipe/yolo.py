@@ -184,15 +184,28 @@ def draw(image: np.ndarray, detections: list[Detection], path: str | Path) -> No
     img.save(path, format="PNG")
 
 
-def class_names_from_onnx(path: str | Path) -> list[str]:
-    """Class names that Ultralytics writes into an ONNX file's metadata (``names``)."""
+def class_names(metadata: dict[str, str]) -> list[str]:
+    """Class names from an ONNX model's metadata: Ultralytics writes ``names`` as a Python
+    dict literal such as ``{0: 'Normal', 1: 'Fall'}``. Empty when there are none."""
     import ast
 
+    raw = metadata.get("names")
+    if not raw:
+        return []
+    try:
+        names = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return []
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    if isinstance(names, dict):
+        return [str(names[i]) for i in sorted(names)]
+    return []
+
+
+def class_names_from_onnx(path: str | Path) -> list[str]:
+    """Class names that Ultralytics writes into an ONNX file's metadata (``names``)."""
     import onnxruntime as ort
 
     meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
-    raw = meta.custom_metadata_map.get("names")
-    if not raw:
-        return []
-    names = ast.literal_eval(raw)  # a Python dict literal such as {0: 'Normal', 1: 'Fall'}
-    return [names[i] for i in sorted(names)]
+    return class_names(meta.custom_metadata_map)

@@ -112,6 +112,7 @@ class DataPlane:
                         {"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape)}
                         for s in step.output_specs
                     ],
+                    "classes": step.classes,
                 }
             )
         return {

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edgepipe import yolo
 from edgepipe.config import ModelRef, PipelineConfig, Step, model_version
 
 from .errors import BadRequest, ModelFailure
@@ -113,6 +114,8 @@ class OnnxModel:
         self.inputs = [_spec(a) for a in self.session.get_inputs()]
         self.outputs = [_spec(a) for a in self.session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
+        # Class names travel with the model where its exporter wrote them (Ultralytics).
+        self.classes = yolo.class_names(self.session.get_modelmeta().custom_metadata_map)
 
     @property
     def batch_dynamic(self) -> bool:
@@ -138,6 +141,12 @@ class StepRuntime:
         return self.config.step_name
 
     @property
+    def classes(self) -> list[str]:
+        """Class names: the post-step's ``classes`` in the config, else the model's own."""
+        post = self.config.postprocess
+        return (post.classes if post is not None and post.classes else None) or self.model.classes
+
+    @property
     def output_specs(self) -> list[TensorSpec]:
         if self.config.postprocess is not None:
             return [DETECTIONS]
@@ -148,14 +157,12 @@ class StepRuntime:
         post = self.config.postprocess
         if post is None:
             return outputs
-        from edgepipe import yolo
-
         try:
             dets = yolo.decode(
                 outputs[0],
                 confidence_thres=post.confidence_thres,
                 iou_thres=post.iou_thres,
-                classes=post.classes,
+                classes=self.classes,
             )
         except ValueError as exc:
             raise ModelFailure(f"step {self.name!r}: yolov8 post-processing: {exc}") from exc

@@ -19,121 +19,38 @@ so that ``stop`` (and the next ``start`` after a SIGKILLed run) can remove all o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-BRIDGE = "eptest0"
-GATEWAY = "10.213.88.1"
-SUBNET = "10.213.88.0/24"
-SERVICE_CIDR = "10.213.89.0/24"
+# A sibling module: this one is loaded by scripts/testcluster, with scripts/ on sys.path.
+from realnode_host import (
+    GATEWAY,
+    SUBNET,
+    cni_config,
+    install_packages,
+    iptables_kube_cleanup,
+    kill_group,
+    kill_shims,
+    network_down,
+    network_up,
+    pod_netns,
+    remove_netns,
+    run,
+    unmount_under,
+)
+
 NODE_NAME = "real-node-0"
 NODE_LABEL = "edgepipe.io/node-kind"
 FAKE_TAINT = "edgepipe.io/fake-node"
-COMMENT = "edgepipe-test"
 PAUSE_IMAGE = "localhost/edgepipe-pause:1"
 AGENTS = ("kube-proxy", "kubelet", "containerd")  # the node's processes, in start order
-NETNS_DIR = Path("/var/run/netns")
 STATE = Path(os.environ.get("EDGEPIPE_CACHE", Path.home() / ".cache/edgepipe")) / "realnode.json"
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, check=check, capture_output=True, text=True, **kw)
-
-
-def install_packages() -> None:
-    """The Debian packages a real node needs, installed when missing."""
-    need = [
-        pkg
-        for tool, pkg in [
-            ("containerd", "containerd"),
-            ("runc", "runc"),
-            ("iptables", "iptables"),
-            ("conntrack", "conntrack"),
-            ("podman", "podman"),
-        ]
-        if shutil.which(tool) is None
-    ]
-    if not Path("/usr/lib/cni/bridge").exists():
-        need.append("containernetworking-plugins")
-    if need:
-        run("apt-get", "update", "-qq")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *need, env=env)
-
-
-# -- network --------------------------------------------------------------------------------
-
-FORWARD_RULES = [
-    ["-s", SUBNET, "-d", SUBNET, "-j", "ACCEPT"],
-    ["-s", SUBNET, "-j", "DROP"],
-]
-
-
-def network_up() -> None:
-    run("ip", "link", "add", BRIDGE, "type", "bridge")
-    run("ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
-    run("ip", "link", "set", BRIDGE, "up")
-    # Services live on the bridge too: a ClusterIP that kube-proxy has not (yet) rewritten
-    # goes nowhere, rather than out of this machine.
-    run("ip", "route", "add", SERVICE_CIDR, "dev", BRIDGE, "src", GATEWAY)
-    for rule in reversed(FORWARD_RULES):
-        run("iptables", "-I", "FORWARD", *rule, "-m", "comment", "--comment", COMMENT)
-    # A pod reaching a Service's pod is forwarded by this host.
-    Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
-
-
-def network_down() -> None:
-    for rule in FORWARD_RULES:
-        while (
-            run(
-                "iptables",
-                "-D",
-                "FORWARD",
-                *rule,
-                "-m",
-                "comment",
-                "--comment",
-                COMMENT,
-                check=False,
-            ).returncode
-            == 0
-        ):
-            pass
-    run("ip", "route", "del", SERVICE_CIDR, check=False)
-    run("ip", "link", "del", BRIDGE, check=False)
-
-
-def cni_config(conf_dir: Path) -> None:
-    conf_dir.mkdir(parents=True, exist_ok=True)
-    conf = {
-        "cniVersion": "0.4.0",
-        "name": "edgepipe-test",
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": BRIDGE,
-                "isGateway": True,
-                "ipMasq": False,
-                "hairpinMode": True,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": SUBNET, "gateway": GATEWAY}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                },
-            },
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ],
-    }
-    (conf_dir / "10-edgepipe.conflist").write_text(json.dumps(conf, indent=2))
 
 
 # -- containerd -----------------------------------------------------------------------------
@@ -280,100 +197,6 @@ def kube_proxy_argv(bins: Path, kubeconfig: Path, healthz: int, metrics: int) ->
     ]
 
 
-# -- clean-up -------------------------------------------------------------------------------
-
-
-def unmount_under(path: Path) -> None:
-    """Unmount everything mounted below ``path`` (deepest first)."""
-    prefix = str(path.resolve()) + "/"
-    mounts = [
-        line.split()[1].encode().decode("unicode_escape")
-        for line in Path("/proc/self/mounts").read_text().splitlines()
-    ]
-    for target in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-        run("umount", "-l", target, check=False)
-
-
-def pod_netns() -> set[str]:
-    """The CNI network namespaces on this host (containerd names them ``cni-<uuid>``)."""
-    return {p.name for p in NETNS_DIR.glob("cni-*")} if NETNS_DIR.exists() else set()
-
-
-def remove_netns(names: set[str]) -> None:
-    for name in sorted(names):
-        run("ip", "netns", "delete", name, check=False)
-        p = NETNS_DIR / name
-        if p.exists():
-            run("umount", "-l", str(p), check=False)
-            p.unlink(missing_ok=True)
-
-
-def kill_shims(node: Path) -> None:
-    """Every container of this node: each shim's children (the containers' init, whose
-    death ends their PID namespace), then the shim."""
-    sock = f"{node}/containerd.sock"
-    shims = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and b"containerd-shim" in argv[0] and sock.encode() in argv:
-            shims.append(int(proc.name))
-    for pid in shims:
-        for child in _children(pid):
-            _kill(child)
-        _kill(pid)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(proc.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, 9)
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, 9)
-
-
-def iptables_kube_cleanup(bins: Path | None) -> None:
-    """kube-proxy's own chains (``kube-proxy --cleanup``), then the kubelet's
-    (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT): every jump into a ``KUBE-``
-    chain from a built-in chain, then the ``KUBE-`` chains themselves. This test host runs
-    no other Kubernetes node, so every such chain is one of ours."""
-    if bins is not None and (bins / "kube-proxy").exists():
-        run(str(bins / "kube-proxy"), "--cleanup", check=False, timeout=60)
-    for tool in ("iptables", "ip6tables"):
-        for table in ("filter", "nat", "mangle"):
-            listing = run(tool, "-t", table, "-S", check=False).stdout.splitlines()
-            for line in listing:
-                words = shlex.split(line)
-                if words[:1] == ["-A"] and not words[1].startswith("KUBE-") and "KUBE-" in line:
-                    run(tool, "-t", table, "-D", *words[1:], check=False)
-            chains = [ln.split()[1] for ln in listing if ln.startswith("-N KUBE-")]
-            for chain in chains:
-                run(tool, "-t", table, "-F", chain, check=False)
-            for chain in chains:
-                run(tool, "-t", table, "-X", chain, check=False)
-
-
 def record(node: Path, **fields: object) -> None:
     STATE.parent.mkdir(parents=True, exist_ok=True)
     state = json.loads(STATE.read_text()) if STATE.exists() else {}
@@ -401,7 +224,7 @@ def prepare(cluster) -> None:
         old_state = Path(old.get("cluster_state", "/nonexistent"))
         if old_state.exists():
             for pid in json.loads(old_state.read_text()).get("pids", {}).values():
-                _kill_group(pid)
+                kill_group(pid)
         stop(Path(old["node"]), old)
     node = cluster.base / "node"
     node.mkdir(parents=True, exist_ok=True)
@@ -462,7 +285,7 @@ def restart(cluster, bins: Path, kubeconfig: Path) -> None:
     pids = cluster.state().get("pids", {})
     for name in reversed(AGENTS):
         if name in pids:
-            _kill_group(pids[name])
+            kill_group(pids[name])
     kill_shims(cluster.base / "node")
     start_agents(cluster, bins, kubeconfig)
 

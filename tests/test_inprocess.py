@@ -91,6 +91,9 @@ def test_v2_routes_in_process(chain_settings: Settings) -> None:
 @pytest.mark.cluster
 def test_handlers_are_wired_under_kopf_runner(cluster, kubectl, monkeypatch) -> None:
     """The reconciler, registered as kopf would load it, deploys and undeploys a Pipeline."""
+    # The kubernetes client read KUBECONFIG when it was imported: point its default at the
+    # test cluster, for this process and for kopf's own login alike.
+    import kubernetes
     from edgepipe_operator.kube import load_config
     from kopf.testing import KopfRunner
 
@@ -98,6 +101,9 @@ def test_handlers_are_wired_under_kopf_runner(cluster, kubectl, monkeypatch) -> 
     from tests.test_operator import pipeline, wait_phase
 
     monkeypatch.setenv("KUBECONFIG", str(cluster["kubeconfig"]))
+    monkeypatch.setattr(
+        kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(cluster["kubeconfig"])
+    )
     load_config()
     args = ["run", "--standalone", "--all-namespaces", "-m", "edgepipe_operator.pipelines"]
     with KopfRunner(args, timeout=60) as runner:

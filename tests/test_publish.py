@@ -348,6 +348,7 @@ def test_offline_restart_and_a_corrupted_cache(
 
 def test_publish_show_needs_a_cluster_and_says_so(tmp_path) -> None:
     proc = cli("publish", "show", "nothing", "--kubeconfig", str(tmp_path / "none"), check=False)
-    assert proc.returncode != 0 and "cannot read publish" in proc.stderr
+    # The missing kubeconfig is named, with where it came from.
+    assert proc.returncode != 0 and f"kubeconfig {tmp_path / 'none'} does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert orjson.dumps  # the module's JSON tooling is used above

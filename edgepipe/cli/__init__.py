@@ -13,6 +13,8 @@ import sys
 
 import click
 
+from edgepipe import __version__
+
 from .common import expected_errors
 from .infer import infer_cmd
 from .model import model
@@ -22,16 +24,11 @@ from .publish import publish
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.version_option(__version__, "--version", prog_name="edgepipe")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """edgepipe: pipelines of ONNX models on Kubernetes and at the edge."""
     ctx.obj = {"debug": debug}
-    import warnings
-
-    from urllib3.exceptions import InsecureRequestWarning
-
-    # A kubeconfig that skips TLS verification is the user's choice; say so once, not per call.
-    warnings.simplefilter("once", InsecureRequestWarning)
 
 
 main.add_command(model)

@@ -72,8 +72,20 @@ def infer_cmd(target, engine, image, input_file, draw, confidence, iou, output) 
             ),
         )
     else:
-        records = json.loads(input_file.read_text())
-        emit(client.infer_records(None, records), output, records_text)
+        try:
+            records = json.loads(input_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(
+                f"{input_file} is not pandas-records JSON ({exc}); give a .json file of row "
+                "objects, or an Arrow IPC file ending in .arrow",
+                param_hint="--input",
+            ) from None
+        result = client.infer_records(None, records)
+        boxes = _detections(client, result)
+        if boxes is not None:
+            _print_detections(boxes, output)
+            return
+        emit(result, output, records_text)
 
 
 def records_text(records: list[dict]) -> str:
@@ -90,17 +102,48 @@ def _infer_image(
 ) -> None:
     from edgepipe import yolo
 
-    pixels = yolo.load_image(image)
+    try:
+        pixels = yolo.load_image(image)
+    except OSError as exc:
+        raise click.BadParameter(f"{image} is not an image: {exc}", param_hint="--image") from None
     tensor, transform = yolo.letterbox(pixels)
     result = client.infer_tensor(None, None, tensor)
+    classes = _classes(client)
     out = result.outputs[0]
     if out.ndim == 2 and out.shape[1] == 6:  # the engine already decoded (postprocess)
-        dets = yolo.from_rows(out, transform)
+        dets = yolo.from_rows(out, transform, classes)
     elif out.ndim == 3 and out.shape[0] == 1 and out.shape[1] >= 5:
-        dets = yolo.decode(out, transform, confidence_thres=confidence, iou_thres=iou)
+        dets = yolo.decode(
+            out, transform, confidence_thres=confidence, iou_thres=iou, classes=classes
+        )
     else:
         emit(records_text([result.record]), output, lambda t: t)
         return
+    _print_detections(dets, output)
+    if draw:
+        draw.parent.mkdir(parents=True, exist_ok=True)
+        yolo.draw(pixels, dets, draw)
+        click.echo(f"annotated image: {draw}", err=True)
+
+
+def _classes(client) -> list[str]:
+    """The class names the pipeline's last step knows (from its config or its model)."""
+    return client.describe()["steps"][-1].get("classes") or []
+
+
+def _detections(client, records: list[dict]):
+    """The boxes of a pipeline that ends with the YOLO post-step, else None."""
+    from edgepipe import yolo
+    from edgepipe.client.engine import outputs_of
+
+    last = client.describe()["steps"][-1]
+    if [o["name"] for o in last["outputs"]] != ["detections"]:
+        return None
+    classes = last.get("classes") or []
+    return [d for rec in records for d in yolo.from_rows(outputs_of(rec)[0], None, classes)]
+
+
+def _print_detections(dets, output: str) -> None:
     rows = [d.to_dict() for d in dets]
     emit(
         rows,
@@ -110,7 +153,3 @@ def _infer_image(
             or "no detections"
         ),
     )
-    if draw:
-        draw.parent.mkdir(parents=True, exist_ok=True)
-        yolo.draw(pixels, dets, draw)
-        click.echo(f"annotated image: {draw}", err=True)

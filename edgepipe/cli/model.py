@@ -21,7 +21,7 @@ def model() -> None:
 @click.option("--name", help="Model name (default: the file's name).")
 @click.option("--version", "version", help="Model version (default: derived from sha256).")
 @registry_options
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@output_option
 def model_push(
     file: Path,
     name: str | None,
@@ -47,7 +47,7 @@ def model_push(
             version=version,
             progress=update,
         )
-    if output == "json":
+    if output != "text":
         emit(
             {"reference": pushed.reference, "sha256": pushed.sha256, "uploaded": pushed.uploaded},
             output,

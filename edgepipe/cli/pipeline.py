@@ -8,16 +8,40 @@ import click
 
 from .common import cluster, emit, kube_options, output_option, wait_progress
 
-HEADER = f"{'NAME':<24} {'PHASE':<11} {'DEPLOYED':<8} {'VERSION':<38} URL"
 
-
-def _line(obj: dict) -> str:
+def _row(obj: dict, wide: bool) -> list[str]:
     st = obj.get("status") or {}
-    return (
-        f"{obj['metadata']['name']:<24} {st.get('phase') or '-':<11} "
-        f"{str(st.get('deployed', False)).lower():<8} {st.get('version') or '-':<38} "
-        f"{st.get('url') or ''}"
+    version = st.get("version") or "-"
+    ready = f"{st.get('readyReplicas', 0)}/{st.get('replicas', 0)}" if st.get("deployed") else "-"
+    row = [
+        obj["metadata"]["name"],
+        st.get("phase") or "-",
+        str(st.get("deployed", False)).lower(),
+        version if wide else version[:8],  # like a short commit hash; -o wide shows it all
+        ready,
+    ]
+    return [*row, st.get("url") or "-", st.get("message") or ""] if wide else row
+
+
+def table(objs: list[dict], wide: bool = False) -> str:
+    """kubectl-style columns sized to their content: 80 columns unless -o wide."""
+    head = ["NAME", "PHASE", "DEPLOYED", "VERSION", "READY"] + (["URL", "MESSAGE"] if wide else [])
+    rows = [head, *(_row(o, wide) for o in objs)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join(
+        "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
     )
+
+
+def _details(obj: dict) -> str:
+    """The table line, then what a person needs when something is wrong: the message."""
+    st = obj.get("status") or {}
+    lines = [table([obj])]
+    if st.get("url"):
+        lines.append(f"URL:      {st['url']}")
+    if st.get("message"):
+        lines.append(f"Message:  {st['message']}")
+    return "\n".join(lines)
 
 
 @click.group()
@@ -28,19 +52,35 @@ def pipeline() -> None:
 @pipeline.command("apply")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @kube_options
-def pipeline_apply(file: Path, kubeconfig, namespace, context) -> None:
+@output_option
+def pipeline_apply(file: Path, kubeconfig, namespace, context, output: str) -> None:
     """Create or update the Pipelines (and Publishes) in a YAML FILE."""
-    for obj in cluster(kubeconfig, namespace, context).apply_file(file):
-        click.echo(f"{obj['kind'].lower()}.edgepipe.io/{obj['metadata']['name']} applied")
+    objs = cluster(kubeconfig, namespace, context).apply_file(file)
+    emit(
+        objs,
+        output,
+        lambda xs: "\n".join(
+            f"{o['kind'].lower()}.edgepipe.io/{o['metadata']['name']} applied" for o in xs
+        ),
+    )
 
 
 @pipeline.command("list")
 @kube_options
-@output_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["text", "wide", "json", "yaml"]),
+    default="text",
+    help="Output format (wide: full versions, URLs and messages).",
+)
 def pipeline_list(kubeconfig, namespace, context, output: str) -> None:
     """List Pipelines."""
     items = cluster(kubeconfig, namespace, context).list("pipelines")
-    emit(items, output, lambda xs: "\n".join([HEADER, *map(_line, xs)]))
+    if output == "wide":
+        click.echo(table(items, wide=True))
+        return
+    emit(items, output, table)
 
 
 @pipeline.command("get")
@@ -50,7 +90,7 @@ def pipeline_list(kubeconfig, namespace, context, output: str) -> None:
 def pipeline_get(name: str, kubeconfig, namespace, context, output: str) -> None:
     """Show one Pipeline."""
     obj = cluster(kubeconfig, namespace, context).get("pipelines", name)
-    emit(obj, output, lambda o: "\n".join([HEADER, _line(o)]))
+    emit(obj, output, _details)
 
 
 @pipeline.command("deploy")
@@ -85,7 +125,8 @@ def pipeline_undeploy(
 @click.argument("name")
 @click.option("--tail", type=int, default=200, show_default=True)
 @kube_options
-def pipeline_logs(name: str, tail: int, kubeconfig, namespace, context) -> None:
+@output_option
+def pipeline_logs(name: str, tail: int, kubeconfig, namespace, context, output: str) -> None:
     """Print the logs of a Pipeline's engine pods."""
-    for pod, text in cluster(kubeconfig, namespace, context).logs(name, tail).items():
-        click.echo(f"==> {pod} <==\n{text}")
+    logs = cluster(kubeconfig, namespace, context).logs(name, tail)
+    emit(logs, output, lambda ls: "\n".join(f"==> {p} <==\n{t}" for p, t in ls.items()))

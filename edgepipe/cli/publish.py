@@ -78,7 +78,7 @@ def publish() -> None:
 )
 @click.option("--chart-name", help="Chart name (default: the pipeline's name).")
 @click.option("--replicas", type=int, default=1, show_default=True)
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@output_option
 def publish_push(
     config_file: Path | None,
     model_file: Path | None,
@@ -120,7 +120,7 @@ def publish_push(
             progress=update,
         )
     fields = result.status_fields()
-    if output == "json":
+    if output != "text":
         emit(fields, output)
         return
     print_fields(fields)
@@ -177,8 +177,12 @@ def publish_get(name, kubeconfig, namespace, context, output) -> None:
         emit(obj, output)
         return
     click.echo("\n".join([HEADER, _line(obj)]))
-    if (obj.get("status") or {}).get("phase") == "Published":
-        print_fields(obj["status"])
+    status = obj.get("status") or {}
+    if status.get("phase") == "Published":
+        print_fields(status)
+    elif status.get("reason") or status.get("message"):
+        click.echo(f"Reason:   {status.get('reason') or '-'}")
+        click.echo(f"Message:  {status.get('message') or '-'}")
 
 
 @publish.command("list")
@@ -193,7 +197,8 @@ def publish_list(kubeconfig, namespace, context, output) -> None:
 @publish.command("show")
 @click.argument("name")
 @kube_options
-def publish_show(name: str, kubeconfig, namespace, context) -> None:
+@output_option
+def publish_show(name: str, kubeconfig, namespace, context, output: str) -> None:
     """Print a Publish's docker run line, compose.yaml and helm install command."""
     from edgepipe.publish import compose_yaml, helm_install_command, local_values_yaml
 
@@ -207,7 +212,17 @@ def publish_show(name: str, kubeconfig, namespace, context) -> None:
     registry_url = obj["spec"]["registry"]["url"]
     registry = registry_url.split("/", 1)[0]
     plain = bool(obj["spec"]["registry"].get("plainHttp"))
-    click.echo("# docker run\n" + status["dockerRunCommand"] + "\n")
-    click.echo("# compose.yaml\n" + compose_yaml(status, registry, plain))
-    click.echo("# local-values.yaml\n" + local_values_yaml(registry, plain))
-    click.echo("# helm install\n" + helm_install_command(status, obj["spec"]["pipeline"], plain))
+    shown = {
+        "dockerRun": status["dockerRunCommand"],
+        "composeYaml": compose_yaml(status, registry, plain),
+        "localValuesYaml": local_values_yaml(registry, plain),
+        "helmInstall": helm_install_command(status, obj["spec"]["pipeline"], plain),
+    }
+    emit(
+        shown,
+        output,
+        lambda d: (
+            f"# docker run\n{d['dockerRun']}\n\n# compose.yaml\n{d['composeYaml']}\n"
+            f"# local-values.yaml\n{d['localValuesYaml']}\n# helm install\n{d['helmInstall']}"
+        ),
+    )

@@ -12,11 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edgepipe.resources import API_VERSION, GROUP, VERSION
 
 Progress = Callable[[dict[str, Any]], None]
+
+# A wait gives up early when nothing has acted on the object for this long: no operator.
+NO_OPERATOR_AFTER = 15.0
+START_OPERATOR = (
+    "start one with 'edgepipe-operator run', or in the cluster with "
+    "'helm install edgepipe charts/edgepipe -n edgepipe-system --create-namespace'"
+)
+SINGULAR = {"pipelines": "pipeline", "publishes": "publish"}
 
 
 class ClusterError(RuntimeError):
@@ -30,13 +36,10 @@ class Client:
         namespace: str | None = None,
         context: str | None = None,
     ) -> None:
-        import warnings
-
         import kubernetes
-        from urllib3.exceptions import InsecureRequestWarning
 
-        # A kubeconfig that skips TLS verification is its owner's choice: warn once only.
-        warnings.simplefilter("once", InsecureRequestWarning)
+        if kubeconfig is not None and not Path(kubeconfig).expanduser().exists():
+            raise ClusterError(f"kubeconfig {kubeconfig} does not exist (--kubeconfig, KUBECONFIG)")
         try:
             if kubeconfig is None and Path("/var/run/secrets/kubernetes.io").exists():
                 kubernetes.config.load_incluster_config()
@@ -47,7 +50,9 @@ class Client:
                 _, active = kubernetes.config.list_kube_config_contexts(kubeconfig)
                 ns = (active or {}).get("context", {}).get("namespace", "default")
         except Exception as exc:
-            raise ClusterError(f"no Kubernetes credentials: {exc}") from None
+            where = f" in {kubeconfig}" if kubeconfig else ""
+            raise ClusterError(f"no Kubernetes credentials{where}: {exc}") from None
+        _warn_if_insecure(kubernetes.client.Configuration.get_default_copy())
         self.namespace = namespace or ns
         self.api = kubernetes.client.CustomObjectsApi()
         self.core = kubernetes.client.CoreV1Api()
@@ -59,6 +64,8 @@ class Client:
         try:
             return fn(*args, **kwargs)
         except self._exc as exc:
+            if exc.status == 404:
+                raise ClusterError(f"{what}: not found") from None
             reason = exc.reason
             try:
                 import json
@@ -72,7 +79,7 @@ class Client:
 
     def get(self, plural: str, name: str) -> dict[str, Any]:
         return self._call(
-            f"{plural[:-1]} {name!r}",
+            f"{SINGULAR.get(plural, plural)} {name!r} in namespace {self.namespace}",
             self.api.get_namespaced_custom_object,
             GROUP,
             VERSION,
@@ -96,6 +103,12 @@ class Client:
         """Create or update (server-side apply) a Pipeline or Publish."""
         kind = manifest.get("kind")
         plural = {"Pipeline": "pipelines", "Publish": "publishes"}.get(kind)
+        if kind == "PipelineConfig":
+            raise ClusterError(
+                "this is a PipelineConfig: the engine reads it (edgepipe-engine --config) and "
+                "'edgepipe publish push' publishes it; the cluster takes Pipeline and Publish "
+                "manifests (apiVersion edgepipe.io/v1alpha1; see examples/pipeline.yaml)"
+            )
         if plural is None:
             raise ClusterError(f"expected a Pipeline or Publish, got kind {kind!r}")
         manifest = {**manifest, "apiVersion": manifest.get("apiVersion", API_VERSION)}
@@ -119,12 +132,25 @@ class Client:
         return obj
 
     def apply_file(self, path: str | Path) -> list[dict[str, Any]]:
-        docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
-        return [self.apply(d) for d in docs]
+        from edgepipe.config import ConfigError, read_documents
+
+        try:
+            docs = read_documents(path)
+        except ConfigError as exc:
+            raise ClusterError(str(exc)) from None
+        out = []
+        for doc in docs:
+            if not isinstance(doc, dict):
+                raise ClusterError(f"{path}: expected Kubernetes objects, got {type(doc).__name__}")
+            try:
+                out.append(self.apply(doc))
+            except ClusterError as exc:
+                raise ClusterError(f"{path}: {exc}") from None
+        return out
 
     def _merge(self, plural: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self._call(
-            f"updating {plural[:-1]} {name!r}",
+            f"updating {SINGULAR.get(plural, plural)} {name!r}",
             self.api.patch_namespaced_custom_object,
             GROUP,
             VERSION,
@@ -146,8 +172,10 @@ class Client:
         timeout: float,
         progress: Progress | None = None,
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
         last: dict[str, Any] = {}
+        what = f"{SINGULAR.get(plural, plural)} {name!r}"
         while True:
             obj = self.get(plural, name)
             status = obj.get("status") or {}
@@ -158,10 +186,18 @@ class Client:
                 return status
             why = failed(obj)
             if why:
-                raise ClusterError(f"{plural[:-1]} {name!r}: {why}")
+                raise ClusterError(f"{what}: {why}")
+            waited = time.monotonic() - start
+            if not _current(obj) and waited > min(NO_OPERATOR_AFTER, timeout):
+                seen = "has no status" if not status else "has a status older than its spec"
+                raise ClusterError(
+                    f"{what} {seen} after {waited:.0f}s: no edgepipe operator seems to be "
+                    f"running in this cluster; {START_OPERATOR}"
+                )
             if time.monotonic() > deadline:
                 raise ClusterError(
-                    f"{plural[:-1]} {name!r}: still {status.get('phase')} after {timeout:.0f}s"
+                    f"{what}: still {status.get('phase')} after {timeout:.0f}s"
+                    + (f" ({status['message']})" if status.get("message") else "")
                 )
             time.sleep(0.5)
 
@@ -194,6 +230,7 @@ class Client:
 
     def logs(self, name: str, tail: int = 200) -> dict[str, str]:
         """The last ``tail`` lines of each of a pipeline's engine pods, by pod name."""
+        self.get("pipelines", name)  # a name that is not there says so
         selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/name=edgepipe-engine"
         pods = self._call(
             "listing engine pods",
@@ -256,6 +293,28 @@ class Client:
             timeout=timeout,
             progress=progress,
         )
+
+
+_warned: list[str] = []
+
+
+def _warn_if_insecure(config) -> None:
+    """One line, once, when the kubeconfig skips TLS verification; urllib3's own warning
+    (twice per call) is silenced. ``PYTHONWARNINGS=ignore`` silences this one too."""
+    import sys
+    import warnings
+
+    from urllib3.exceptions import InsecureRequestWarning
+
+    warnings.simplefilter("ignore", InsecureRequestWarning)
+    if config.verify_ssl or _warned or "ignore" in sys.warnoptions:
+        return
+    _warned.append(config.host)
+    print(
+        f"warning: the kubeconfig skips TLS verification for {config.host} "
+        "(insecure-skip-tls-verify): the server's identity is not checked",
+        file=sys.stderr,
+    )
 
 
 def _current(obj: dict[str, Any]) -> bool:

@@ -88,8 +88,15 @@ class EngineClient:
                 message, field = f"HTTP {exc.code}: {raw[:200]!r}", None
             raise EngineClientError(message, exc.code, field) from None
         except urllib.error.URLError as exc:
+            hint = ""
+            if isinstance(exc.reason, ConnectionRefusedError):
+                name = self.pipeline or "<pipeline>"
+                hint = (
+                    "; is it running? For an engine in a cluster: "
+                    f"kubectl port-forward svc/{name}-engine 8080, then use http://localhost:8080"
+                )
             raise EngineClientError(
-                f"cannot reach the engine at {self.url}: {exc.reason}"
+                f"cannot reach the engine at {self.url}: {exc.reason}{hint}"
             ) from None
         except OSError as exc:
             raise EngineClientError(f"cannot reach the engine at {self.url}: {exc}") from None

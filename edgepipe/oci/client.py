@@ -26,6 +26,7 @@ from .refs import (
     MANIFEST,
     AuthError,
     Credentials,
+    CredentialsRequired,
     DigestMismatch,
     NotFound,
     OciError,
@@ -89,6 +90,9 @@ class Client:
         if auth == "auto":
             challenge = _challenge(registry, plain_http, verify)
             auth = "basic" if challenge.lower().startswith("basic") else "token"
+            if auth == "basic" and not (creds.username and creds.password):
+                # A Basic challenge on /v2/ means nothing is served without a login.
+                raise CredentialsRequired(registry)
         self.reg = _Registry(
             hostname=registry, insecure=plain_http, tls_verify=verify, auth_backend=auth
         )
@@ -328,8 +332,20 @@ class Target:
     def parse(
         cls, url: str, credentials: Credentials | None = None, plain_http: bool | None = None
     ) -> Target:
-        raw = url.removeprefix("oci://").strip("/")
-        registry, _, prefix = raw.partition("/")
+        """``[oci://|http://|https://]host[:port][/prefix]``. A scheme says the transport
+        (``http://``: plain HTTP) unless ``plain_http`` is given; without one, loopback
+        registries speak plain HTTP."""
+        raw = url.strip()
+        scheme, sep, rest = raw.partition("://")
+        if sep:
+            if scheme not in ("oci", "http", "https"):
+                raise OciError(
+                    f"registry {url!r}: unknown scheme {scheme}://; expected host[:port][/prefix]"
+                )
+            raw = rest
+            if plain_http is None and scheme != "oci":
+                plain_http = scheme == "http"
+        registry, _, prefix = raw.strip("/").partition("/")
         if not registry:
             raise OciError(f"registry {url!r}: expected host[:port][/prefix]")
         if plain_http is None:

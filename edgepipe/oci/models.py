@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgepipe import onnxfile
+
 from .client import Client, file_digest
 from .refs import (
     ANNOTATION,
@@ -21,24 +23,6 @@ from .refs import (
     Reference,
     is_loopback,
 )
-
-
-def _signature(path: Path) -> tuple[list[dict], list[dict]]:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-    def sig(args) -> list[dict]:
-        return [
-            {
-                "name": a.name,
-                "type": a.type,
-                "shape": [d if isinstance(d, int) else str(d) for d in a.shape],
-            }
-            for a in args
-        ]
-
-    return sig(session.get_inputs()), sig(session.get_outputs())
 
 
 @dataclass(frozen=True)
@@ -64,7 +48,7 @@ def push_model(
     path = Path(path)
     digest, size = file_digest(path)
     sha = digest.removeprefix("sha256:")
-    inputs, outputs = _signature(path)
+    inputs, outputs = onnxfile.signature(path)
     version = version or digest_to_uuid(sha)
     uploaded = client.push_blob(repository, path, digest, size, progress)
     empty = b"{}"

@@ -6,7 +6,7 @@ import base64
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "ANNOTATION",
@@ -19,6 +19,7 @@ __all__ = [
     "PIPELINE_CONFIG",
     "AuthError",
     "Credentials",
+    "CredentialsRequired",
     "DigestMismatch",
     "NotFound",
     "OciError",
@@ -50,6 +51,19 @@ class RegistryUnavailable(OciError):
 
 class AuthError(OciError):
     """The registry refused the credentials (401/403): retrying will not help."""
+
+
+class CredentialsRequired(AuthError):
+    """The registry asks for a login and none was given."""
+
+    def __init__(self, registry: str) -> None:
+        super().__init__(
+            f"registry {registry} needs credentials and none were given: set OCI_USERNAME "
+            "and OCI_PASSWORD (the CLI also takes -u/-p), or name a Secret "
+            "(spec.registry.secretRef of a Pipeline or a Publish; --secret for "
+            "'edgepipe publish create')"
+        )
+        self.registry = registry
 
 
 class NotFound(OciError):
@@ -107,7 +121,7 @@ class Reference:
 @dataclass(frozen=True)
 class Credentials:
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, prefix: str = "OCI_") -> Credentials:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgepipe import oci
+from edgepipe import oci, onnxfile
 from edgepipe.config import ConfigError, PipelineConfig, model_version
 
 from .errors import PublishError
@@ -48,6 +48,7 @@ def _ensure_model_blob(
 ) -> int:
     """Put one model file into ``repository``; its size."""
     if path is not None:
+        onnxfile.check(path)
         actual, size = oci.file_digest(path)
         if actual != digest:
             raise PublishError(f"{path} has digest {actual}, the pipeline says {digest}")

@@ -225,6 +225,8 @@ def _publish(
             created_at=created,
             log=lambda m: logger.info(m),
         )
+    except oci.CredentialsRequired as exc:
+        raise PublishFailed("CredentialsRequired", str(exc)) from None
     except oci.AuthError as exc:
         raise PublishFailed(
             "Unauthorized",
