@@ -229,5 +229,5 @@ def test_pipeline_and_publish_commands(
     assert proc.returncode == 0 and "Undeployed" in proc.stdout
     one_line_error(
         ep("pipeline", "list", "--kubeconfig", str(tmp_path / "missing")),
-        "no Kubernetes credentials",
+        f"kubeconfig {tmp_path / 'missing'} does not exist",
     )
