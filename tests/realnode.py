@@ -85,17 +85,23 @@ def registry_on_bridge(base: Path, gateway: str) -> Registry:
 def install_operator(cluster: NodeCluster, image: str) -> None:
     """``helm install charts/edgepipe``: the operator in a pod, under the chart's RBAC."""
     repo, tag = image.rsplit(":", 1)
-    subprocess.run(
+    proc = subprocess.run(
         [
             HELM, "install", "edgepipe", str(ROOT / "charts" / "edgepipe"),
             "--kubeconfig", str(cluster.kubeconfig),
             "--namespace", OPERATOR_NS, "--create-namespace",
-            "--set", f"image.repository={repo}", "--set", f"image.tag={tag}",
+            "--set", f"image.repository={repo}", "--set-string", f"image.tag={tag}",
             "--set", "image.pullPolicy=Never",
             "--wait", "--timeout", "180s",
         ],
-        check=True, capture_output=True, text=True,
+        capture_output=True, text=True,
     )  # fmt: skip
+    if proc.returncode != 0:
+        kubectl = cluster.kubectl(OPERATOR_NS)
+        pods = kubectl("describe", "pods", check=False).stdout[-3000:]
+        raise AssertionError(
+            f"helm install of the operator failed: {proc.stderr}\n{pods}\n{operator_log(cluster)}"
+        )
 
 
 def operator_log(cluster: NodeCluster) -> str:
@@ -250,3 +256,45 @@ def docker_config_secret(kubectl: Kubectl, registry: Registry, name: str) -> str
         }
     )
     return name
+
+
+def publish_manifest(name: str, pipeline: str, registry: Registry, secret: str) -> dict:
+    return {
+        "apiVersion": "edgepipe.io/v1alpha1",
+        "kind": "Publish",
+        "metadata": {"name": name},
+        "spec": {
+            "pipeline": pipeline,
+            "registry": {"url": f"{registry.host}/t", "secretRef": {"name": secret},
+                         "plainHttp": True},
+        },
+    }  # fmt: skip
+
+
+def wait_published(kubectl: Kubectl, name: str, timeout: float = 180) -> dict:
+    def published():
+        st = ((kubectl.get("publish", name) or {}).get("status")) or {}
+        assert st.get("phase") != "Failed", st
+        return st if st.get("phase") == "Published" else None
+
+    return wait_for(f"publish {name}", published, timeout)
+
+
+def helm_install_edge(
+    kubectl: Kubectl, status: dict, registry: Registry
+) -> subprocess.CompletedProcess:
+    """``helm install`` of a Publish's chart with only the three ociRegistry values (helm
+    itself logs in to pull the chart, as a user would)."""
+    return subprocess.run(
+        [
+            HELM, "install", "edge", f"oci://{status['helmChartUrl']}",
+            "--version", status["helmChartVersion"], "--plain-http",
+            "--username", registry.username, "--password", registry.password,
+            "--kubeconfig", str(kubectl.kubeconfig), "--namespace", kubectl.namespace,
+            "--set", f"ociRegistry.registry={registry.host}",
+            "--set-string", f"ociRegistry.username={registry.username}",
+            "--set-string", f"ociRegistry.password={registry.password}",
+            "--wait", "--timeout", "300s",
+        ],
+        capture_output=True, text=True,
+    )  # fmt: skip

@@ -89,39 +89,13 @@ def run(cluster: rn.NodeCluster, registry, ref: str, base: Path, result: dict) -
     log(f"rollout under load: {result['rollout_requests']} requests, "
         f"{result['rollout_failed_requests']} failed")  # fmt: skip
 
-    kubectl.apply(
-        {
-            "apiVersion": "edgepipe.io/v1alpha1",
-            "kind": "Publish",
-            "metadata": {"name": "journey-edge"},
-            "spec": {
-                "pipeline": "journey",
-                "registry": {"url": f"{registry.host}/t", "secretRef": {"name": secret},
-                             "plainHttp": True},
-            },
-        }
-    )  # fmt: skip
-
-    def published():
-        st = ((kubectl.get("publish", "journey-edge") or {}).get("status")) or {}
-        return st if st.get("phase") == "Published" else None
-
-    st = wait_for("the Publish", published, timeout=300)
+    kubectl.apply(rn.publish_manifest("journey-edge", "journey", registry, secret))
+    st = rn.wait_published(kubectl, "journey-edge", timeout=300)
     kubectl("create", "namespace", "edge", namespaced=False)
     edge = cluster.kubectl("edge")
-    subprocess.run(
-        [
-            rn.HELM, "install", "edge", f"oci://{st['helmChartUrl']}",
-            "--version", st["helmChartVersion"], "--plain-http",
-            "--username", registry.username, "--password", registry.password,
-            "--kubeconfig", str(cluster.kubeconfig), "--namespace", "edge",
-            "--set", f"ociRegistry.registry={registry.host}",
-            "--set", f"ociRegistry.username={registry.username}",
-            "--set", f"ociRegistry.password={registry.password}",
-            "--wait", "--timeout", "300s",
-        ],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+    proc = rn.helm_install_edge(edge, st, registry)
+    if proc.returncode != 0:
+        raise RuntimeError(f"helm install of the edge chart failed: {proc.stderr}")
     with rn.port_forward(edge, "svc/engine-svc") as url:
         out = rn.infer(url, "journey", body)[0]["outputs"][0]["Float"]["data"]
     result["edge_chart_ok"] = out == [3.0, 4.0, 5.0, 6.0]

@@ -193,39 +193,9 @@ def test_edge_chart_pulls_with_its_secret_and_answers_the_same(
     post = {"kind": "yolov8", "confidenceThres": 0.5, "iouThres": 0.25}
     ns.apply(rn.pipeline("edgy", models["yolo"], secret, postprocess=post))
     rn.wait_running(ns, "edgy", timeout=240)
-    ns.apply(
-        {
-            "apiVersion": "edgepipe.io/v1alpha1",
-            "kind": "Publish",
-            "metadata": {"name": "edgy-edge"},
-            "spec": {
-                "pipeline": "edgy",
-                "registry": {"url": f"{registry.host}/t", "secretRef": {"name": secret},
-                             "plainHttp": True},
-            },
-        }
-    )  # fmt: skip
-
-    def published():
-        st = ((ns.get("publish", "edgy-edge") or {}).get("status")) or {}
-        assert st.get("phase") != "Failed", st
-        return st if st.get("phase") == "Published" else None
-
-    st = wait_for("the Publish", published, timeout=180)
-    proc = subprocess.run(
-        [
-            rn.HELM, "install", "edge", f"oci://{st['helmChartUrl']}",
-            "--version", st["helmChartVersion"], "--plain-http",
-            "--kubeconfig", str(ns.kubeconfig), "--namespace", ns.namespace,
-            "--set", f"ociRegistry.registry={registry.host}",
-            "--set", f"ociRegistry.username={registry.username}",
-            "--set", f"ociRegistry.password={registry.password}",
-            # helm itself logs in to pull the chart, as a user would.
-            "--username", registry.username, "--password", registry.password,
-            "--wait", "--timeout", "180s",
-        ],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    ns.apply(rn.publish_manifest("edgy-edge", "edgy", registry, secret))
+    st = rn.wait_published(ns, "edgy-edge")
+    proc = rn.helm_install_edge(ns, st, registry)
     assert proc.returncode == 0, proc.stderr
     x = yolo_image()
     # Only the three ociRegistry values were given: the rest is the published defaults.

@@ -36,14 +36,17 @@ LABELS = {
 }
 
 
-def print_fields(fields: dict[str, Any]) -> None:
+def fields_text(fields: dict[str, Any]) -> str:
+    """A published status for people: labelled fields, then the docker run line."""
+    lines = []
     for key, label in LABELS.items():
         value = fields.get(key)
         if isinstance(value, dict):
             value = json.dumps(value)
-        click.echo(f"{label + ':':<22} {value}")
+        lines.append(f"{label + ':':<22} {value}")
     if fields.get("dockerRunCommand"):
-        click.echo("\nRun it at the edge:\n  " + fields["dockerRunCommand"].replace("\n", "\n  "))
+        lines.append("\nRun it at the edge:\n  " + fields["dockerRunCommand"].replace("\n", "\n  "))
+    return "\n".join(lines)
 
 
 def _line(obj: dict) -> str:
@@ -119,11 +122,7 @@ def publish_push(
             log=lambda m: bar.console.print(f"  {m}"),
             progress=update,
         )
-    fields = result.status_fields()
-    if output != "text":
-        emit(fields, output)
-        return
-    print_fields(fields)
+    emit(result.status_fields(), output, fields_text)
 
 
 @publish.command("create")
@@ -160,10 +159,7 @@ def publish_create(
         timeout=timeout,
         progress=wait_progress(f"publish {name}"),
     )
-    if output != "text":
-        emit(st, output)
-        return
-    print_fields(st)
+    emit(st, output, fields_text)
 
 
 @publish.command("get")
@@ -179,7 +175,7 @@ def publish_get(name, kubeconfig, namespace, context, output) -> None:
     click.echo("\n".join([HEADER, _line(obj)]))
     status = obj.get("status") or {}
     if status.get("phase") == "Published":
-        print_fields(status)
+        click.echo(fields_text(status))
     elif status.get("reason") or status.get("message"):
         click.echo(f"Reason:   {status.get('reason') or '-'}")
         click.echo(f"Message:  {status.get('message') or '-'}")
