@@ -19,7 +19,7 @@ class CliError(click.ClickException):
 def expected_errors() -> tuple[type[Exception], ...]:
     """Library errors that are the user's to fix: shown as one line, without a traceback.
 
-    Imported here, not at the top, so that ``edgepipe --help`` loads no client library.
+    Imported here, not at the top, so that ``edgepipe --help`` loads no Kubernetes client.
     """
     from edgepipe.client import EngineClientError
     from edgepipe.client.cluster import ClusterError
