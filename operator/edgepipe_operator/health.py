@@ -40,7 +40,7 @@ def pod_problem(pod: dict[str, Any]) -> str | None:
                 f"container {cs.get('name')}: terminated ({terminated.get('reason')}, "
                 f"code {terminated.get('exitCode')})"
             )
-        if state.get("running") and not cs.get("ready") and last.get("reason"):
+        if "running" in state and not cs.get("ready") and last.get("reason"):
             return f"container {cs.get('name')}: restarted after {last['reason']}"
     return None
 
@@ -53,7 +53,7 @@ def unready_running_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if (pod.get("metadata") or {}).get("deletionTimestamp") or not status.get("podIP"):
             continue
         for cs in status.get("containerStatuses") or []:
-            if (cs.get("state") or {}).get("running") and not cs.get("ready"):
+            if "running" in (cs.get("state") or {}) and not cs.get("ready"):
                 out.append(pod)
                 break
     return out
