@@ -1,7 +1,9 @@
 """Engine benchmark: every figure as a ratio to onnxruntime run directly in-process.
 
 Run with ``make bench`` (or ``.venv/bin/python bench/engine_bench.py``). In one run, on one
-machine, it measures on ``shared/models/yolov8n.onnx`` with the same thread count:
+machine, it measures on one YOLOv8 model (``--model``; by default ``shared/models/yolov8n.onnx``
+beside the clone when it is there, else the trained YOLOv8s that ``scripts/setup`` installs)
+with the same thread count:
 
 * the baseline: ``session.run`` in this process;
 * a floor: a minimal aiohttp server that takes raw float32 bytes, runs the same session in
@@ -109,7 +111,7 @@ def throughput(fn: Callable[[], object], clients: int, seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT.parent / "shared/models/yolov8n.onnx")
+    parser.add_argument("--model", type=Path, default=None, help="a model with a 1x3x640x640 input")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--per-block", type=int, default=8)
@@ -117,6 +119,14 @@ def main() -> None:
     parser.add_argument("--tp-seconds", type=float, default=8.0)
     args = parser.parse_args()
     cpus = args.cpus
+    if args.model is None:
+        shared = ROOT.parent / "shared/models/yolov8n.onnx"
+        if shared.exists():
+            args.model = shared
+        else:
+            from edgepipe.demo import trained_model_path
+
+            args.model = trained_model_path()
 
     rng = np.random.default_rng(0)
     x = rng.random((1, 3, 640, 640), dtype=np.float32)
