@@ -100,6 +100,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = 20  # logging.INFO: events for transitions, not debug chatter
     memo.settings = OperatorSettings.from_env()
     memo.kube = Kube()
+    # Asking unready engines why needs pod IPs this process can reach.
+    memo.probe = probe_ready if memo.settings.probe_engines else None
 
 
 def _error_status(message: str, status: dict, generation: int | None) -> dict[str, Any]:
@@ -127,16 +129,16 @@ def pipeline_login(kube: Kube, spec: PipelineSpec, namespace: str) -> Login | No
 
 
 def _unreachable(
-    exc: Exception, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, generation, retry: int
+    why: str, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, generation, retry: int
 ) -> None:
     """Pending and retried with back-off; Error after MODEL_RETRIES attempts."""
     if retry + 1 >= MODEL_RETRIES:
-        message = f"{exc} (gave up after {MODEL_RETRIES} attempts; edit the spec to retry)"
+        message = f"{why} (gave up after {MODEL_RETRIES} attempts; edit the spec to retry)"
         patch.status.update(_error_status(message, dict(status), generation))
         kopf.warn(body, reason="ModelUnreachable", message=message)
         raise kopf.PermanentError(message) from None
-    patch.status.update({"phase": "Pending", "message": str(exc), "observedGeneration": generation})
-    raise kopf.TemporaryError(str(exc), delay=5 * 2**retry) from None
+    patch.status.update({"phase": "Pending", "message": why, "observedGeneration": generation})
+    raise kopf.TemporaryError(why, delay=5 * 2**retry) from None
 
 
 @kopf.on.create(GROUP, VERSION, "pipelines")
@@ -162,14 +164,14 @@ def reconcile_pipeline(
         config = b.resolve_pipeline(name, parsed, resolve)
     except SecretProblem as exc:
         # A Secret may yet be created: retried like a model that does not answer.
-        exc = ModelUnreachable(f"spec.registry.secretRef: {exc.message}")
-        return _unreachable(exc, body, status, patch, generation, retry)
+        message = f"spec.registry.secretRef: {exc.message}"
+        return _unreachable(message, body, status, patch, generation, retry)
     except ConfigError as exc:
         patch.status.update(_error_status(exc.message, dict(status), generation))
         kopf.warn(body, reason="InvalidSpec", message=exc.message)
         raise kopf.PermanentError(exc.message) from None
     except ModelUnreachable as exc:
-        return _unreachable(exc, body, status, patch, generation, retry)
+        return _unreachable(str(exc), body, status, patch, generation, retry)
 
     version_fields = {
         "version": config.version,
@@ -259,10 +261,10 @@ def deploy(
             raise api_error(exc, f"applying {manifest['kind']}") from None
     extra = {**version_fields, "deployed": True, "url": b.inference_url(name, namespace)}
     try:
-        sync_from_deployment(memo.kube, name, namespace, extra=extra, probe=prober(memo))
+        sync_from_deployment(memo.kube, name, namespace, extra=extra, probe=memo.probe)
         # Deployment events that came before that write were skipped (the status was not
         # this spec's yet): read the Deployment once more. Later events find it current.
-        sync_from_deployment(memo.kube, name, namespace, probe=prober(memo))
+        sync_from_deployment(memo.kube, name, namespace, probe=memo.probe)
     except (ApiException, Urllib3Error) as exc:
         raise api_error(exc, "writing the status") from None
     if status.get("version") != config.version:
@@ -343,10 +345,6 @@ def sync_from_deployment(
     raise kopf.TemporaryError("the Pipeline's status kept changing while being written", delay=2)
 
 
-def prober(memo: kopf.Memo):
-    return probe_ready if memo.settings.probe_engines else None
-
-
 def probe_ready(pod: dict[str, Any]) -> str | None:
     """Ask a running but unready engine why: its ``/health/ready`` answer (1 s at most)."""
     ip = (pod.get("status") or {}).get("podIP")
@@ -375,6 +373,6 @@ def engine_changed(
     if type == "DELETED":
         return  # an undeploy, a delete or a replaced pod; other events carry the news
     try:
-        sync_from_deployment(memo.kube, labels[b.PIPELINE_LABEL], namespace, probe=prober(memo))
+        sync_from_deployment(memo.kube, labels[b.PIPELINE_LABEL], namespace, probe=memo.probe)
     except (ApiException, Urllib3Error, kopf.TemporaryError) as exc:
         kopf.warn(body, reason="StatusSyncFailed", message=str(exc))
