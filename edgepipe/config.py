@@ -99,6 +99,48 @@ class YoloPostprocess(SpecModel):
     classes: list[str] = Field(default_factory=list, description="Class names by index.")
 
 
+class ImagePreprocess(SpecModel):
+    """Optional image decoding before the step: the request sends encoded images (a JPEG,
+    PNG or WebP body, an Arrow binary column, or base64 strings in JSON) and the engine
+    fills the model's one image input. Only the first step may have it."""
+
+    kind: Literal["image"] = "image"
+    resize: Literal["letterbox", "stretch"] = Field(
+        default="letterbox",
+        description="letterbox: keep the aspect ratio and pad; stretch: plain resize.",
+    )
+    width: int | None = Field(
+        default=None, gt=0, le=8192, description="Input width; defaults to the model's."
+    )
+    height: int | None = Field(
+        default=None, gt=0, le=8192, description="Input height; defaults to the model's."
+    )
+    layout: Literal["NCHW", "NHWC"] = Field(default="NCHW", description="Model input layout.")
+    dtype: Literal["float32", "float16", "uint8"] | None = Field(
+        default=None, description="Input dtype; defaults to the model's (which it must match)."
+    )
+    scale: float = Field(
+        default=1 / 255, gt=0, description="Pixel values (0-255) are multiplied by this."
+    )
+    color: Literal["RGB", "BGR"] = Field(default="RGB", description="Channel order.")
+    pad_value: int = Field(default=114, ge=0, le=255, description="Letterbox padding (0-255).")
+
+
+class Batching(SpecModel):
+    """Dynamic batching: concurrent requests stacked into one model call. Needs a model
+    whose inputs have a dynamic batch dimension."""
+
+    max_batch_size: int = Field(
+        default=8, ge=1, le=1024, description="Most rows (along the batch dim) in one call."
+    )
+    max_delay_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=10000,
+        description="Longest a request waits for company before its batch runs.",
+    )
+
+
 class Step(SpecModel):
     """One model step of a pipeline."""
 
@@ -116,7 +158,13 @@ class Step(SpecModel):
         default="single",
         description="single: one model call per row; batch: rows stacked into one call.",
     )
+    preprocess: ImagePreprocess | None = Field(
+        default=None, description="Decode encoded images into the model input (first step)."
+    )
     postprocess: YoloPostprocess | None = None
+    batching: Batching | None = Field(
+        default=None, description="Dynamic batching across requests; off when absent."
+    )
 
     @property
     def step_name(self) -> str:
@@ -149,6 +197,10 @@ class PipelineConfig(SpecModel):
             if step.step_name in seen:
                 raise ValueError(f"step {i} repeats the step name {step.step_name!r}")
             seen.add(step.step_name)
+            if i > 0 and step.preprocess is not None:
+                raise ValueError(
+                    f"step {i} has 'preprocess'; only the first step reads the request"
+                )
         return steps
 
     # -- documents --------------------------------------------------------------------------

@@ -34,11 +34,14 @@ class Letterbox:
     pad_y: float
     width: int  # original image size
     height: int
+    scale_y: float | None = None  # a plain resize scales y apart from x
 
     def unmap(self, boxes: np.ndarray) -> np.ndarray:
         """x1y1x2y2 boxes in the model input's pixels -> the original image's, clipped."""
         pad = [self.pad_x, self.pad_y, self.pad_x, self.pad_y]
-        out = (np.asarray(boxes, dtype=np.float64) - pad) / self.scale
+        sy = self.scale if self.scale_y is None else self.scale_y
+        scale = [self.scale, sy, self.scale, sy]
+        out = (np.asarray(boxes, dtype=np.float64) - pad) / scale
         return np.clip(out, 0, [self.width, self.height] * 2)
 
 

@@ -16,6 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from edgepipe.yolo import Letterbox
+
+from . import batching
 from .codecs import Codec, Decoded, Encoded, InputField, Response, coerce, v2
 from .errors import BadRequest, NotFound, Unavailable
 from .metrics import Metrics
@@ -31,25 +34,35 @@ def coerce_rows(
 ) -> list[dict[str, np.ndarray]]:
     """Decoded inputs in the model inputs' dtypes, a dict of arrays per row (or a 400).
 
-    Columns are coerced once for all their rows, then split into rows.
+    Columns are coerced once for all their rows, then split into rows. Encoded images
+    pass as they are.
     """
+
+    def check(value, f: InputField):
+        return value if f.image is not None else coerce(value, f.spec, f.name, allow_nan)
+
     if decoded.columns is not None:
-        cols = {f.name: coerce(decoded.columns[f.name], f.spec, f.name, allow_nan) for f in fields}
+        cols = {f.name: check(decoded.columns[f.name], f) for f in fields}
         return [{name: arr[i] for name, arr in cols.items()} for i in range(decoded.num_rows)]
-    return [
-        {f.name: coerce(row[f.name], f.spec, f.name, allow_nan) for f in fields}
-        for row in decoded.rows or []
-    ]
+    return [{f.name: check(row[f.name], f) for f in fields} for row in decoded.rows or []]
 
 
 def prepare_rows(
     decoded: Decoded, fields: list[InputField], allow_nan: bool
-) -> list[dict[str, np.ndarray]]:
-    """The one place where decoded inputs get the model's dtypes and shapes (or a 400):
+) -> tuple[list[dict[str, np.ndarray]], list[Letterbox] | None]:
+    """The one place where decoded inputs get the model's dtypes and shapes (or a 4xx):
     coerced, then each row fitted to the input's shape (a missing batch dimension added,
-    a flat list reshaped)."""
+    a flat list reshaped); an encoded image decoded and fitted by the preprocess, which
+    also gives each row's frame (how to map boxes back to the image)."""
     rows = coerce_rows(decoded, fields, allow_nan)
-    return [{f.name: f.spec.fit(row[f.name], f.name) for f in fields} for row in rows]
+    image = next((f for f in fields if f.image is not None), None)
+    if image is None:
+        return [{f.name: f.spec.fit(row[f.name], f.name) for f in fields} for row in rows], None
+    frames = []
+    for i, row in enumerate(rows):
+        row[image.name], frame = image.image(row[image.name], i)
+        frames.append(frame)
+    return rows, frames
 
 
 class DataPlane:
@@ -61,8 +74,17 @@ class DataPlane:
         self.decode_pool = ThreadPoolExecutor(settings.cpus, thread_name_prefix="decode")
         self.infer_pool = ThreadPoolExecutor(settings.infer_workers, thread_name_prefix="infer")
         self.draining = False  # set on SIGTERM: readiness fails while requests still run
+        self.batchers: list[batching.Batcher] = []
+        for p in pipelines.values():
+            for step in p.steps:
+                if step.config.batching is not None:
+                    observe = metrics.batch_size.labels(p.name, step.name).observe
+                    step.batcher = batching.Batcher(step, self.infer_pool, observe)
+                    self.batchers.append(step.batcher)
 
     def close(self) -> None:
+        for batcher in self.batchers:
+            batcher.close()
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.infer_pool.shutdown(wait=True, cancel_futures=True)
 
@@ -210,18 +232,23 @@ class DataPlane:
         codec = pick()
         if not body:
             raise BadRequest("the request body is empty; expected rows of tensor fields", "body")
-        fields = [InputField(field, spec) for field, spec in pipeline.input_specs]
+        image = pipeline.image
+        fields = [
+            InputField(field, spec, image if image and image.field == field else None)
+            for field, spec in pipeline.input_specs
+        ]
         echo = len(body) <= self.settings.echo_limit_bytes
 
-        def decode() -> tuple[Decoded, list[dict[str, np.ndarray]], int]:
+        def decode():
             t = time.perf_counter_ns()
             decoded = codec.decode(body, fields, echo)
-            rows = prepare_rows(decoded, fields, self.settings.allow_nan)
-            return decoded, rows, time.perf_counter_ns() - t
+            rows, frames = prepare_rows(decoded, fields, self.settings.allow_nan)
+            return decoded, rows, frames, time.perf_counter_ns() - t
 
-        decoded, rows, decode_ns = await self._off_loop(len(body), decode)
-        loop = asyncio.get_running_loop()
-        result: RunResult = await loop.run_in_executor(self.infer_pool, pipeline.run, rows)
+        # An image is small on the wire but costly to decode: always off the loop.
+        size = INLINE_DECODE_BYTES + 1 if image else len(body)
+        decoded, rows, frames, decode_ns = await self._off_loop(size, decode)
+        result: RunResult = await self._run(pipeline, rows, frames)
         for step, ns in zip(pipeline.steps, _step_totals(result), strict=True):
             self.metrics.step_latency.labels(pipeline.name, step.name).observe(ns / 1e9)
         response = Response(
@@ -235,6 +262,14 @@ class DataPlane:
             request=decoded.request,
         )
         return await self._off_loop(_nbytes(result), codec.encode, response)
+
+    async def _run(
+        self, pipeline: Pipeline, rows: list[dict[str, np.ndarray]], frames
+    ) -> RunResult:
+        if pipeline.batched:
+            return await batching.run(pipeline, rows, frames, self.infer_pool)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.infer_pool, pipeline.run, rows, frames)
 
     async def _off_loop(self, size: int, fn, *args):
         """``fn(*args)`` in the decode pool, or inline when ``size`` bytes are too few to be

@@ -24,6 +24,12 @@ class BadRequest(EngineError):
     status = 400
 
 
+class PayloadTooLarge(EngineError):
+    """A body, or an image's pixel count, over its limit (413)."""
+
+    status = 413
+
+
 class NotFound(EngineError):
     status = 404
 

@@ -14,8 +14,9 @@ from edgepipe.config import (
 )
 
 from .errors import StartupError
-from .runtime import Pipeline, load_pipeline
+from .runtime import Pipeline
 from .settings import Settings
+from .wiring import load_pipeline
 
 log = logging.getLogger("edgepipe.engine")
 
@@ -41,7 +42,7 @@ def load_pipelines(settings: Settings) -> list[Pipeline]:
         from .edge import fetch_pipeline
 
         config, paths = fetch_pipeline(settings)
-        return [load_pipeline(config, paths, settings.threads_per_call)]
+        return [load_pipeline(config, paths, settings.threads_per_call, settings.max_image_pixels)]
     config = read_config(settings)
     try:
         resolved = resolve_local(config)
@@ -71,7 +72,11 @@ def load_pipelines(settings: Settings) -> list[Pipeline]:
             return [Pipeline(resolved, error=err)]
         resolved = _with_sha(resolved, i, sha)
         paths.append(path)
-    return [load_pipeline(resolved.with_version(), paths, settings.threads_per_call)]
+    return [
+        load_pipeline(
+            resolved.with_version(), paths, settings.threads_per_call, settings.max_image_pixels
+        )
+    ]
 
 
 def _with_sha(config: PipelineConfig, index: int, sha: str) -> PipelineConfig:

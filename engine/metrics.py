@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 # Inference latencies span sub-millisecond tabular models to seconds-long image batches.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
@@ -35,5 +36,12 @@ class Metrics:
             "Model time of one pipeline step per request.",
             ["pipeline", "step"],
             buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "edgepipe_batch_size",
+            "Rows per model call of a step with dynamic batching.",
+            ["pipeline", "step"],
+            buckets=BATCH_BUCKETS,
             registry=self.registry,
         )

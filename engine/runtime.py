@@ -7,14 +7,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 
 from edgepipe import yolo
 from edgepipe.config import ModelRef, PipelineConfig, Step, model_version
+from edgepipe.yolo import Letterbox
 
 from .errors import BadRequest, ModelFailure
+from .preprocess import ImageInput
+
+if TYPE_CHECKING:
+    from .batching import Batcher
 
 log = logging.getLogger("edgepipe.engine")
 
@@ -130,11 +136,15 @@ class OnnxModel:
 
 @dataclass
 class StepRuntime:
-    """A step with its model and the names (or positions) it reads from the step before."""
+    """A step with its model and the names (or positions) it reads from the step before;
+    the first step may fill its input from an encoded image, and any step may batch
+    across requests."""
 
     config: Step
     model: OnnxModel
     sources: list[str]
+    image: ImageInput | None = None
+    batcher: Batcher | None = None
 
     @property
     def name(self) -> str:
@@ -152,14 +162,16 @@ class StepRuntime:
             return [DETECTIONS]
         return self.model.outputs
 
-    def finish(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
-        """The step's outputs, after its optional post-processing."""
+    def finish(self, outputs: list[np.ndarray], frame: Letterbox | None = None) -> list[np.ndarray]:
+        """The step's outputs, after its optional post-processing. ``frame``: how this
+        step's own preprocess fitted the image, so that boxes come back in its pixels."""
         post = self.config.postprocess
         if post is None:
             return outputs
         try:
             dets = yolo.decode(
                 outputs[0],
+                frame,
                 confidence_thres=post.confidence_thres,
                 iou_thres=post.iou_thres,
                 classes=self.classes,
@@ -170,9 +182,12 @@ class StepRuntime:
         return [np.asarray(rows, dtype=np.float32).reshape(len(rows), 6)]
 
 
-# A YOLOv8 post-processed step answers one tensor: a row per box, in the model input's
-# pixels: x1, y1, x2, y2, score, class id.
+# A YOLOv8 post-processed step answers one tensor: a row per box: x1, y1, x2, y2 (in the
+# original image's pixels after an image preprocess, else the model input's), score, class.
 DETECTIONS = TensorSpec("detections", np.dtype(np.float32), (None, 6))
+
+# A request field that carries one encoded image per row.
+ENCODED = np.dtype(object)
 
 
 @dataclass
@@ -204,39 +219,79 @@ class Pipeline:
     def input_specs(self) -> list[tuple[str, TensorSpec]]:
         """(request field, model input) pairs that the first step reads."""
         first = self.steps[0]
+        if first.image is not None:
+            return [(first.image.field, TensorSpec(first.image.field, ENCODED, (1,)))]
         return list(zip(first.sources, first.model.inputs, strict=True))
+
+    @property
+    def image(self) -> ImageInput | None:
+        return self.steps[0].image
+
+    @property
+    def batched(self) -> bool:
+        return any(step.batcher is not None for step in self.steps)
 
     @property
     def last_model(self) -> OnnxModel:
         return self.steps[-1].model
 
-    def run(self, rows: list[dict[str, np.ndarray]]) -> RunResult:
-        """Run every step over the rows; blocking, called from the inference pool."""
-        n = len(rows)
-        step_ns: list[list[int]] = [[] for _ in range(n)]
-        # The first step reads request fields; later steps read the previous outputs.
-        current: list[dict[str, np.ndarray]] = rows
-        outputs: list[list[np.ndarray]] = []
+    def run(
+        self, rows: list[dict[str, np.ndarray]], frames: list[Letterbox] | None = None
+    ) -> RunResult:
+        """Run every step over the rows; blocking, called from the inference pool. Steps
+        that batch across requests run unbatched here (see ``batching.run``)."""
+        step_ns: list[list[int]] = [[] for _ in rows]
+        current = rows
         for k, step in enumerate(self.steps):
-            feeds = [self._feeds(step, row, k) for row in current]
-            if step.config.batch_config == "batch" and step.model.batch_dynamic and n > 1:
-                outputs = [step.finish(o) for o in self._run_batched(step, feeds, step_ns)]
-            else:
-                outputs = []
-                for i, feed in enumerate(feeds):
-                    t0 = time.perf_counter_ns()
-                    outputs.append(step.finish(step.model.predict(feed)))
-                    step_ns[i].append(time.perf_counter_ns() - t0)
-            names = [o.name for o in step.output_specs]
-            current = [dict(zip(names, out, strict=True)) for out in outputs]
-        return RunResult(outputs, step_ns, self.steps[-1].output_specs)
+            current = self.run_step(k, step, current, step_ns, frames)
+        return RunResult(self.last_outputs(current), step_ns, self.steps[-1].output_specs)
+
+    def run_step(
+        self,
+        k: int,
+        step: StepRuntime,
+        rows: list[dict[str, np.ndarray]],
+        step_ns: list[list[int]],
+        frames: list[Letterbox] | None,
+    ) -> list[dict[str, np.ndarray]]:
+        """One step over every row: the first reads request fields, later ones the previous
+        step's outputs. Returns each row's outputs by name."""
+        feeds = [self.feeds(step, row, k) for row in rows]
+        if step.config.batch_config == "batch" and step.model.batch_dynamic and len(rows) > 1:
+            raw = self._run_batched(step, feeds, step_ns)
+        else:
+            raw = []
+            for i, feed in enumerate(feeds):
+                t0 = time.perf_counter_ns()
+                raw.append(step.model.predict(feed))
+                step_ns[i].append(time.perf_counter_ns() - t0)
+        return self.finish_step(k, step, raw, frames)
+
+    @staticmethod
+    def finish_step(
+        k: int,
+        step: StepRuntime,
+        raw: list[list[np.ndarray]],
+        frames: list[Letterbox] | None,
+    ) -> list[dict[str, np.ndarray]]:
+        own = frames if k == 0 and step.image is not None else None
+        names = [o.name for o in step.output_specs]
+        return [
+            dict(zip(names, step.finish(o, own[i] if own else None), strict=True))
+            for i, o in enumerate(raw)
+        ]
+
+    def last_outputs(self, rows: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        names = [o.name for o in self.steps[-1].output_specs]
+        return [[row[n] for n in names] for row in rows]
 
     def warm_up(self) -> None:
         """One call with zeros, so that onnxruntime's allocations and lazy set-up happen
         before the first request (and show in the start-up RSS, not as growth later).
         Symbolic dims take 1; a model that refuses that input is simply not warmed."""
         row = {}
-        for name, spec in self.input_specs:
+        first = self.steps[0]
+        for name, spec in zip(first.sources, first.model.inputs, strict=True):
             shape = tuple(d if isinstance(d, int) else 1 for d in spec.shape)
             row[name] = np.zeros(shape, dtype=spec.dtype)
         try:
@@ -245,7 +300,7 @@ class Pipeline:
             log.info("pipeline %s: warm-up skipped: %s", self.name, exc)
 
     @staticmethod
-    def _feeds(step: StepRuntime, row: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
+    def feeds(step: StepRuntime, row: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
         feeds = {}
         for source, spec in zip(step.sources, step.model.inputs, strict=True):
             arr = row[source]
@@ -296,71 +351,3 @@ class Pipeline:
         for i in range(len(feeds)):
             step_ns[i].append(elapsed)
         return per_row
-
-
-def _wire(step: Step, model: OnnxModel, previous: list[str] | None) -> list[str]:
-    """Which request fields / previous outputs feed each model input."""
-    inputs = [spec.name for spec in model.inputs]
-    fields = list(step.tensor_fields)
-    if fields:
-        if len(fields) != len(inputs):
-            raise ValueError(
-                f"step {step.step_name!r}: tensorFields has {len(fields)} names but the model "
-                f"has {len(inputs)} inputs ({', '.join(inputs)})"
-            )
-        if previous is not None:
-            missing = [f for f in fields if f not in previous]
-            if missing:
-                raise ValueError(
-                    f"step {step.step_name!r}: tensorFields {missing} are not outputs of the "
-                    f"step before ({', '.join(previous)})"
-                )
-        return fields
-    if previous is None:
-        return inputs
-    sources = []
-    for i, name in enumerate(inputs):
-        if name in previous:
-            sources.append(name)
-        elif i < len(previous):
-            sources.append(previous[i])
-        else:
-            raise ValueError(
-                f"step {step.step_name!r}: input {name!r} matches no output of the step before "
-                f"({', '.join(previous)}) by name or position"
-            )
-    return sources
-
-
-def load_pipeline(config: PipelineConfig, model_paths: Sequence[Path], cpus: int) -> Pipeline:
-    """Load every step's model. A failure gives a Pipeline in Error rather than raising."""
-    pipeline = Pipeline(config)
-    previous: list[str] | None = None
-    try:
-        for i, (step, path) in enumerate(zip(config.steps, model_paths, strict=True)):
-            try:
-                model = OnnxModel(step.model, path, cpus)
-            except Exception as exc:
-                raise ValueError(
-                    f"steps[{i}] ({step.step_name}): cannot load model {step.model.name!r} "
-                    f"from {path}: {exc}"
-                ) from exc
-            sources = _wire(step, model, previous)
-            runtime = StepRuntime(step, model, sources)
-            pipeline.steps.append(runtime)
-            previous = [o.name for o in runtime.output_specs]
-            log.info(
-                "loaded step %s: model %s version %s sha256 %s inputs %s outputs %s",
-                step.step_name,
-                model.name,
-                model.version,
-                model.sha256[:12],
-                [f"{s.name}{s.describe_shape()}:{s.dtype}" for s in model.inputs],
-                [f"{s.name}{s.describe_shape()}:{s.dtype}" for s in model.outputs],
-            )
-    except ValueError as exc:
-        pipeline.error = str(exc)
-        log.error("pipeline %s failed to load: %s", config.name, exc)
-        return pipeline
-    pipeline.warm_up()
-    return pipeline

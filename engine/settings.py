@@ -3,10 +3,12 @@
 | env var | default | meaning |
 |---|---|---|
 | ``EDGEPIPE_ENGINE_HOST`` | ``0.0.0.0`` | listen address |
-| ``EDGEPIPE_ENGINE_PORT`` | ``8080`` | listen port |
+| ``EDGEPIPE_ENGINE_PORT`` | ``8080`` | listen port (REST) |
+| ``EDGEPIPE_ENGINE_GRPC_PORT`` | ``8081`` | OIP v2 gRPC listen port; ``0`` turns gRPC off |
 | ``EDGEPIPE_ENGINE_CONFIG`` | (none) | pipeline config file (YAML or JSON) |
 | ``EDGEPIPE_ENGINE_MODEL`` | (none) | one ONNX file, served as a one-step pipeline |
 | ``EDGEPIPE_ENGINE_MAX_BODY_BYTES`` | ``67108864`` (64 MiB) | request body limit (413 above) |
+| ``EDGEPIPE_ENGINE_MAX_IMAGE_PIXELS`` | ``40000000`` | an encoded image with more pixels is refused (413) before it is decoded |
 | ``EDGEPIPE_ENGINE_ECHO_LIMIT_BYTES`` | ``65536`` | bodies up to this size are echoed as ``original_data`` |
 | ``EDGEPIPE_ENGINE_ALLOW_NAN`` | ``false`` | accept NaN/Inf in float inputs |
 | ``EDGEPIPE_ENGINE_INFER_WORKERS`` | ``1`` | concurrent model calls; each gets ``CONFIG_CPUS / workers`` threads |
@@ -40,6 +42,8 @@ from edgepipe.oci import Credentials, OciError
 PREFIX = "EDGEPIPE_ENGINE_"
 # 1x3x640x640 float32 as pandas-records JSON is about 13 MB; 64 MiB leaves room for batches.
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
+# A 12-megapixel phone photo is 12 M pixels; an 8K frame 33 M.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
 
 class SettingsError(ValueError):
@@ -113,9 +117,11 @@ class OciSettings:
 class Settings:
     host: str = "0.0.0.0"
     port: int = 8080
+    grpc_port: int = 8081
     config_path: Path | None = None
     model_path: Path | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     echo_limit_bytes: int = 65536
     allow_nan: bool = False
     cpus: int = 1
@@ -149,9 +155,11 @@ class Settings:
         return cls(
             host=env.get(PREFIX + "HOST") or defaults.host,
             port=_int(env, PREFIX + "PORT", defaults.port),
+            grpc_port=_int(env, PREFIX + "GRPC_PORT", defaults.grpc_port),
             config_path=path("CONFIG"),
             model_path=path("MODEL"),
             max_body_bytes=_int(env, PREFIX + "MAX_BODY_BYTES", defaults.max_body_bytes, 1),
+            max_image_pixels=_int(env, PREFIX + "MAX_IMAGE_PIXELS", defaults.max_image_pixels, 1),
             echo_limit_bytes=_int(env, PREFIX + "ECHO_LIMIT_BYTES", defaults.echo_limit_bytes),
             allow_nan=_bool(env, PREFIX + "ALLOW_NAN", False),
             cpus=_cpus(env),

@@ -1,9 +1,9 @@
-"""Wire formats by media type: pandas-records JSON, Arrow IPC and OIP v2 (``v2``)."""
+"""Wire formats by media type: pandas-records JSON, Arrow IPC, raw images and OIP v2."""
 
 from __future__ import annotations
 
 from ..errors import NotAcceptable, UnsupportedMediaType
-from . import arrow_ipc, json_records, v2
+from . import arrow_ipc, image, json_records, v2
 from .base import Codec, Decoded, Encoded, InputField, Response, coerce
 
 JSON_RECORDS = json_records.MEDIA_TYPE
@@ -41,9 +41,11 @@ def _decoder(content_type: str):
         return json_records.decode
     if mtype in (ARROW_FILE, ARROW_STREAM):
         return arrow_ipc.decode
+    if mtype in image.MEDIA_TYPES:
+        return image.decode
     raise UnsupportedMediaType(
         f"unsupported Content-Type {content_type or '(none)'!r}; expected "
-        f"{JSON_RECORDS!r} or {ARROW_FILE!r}",
+        f"{JSON_RECORDS!r}, {ARROW_FILE!r} or an image (image/jpeg, image/png, image/webp)",
         "Content-Type",
     )
 

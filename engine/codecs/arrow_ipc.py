@@ -122,11 +122,26 @@ def _column(table: pa.Table, inp: InputField) -> np.ndarray:
     chunked = table.column(inp.name)
     # One chunk (the usual case) stays a view; several are joined once.
     col = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
+    if inp.image is not None:
+        return _images(col, inp)
     if isinstance(col.type, pa.FixedShapeTensorType):
         return _fixed_shape_tensor(col, inp)
     if isinstance(col.type, _LIST_TYPES):
         return _nested(col, inp)
     return _leaf_numpy(col, inp)
+
+
+def _images(col: pa.Array, inp: InputField) -> np.ndarray:
+    """A binary column of encoded images, as an object array of bytes (one per row)."""
+    if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
+        raise BadRequest(
+            f"image field {inp.name!r}: Arrow values of type {col.type}; expected a binary "
+            "column of encoded JPEG, PNG or WebP images",
+            inp.name,
+        )
+    if col.null_count:
+        raise BadRequest(f"image field {inp.name!r}: {col.null_count} null images", inp.name)
+    return col.to_numpy(zero_copy_only=False)
 
 
 def decode(body: bytes, fields: list[InputField], echo: bool) -> Decoded:

@@ -7,6 +7,7 @@ by media type.
 
 from __future__ import annotations
 
+import binascii
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadRequest
+from ..preprocess import ImageInput
 from ..runtime import RunResult, TensorSpec
 
 # Wallaroo-style type keys for the `outputs` list.
@@ -36,10 +38,12 @@ TYPE_KEYS: dict[np.dtype, str] = {
 
 @dataclass(frozen=True)
 class InputField:
-    """A request field and the model input it feeds."""
+    """A request field and the model input it feeds; ``image`` when the field carries
+    encoded images that the pipeline's preprocess decodes."""
 
     name: str
     spec: TensorSpec
+    image: ImageInput | None = None
 
 
 @dataclass
@@ -93,7 +97,27 @@ class Codec:
 
 
 def describe(spec: TensorSpec) -> str:
+    if spec.dtype.kind == "O":
+        return "one encoded JPEG, PNG or WebP image per row (base64 in JSON, binary in Arrow)"
     return f"{spec.dtype} values in shape {spec.describe_shape()}"
+
+
+def image_bytes(value: Any, inp: InputField, row: int) -> bytes:
+    """An image field's value as the encoded image: bytes as they are, base64 text decoded."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if not isinstance(value, str):
+        kind = "null" if value is None else type(value).__name__
+        raise BadRequest(
+            f"row {row}: image field {inp.name!r} is a {kind}; expected {describe(inp.spec)}",
+            inp.name,
+        )
+    try:
+        return binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(
+            f"row {row}: image field {inp.name!r} is not valid base64 ({exc})", inp.name
+        ) from None
 
 
 def coerce(arr: np.ndarray, spec: TensorSpec, field: str, allow_nan: bool) -> np.ndarray:

@@ -22,7 +22,7 @@ import orjson
 import simdjson
 
 from ..errors import BadRequest
-from .base import TYPE_KEYS, Decoded, Encoded, InputField, Response, describe
+from .base import TYPE_KEYS, Decoded, Encoded, InputField, Response, describe, image_bytes
 
 # One parser for the process, used under a lock. A simdjson parser keeps buffers of about
 # three times the largest document it has parsed (~40 MB after one 640x640 image), and a
@@ -53,6 +53,8 @@ def _parse(body: bytes) -> Any:
 def _fast_array(value: Any, inp: InputField, row: int) -> tuple[np.ndarray, int]:
     """(array, number of JSON lists it is made of) from a simdjson value."""
     spec = inp.spec
+    if inp.image is not None:
+        return image_bytes(value, inp, row), 0
     if not isinstance(value, simdjson.Array):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _Fallback
@@ -144,7 +146,9 @@ def _decode_fast(body: bytes, fields: list[InputField]) -> list[dict]:
     return rows
 
 
-def _exact_array(value: Any, inp: InputField, row: int) -> np.ndarray:
+def _exact_array(value: Any, inp: InputField, row: int) -> np.ndarray | bytes:
+    if inp.image is not None:
+        return image_bytes(value, inp, row)
     if value is None or isinstance(value, str | dict):
         kind = "null" if value is None else type(value).__name__
         raise BadRequest(

@@ -1,0 +1,163 @@
+"""Dynamic batching: concurrent requests to a step stacked into one model call.
+
+A request joins the queue of its exact input shapes and dtypes (the batch dimension
+aside), so differently shaped requests are never mixed. A queue runs as soon as it holds
+``maxBatchSize`` rows, or when its oldest request has waited ``maxDelayMs``: the deadline
+is counted from that request's arrival, never from when a timer happened to start, so no
+request waits longer than ``maxDelayMs`` for company (it may still wait for the model to
+be free, like any request). The queues and timers live on the event loop; stacking, the
+model call and the split run in the inference pool, so the loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ModelFailure, Unavailable
+from .runtime import Pipeline, RunResult, StepRuntime
+
+Feed = dict[str, np.ndarray]
+Key = tuple[tuple[str, str, tuple[int, ...]], ...]
+
+
+@dataclass
+class _Item:
+    feed: Feed
+    rows: int
+    future: asyncio.Future
+    arrived: float  # loop time
+
+
+class Batcher:
+    """The queues of one batching step."""
+
+    def __init__(self, step: StepRuntime, pool: Executor, observe: Callable[[int], None]):
+        config = step.config.batching
+        assert config is not None
+        self.step = step
+        self.max_rows = config.max_batch_size
+        self.delay = config.max_delay_ms / 1000
+        self.pool = pool
+        self.observe = observe
+        self._queues: dict[Key, list[_Item]] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._running: set[asyncio.Task] = set()
+
+    async def submit(self, feed: Feed) -> tuple[list[np.ndarray], int]:
+        """This feed's outputs from the model, and the ns of the call they came from."""
+        loop = asyncio.get_running_loop()
+        key = tuple(sorted((name, a.dtype.str, a.shape[1:]) for name, a in feed.items()))
+        item = _Item(feed, next(iter(feed.values())).shape[0], loop.create_future(), loop.time())
+        self._queues.setdefault(key, []).append(item)
+        self._flush(key, due=False)
+        return await item.future
+
+    def _flush(self, key: Key, due: bool) -> None:
+        """Start every batch that is full, or due; re-arm the timer for the rest."""
+        loop = asyncio.get_running_loop()
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        queue = [i for i in self._queues.get(key, []) if not i.future.done()]
+        while queue:
+            take, rows = 0, 0
+            while take < len(queue) and (take == 0 or rows + queue[take].rows <= self.max_rows):
+                rows += queue[take].rows
+                take += 1
+            if rows < self.max_rows and not due:
+                break
+            batch, queue = queue[:take], queue[take:]
+            task = loop.create_task(self._call(batch, rows))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            due = bool(queue) and queue[0].arrived + self.delay <= loop.time()
+        if queue:
+            self._queues[key] = queue
+            when = queue[0].arrived + self.delay
+            self._timers[key] = loop.call_at(when, self._flush, key, True)
+        else:
+            self._queues.pop(key, None)
+
+    async def _call(self, batch: list[_Item], rows: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            parts, ns = await loop.run_in_executor(
+                self.pool, self._predict, [i.feed for i in batch], rows
+            )
+        except Exception as exc:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        self.observe(rows)
+        for item, outs in zip(batch, parts, strict=True):
+            if not item.future.done():  # its client may have gone
+                item.future.set_result((outs, ns))
+
+    def _predict(self, feeds: list[Feed], rows: int) -> tuple[list[list[np.ndarray]], int]:
+        """Stack, run and split; in the inference pool."""
+        if len(feeds) == 1:
+            stacked = feeds[0]
+        else:
+            stacked = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+        t0 = time.perf_counter_ns()
+        outputs = self.step.model.predict(stacked)
+        ns = time.perf_counter_ns() - t0
+        sizes = [next(iter(f.values())).shape[0] for f in feeds]
+        bounds = np.cumsum([0, *sizes])
+        for out in outputs:
+            if out.ndim == 0 or out.shape[0] != rows:
+                raise ModelFailure(
+                    f"model {self.step.model.name!r}: output of shape {list(out.shape)} cannot "
+                    f"be split back into {len(feeds)} requests; remove 'batching' from step "
+                    f"{self.step.name!r}"
+                )
+        parts = [[out[bounds[i] : bounds[i + 1]] for out in outputs] for i in range(len(feeds))]
+        return parts, ns
+
+    def close(self) -> None:
+        """Fail what still waits (the engine is stopping)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for queue in self._queues.values():
+            for item in queue:
+                if not item.future.done():
+                    item.future.set_exception(Unavailable("the engine is shutting down"))
+        self._queues.clear()
+
+
+async def run(pipeline: Pipeline, rows: list[Feed], frames, pool: Executor) -> RunResult:
+    """``Pipeline.run`` for a pipeline with batching steps: those steps go through their
+    batcher, the others run in the pool as usual."""
+    loop = asyncio.get_running_loop()
+    step_ns: list[list[int]] = [[] for _ in rows]
+    current = rows
+    for k, step in enumerate(pipeline.steps):
+        if step.batcher is None:
+            current = await loop.run_in_executor(
+                pool, pipeline.run_step, k, step, current, step_ns, frames
+            )
+            continue
+        feeds = [pipeline.feeds(step, row, k) for row in current]
+        answers = await asyncio.gather(
+            *(step.batcher.submit(f) for f in feeds), return_exceptions=True
+        )
+        raw = []
+        for i, answer in enumerate(answers):
+            if isinstance(answer, BaseException):
+                raise answer
+            outs, ns = answer
+            raw.append(outs)
+            step_ns[i].append(ns)
+        if step.config.postprocess is None:
+            current = pipeline.finish_step(k, step, raw, frames)
+        else:
+            current = await loop.run_in_executor(pool, pipeline.finish_step, k, step, raw, frames)
+    return RunResult(pipeline.last_outputs(current), step_ns, pipeline.steps[-1].output_specs)
