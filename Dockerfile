@@ -47,7 +47,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/cache/edgepipe --c
 USER 10001
 WORKDIR /var/cache/edgepipe
 VOLUME /var/cache/edgepipe
-EXPOSE 8080
+EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD ["python3", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/health/ready', timeout=2).status != 200)"]
 CMD ["edgepipe-engine"]

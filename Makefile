@@ -21,6 +21,7 @@ bench:
 
 generate:
 	.venv/bin/python -m edgepipe.crds --write
+	.venv/bin/python -m edgepipe.engine.oip.generate --write
 
 image:
 	scripts/testimage

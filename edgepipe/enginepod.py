@@ -15,6 +15,8 @@ from typing import Any
 ENGINE_IMAGE = "edgepipe:0.1.0"
 # The engine's HTTP port, in the container, the Service and the docker run line.
 ENGINE_PORT = 8080
+# Its OIP v2 gRPC port, beside HTTP in the same places.
+GRPC_PORT = 8081
 # Where models pulled from a registry are cached inside the container (a writable volume,
 # since the root filesystem is read-only).
 CACHE_DIR = "/var/cache/edgepipe"
@@ -74,11 +76,35 @@ def rollout() -> dict[str, Any]:
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 
 
+def container_ports() -> list[dict[str, Any]]:
+    """The engine container's named ports: REST and gRPC."""
+    return [
+        {"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+    ]
+
+
+def service_ports(http_port: int = ENGINE_PORT, grpc_port: int = GRPC_PORT) -> list[dict[str, Any]]:
+    """The engine Service's ports. ``appProtocol`` tells meshes and ingresses that the
+    gRPC port speaks HTTP/2 in the clear."""
+    return [
+        {"name": "http", "port": http_port, "targetPort": "http", "protocol": "TCP"},
+        {
+            "name": "grpc",
+            "port": grpc_port,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
+    ]
+
+
 def engine_env(cpus: float | str) -> list[dict[str, str]]:
     """The env every engine container gets, in the cluster and from the edge chart."""
     return [
         {"name": "CONFIG_CPUS", "value": str(config_cpus(cpus))},
         {"name": "EDGEPIPE_ENGINE_PORT", "value": str(ENGINE_PORT)},
+        {"name": "EDGEPIPE_ENGINE_GRPC_PORT", "value": str(GRPC_PORT)},
         {"name": "EDGEPIPE_ENGINE_CACHE_DIR", "value": CACHE_DIR},
         {"name": "EDGEPIPE_ENGINE_DRAIN_SECONDS", "value": str(DRAIN_SECONDS)},
     ]

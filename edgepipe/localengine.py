@@ -27,12 +27,16 @@ class EngineProcess:
         *args: str,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        grpc_port: int | None = None,
         log_path: Path | None = None,
         wait_ready: bool = True,
         timeout: float = 60.0,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # gRPC on a free port too, so that engines side by side never collide on 8081.
+        self.grpc_port = free_port() if grpc_port is None else grpc_port
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.args = [
             sys.executable,
             "-m",
@@ -42,6 +46,8 @@ class EngineProcess:
             "127.0.0.1",
             "--port",
             str(self.port),
+            "--grpc-port",
+            str(self.grpc_port),
         ]
         self.env = {**os.environ, **(env or {})}
         self.log_path = log_path

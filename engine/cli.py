@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", help="listen address (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="listen port (default 8080)")
+    parser.add_argument(
+        "--grpc-port", type=int, help="OIP v2 gRPC listen port (default 8081; 0: no gRPC)"
+    )
     return parser
 
 
@@ -65,7 +68,11 @@ def main(argv: list[str] | None = None) -> None:
     tune_malloc()
     try:
         settings = Settings.from_env().with_overrides(
-            host=args.host, port=args.port, config_path=args.config, model_path=args.model
+            host=args.host,
+            port=args.port,
+            grpc_port=args.grpc_port,
+            config_path=args.config,
+            model_path=args.model,
         )
     except SettingsError as exc:
         sys.exit(f"edgepipe-engine: {exc}")

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -18,9 +18,6 @@ from edgepipe.yolo import Letterbox
 
 from .errors import BadRequest, ModelFailure
 from .preprocess import ImageInput
-
-if TYPE_CHECKING:
-    from .batching import Batcher
 
 log = logging.getLogger("edgepipe.engine")
 
@@ -144,7 +141,7 @@ class StepRuntime:
     model: OnnxModel
     sources: list[str]
     image: ImageInput | None = None
-    batcher: Batcher | None = None
+    batcher: Any = None  # a batching.Batcher, set by the data plane (batching imports us)
 
     @property
     def name(self) -> str:

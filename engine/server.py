@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import codecs
 from .codecs import Encoded
 from .dataplane import DataPlane
-from .errors import BadRequest, EngineError
+from .errors import BadRequest, EngineError, StartupError
 from .loader import load_pipelines
 from .metrics import Metrics
 from .settings import Settings
@@ -191,11 +191,35 @@ async def _dataplane_ctx(app: web.Application) -> AsyncIterator[None]:
     plane.close()
 
 
+async def _grpc_ctx(app: web.Application) -> AsyncIterator[None]:
+    """OIP v2 over gRPC on its own port, beside REST (off when the port is 0)."""
+    settings = app[SETTINGS]
+    if not settings.grpc_port:
+        yield
+        return
+    from .oip import service  # grpc loads only when it serves
+
+    srv = service.server(app[DATAPLANE], settings.max_body_bytes)
+    address = f"{settings.host}:{settings.grpc_port}"
+    try:
+        srv.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise StartupError(
+            f"cannot listen for gRPC on {address} ({exc}); set EDGEPIPE_ENGINE_GRPC_PORT "
+            "to a free port, or 0 to turn gRPC off"
+        ) from None
+    await srv.start()
+    log.info("serving OIP v2 gRPC on %s", address)
+    yield
+    await srv.stop(grace=settings.shutdown_timeout)
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_dataplane_ctx)
+    app.cleanup_ctx.append(_grpc_ctx)
     app.router.add_get("/pipelines", list_pipelines)
     app.router.add_get("/pipelines/{name}", describe_pipeline)
     app.router.add_post("/pipelines/{name}", infer)

@@ -33,7 +33,7 @@ def chain_settings(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
     path = tmp_path_factory.mktemp("inproc") / "chain.yaml"
     path.write_text(yaml.safe_dump(chain_config(models_dir)))
-    return Settings(config_path=path, max_body_bytes=4096)
+    return Settings(config_path=path, max_body_bytes=4096, grpc_port=0)
 
 
 def test_routes_answer_and_every_error_is_json(chain_settings: Settings) -> None:

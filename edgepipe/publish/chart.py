@@ -74,6 +74,7 @@ def render_chart(
         "config_cpus": enginepod.config_cpus(deployment.cpus),
         "cpu": enginepod.cpu_quantity(deployment.cpus),
         "engine_port": enginepod.ENGINE_PORT,
+        "grpc_port": enginepod.GRPC_PORT,
         "cache_dir": enginepod.CACHE_DIR,
         # Probes and the security context as JSON, which is YAML: one source for both.
         "probes": {k: json.dumps(v) for k, v in enginepod.probes().items()},

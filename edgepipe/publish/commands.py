@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from edgepipe.enginepod import CACHE_DIR, ENGINE_PORT, config_cpus
+from edgepipe.enginepod import CACHE_DIR, ENGINE_PORT, GRPC_PORT, config_cpus
 
 
 def _edge_env(
@@ -34,7 +34,7 @@ def docker_run_command(
     engine_config: dict[str, Any],
 ) -> str:
     env = _edge_env(pipeline_url, registry, plain_http, engine_config, "${}")
-    lines = [f"docker run -p {ENGINE_PORT}:{ENGINE_PORT}"]
+    lines = [f"docker run -p {ENGINE_PORT}:{ENGINE_PORT} -p {GRPC_PORT}:{GRPC_PORT}"]
     lines += [f"-e {k}={v}" for k, v in env.items()]
     lines.append(engine_url)
     return " \\\n    ".join(lines)
@@ -48,7 +48,7 @@ def compose_yaml(status: dict[str, Any], registry: str, plain_http: bool) -> str
         "services": {
             "engine": {
                 "image": status["engineUrl"],
-                "ports": [f"{ENGINE_PORT}:{ENGINE_PORT}"],
+                "ports": [f"{ENGINE_PORT}:{ENGINE_PORT}", f"{GRPC_PORT}:{GRPC_PORT}"],
                 "environment": env,
                 "volumes": [f"edgepipe-cache:{CACHE_DIR}"],
                 "restart": "unless-stopped",

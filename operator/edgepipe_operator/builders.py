@@ -23,11 +23,13 @@ from edgepipe.enginepod import (
     CACHE_DIR,
     ENGINE_PORT,
     TERMINATION_GRACE_SECONDS,
+    container_ports,
     container_security_context,
     cpu_quantity,
     engine_env,
     probes,
     rollout,
+    service_ports,
 )
 from edgepipe.resources import PipelineSpec
 
@@ -160,7 +162,7 @@ def build_deployment(
         "command": ["edgepipe-engine"],
         "args": ["--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
         "env": [*engine_env(deploy.cpus), *login_env],
-        "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"}],
+        "ports": container_ports(),
         "resources": resources,
         **probes(),
         "volumeMounts": [
@@ -213,9 +215,7 @@ def build_service(pipeline: str, namespace: str, version: str | None) -> dict[st
         },
         "spec": {
             "selector": selector_labels(pipeline),
-            "ports": [
-                {"name": "http", "port": ENGINE_PORT, "targetPort": "http", "protocol": "TCP"}
-            ],
+            "ports": service_ports(),
         },
     }
 
