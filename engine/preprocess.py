@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -106,8 +107,10 @@ class ImageInput:
                 f"row {row}: image field {self.field!r}: not a JPEG, PNG or WebP image",
                 self.field,
             ) from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise self._too_many(None, row) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            # Pillow's own guard fires first on the largest; its message has the count.
+            count = re.search(r"\((\d+) pixels\)", str(exc))
+            raise self._too_many(f"{count[1]} pixels" if count else None, row) from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise BadRequest(
                 f"row {row}: image field {self.field!r}: corrupt image header ({exc})",
@@ -116,11 +119,11 @@ class ImageInput:
         w, h = img.size
         if w * h > self.max_pixels or w <= 0 or h <= 0:
             img.close()
-            raise self._too_many((w, h), row)
+            raise self._too_many(f"{w}x{h} pixels", row)
         return img
 
-    def _too_many(self, size: tuple[int, int] | None, row: int) -> PayloadTooLarge:
-        what = f"{size[0]}x{size[1]} pixels" if size else "too many pixels"
+    def _too_many(self, what: str | None, row: int) -> PayloadTooLarge:
+        what = what or "too many pixels"
         return PayloadTooLarge(
             f"row {row}: image field {self.field!r}: {what} is over the limit of "
             f"{self.max_pixels} pixels (EDGEPIPE_ENGINE_MAX_IMAGE_PIXELS)",

@@ -102,14 +102,24 @@ def describe(spec: TensorSpec) -> str:
     return f"{spec.dtype} values in shape {spec.describe_shape()}"
 
 
+def _kind(value: Any) -> str:
+    """A JSON value's kind in words (simdjson's lazy Array and Object included)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "an object" if type(value).__name__ in ("dict", "Object") else "a list"
+
+
 def image_bytes(value: Any, inp: InputField, row: int) -> bytes:
     """An image field's value as the encoded image: bytes as they are, base64 text decoded."""
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     if not isinstance(value, str):
-        kind = "null" if value is None else type(value).__name__
         raise BadRequest(
-            f"row {row}: image field {inp.name!r} is a {kind}; expected {describe(inp.spec)}",
+            f"row {row}: image field {inp.name!r} is {_kind(value)}; expected {describe(inp.spec)}",
             inp.name,
         )
     try:
