@@ -101,7 +101,7 @@ def test_batching_needs_a_dynamic_batch_dimension(
 ) -> None:
     engine = start_engine(config=batched_config(yolov8n_path, "fixed", 4, 5), wait_ready=False)
     engine.wait_for("/health/ready", 503)
-    status, raw = get(engine.url + "/health/ready")
+    _, raw = get(engine.url + "/health/ready")
     error = orjson.loads(raw)["errors"]["fixed"]
     assert "steps[0].batching" in error and "fixed batch dimension" in error
 

@@ -61,9 +61,7 @@ def boxes(raw: bytes) -> list[np.ndarray]:
 def test_a_jpeg_body_answers_boxes_in_the_photos_pixels(
     detector, photo: Image.Image, trained_yolo_path: Path
 ) -> None:
-    status, ctype, raw = post(
-        detector.url + "/pipelines/detect", encode(photo, "JPEG"), "image/jpeg"
-    )
+    status, _, raw = post(detector.url + "/pipelines/detect", encode(photo, "JPEG"), "image/jpeg")
     assert status == 200, raw
     (got,) = boxes(raw)
     assert len(got) >= 1
