@@ -18,6 +18,7 @@ format:
 bench:
 	scripts/setup --dev
 	.venv/bin/python bench/engine_bench.py
+	.venv/bin/python bench/image_bench.py
 
 generate:
 	.venv/bin/python -m edgepipe.crds --write

@@ -206,9 +206,10 @@ class DataPlane:
         known = name in self.pipelines or (models and name in self.models)
         label = name if known else "_unknown"
         t0 = time.perf_counter()
+        arrived = asyncio.get_running_loop().time()
         status = 500
         try:
-            answer = await self._infer(name, await read(), pick, models)
+            answer = await self._infer(name, await read(), pick, models, arrived)
             status = 200
             return answer
         except Exception as exc:
@@ -222,7 +223,7 @@ class DataPlane:
             self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
 
     async def _infer(
-        self, name: str, body: bytes, pick: Callable[[], Codec], models: bool
+        self, name: str, body: bytes, pick: Callable[[], Codec], models: bool, arrived: float
     ) -> Encoded:
         if models:
             pipeline, version = self.v2_target(name)
@@ -248,7 +249,7 @@ class DataPlane:
         # An image is small on the wire but costly to decode: always off the loop.
         size = INLINE_DECODE_BYTES + 1 if image else len(body)
         decoded, rows, frames, decode_ns = await self._off_loop(size, decode)
-        result: RunResult = await self._run(pipeline, rows, frames)
+        result: RunResult = await self._run(pipeline, rows, frames, arrived)
         for step, ns in zip(pipeline.steps, _step_totals(result), strict=True):
             self.metrics.step_latency.labels(pipeline.name, step.name).observe(ns / 1e9)
         response = Response(
@@ -264,10 +265,10 @@ class DataPlane:
         return await self._off_loop(_nbytes(result), codec.encode, response)
 
     async def _run(
-        self, pipeline: Pipeline, rows: list[dict[str, np.ndarray]], frames
+        self, pipeline: Pipeline, rows: list[dict[str, np.ndarray]], frames, arrived: float
     ) -> RunResult:
         if pipeline.batched:
-            return await batching.run(pipeline, rows, frames, self.infer_pool)
+            return await batching.run(pipeline, rows, frames, self.infer_pool, arrived)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.infer_pool, pipeline.run, rows, frames)
 

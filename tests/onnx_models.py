@@ -148,3 +148,28 @@ def yolov8n_shaped(path: Path, seed: int = 8, dynamic_batch: bool = False) -> Pa
     onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString(deterministic=True))
     return path
+
+
+def mlp(path: Path, width: int = 2048, layers: int = 4, seed: int = 0) -> Path:
+    """A dense model, ``x`` float32 [N, width] -> ``y`` [N, width], ``layers`` MatMul+Relu
+    with fixed random weights (``width``² x ``layers`` x 4 bytes of them). One row at a
+    time reads every weight once per call, so calls are memory-bound: the case where
+    batching rows into one call pays most."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    prev = "x"
+    for i in range(layers):
+        w = (rng.normal(0.0, 1.0, (width, width)) / np.sqrt(width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        out = "y" if i == layers - 1 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]))
+        nodes.append(helper.make_node("Relu", [f"m{i}"], [out]))
+        prev = out
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])],
+        initializer=inits,
+    )
+    return _save(graph, path)
