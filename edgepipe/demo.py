@@ -25,7 +25,7 @@ from pathlib import Path
 
 from edgepipe import yolo
 from edgepipe.client import EngineClient
-from edgepipe.client.engine import EngineClientError, image_media_type
+from edgepipe.client.engine import encoded_image, image_media_type
 from edgepipe.localengine import EngineProcess
 
 CACHE = Path.home() / ".cache" / "edgepipe" / "demo"
@@ -80,22 +80,6 @@ def detect_config(model: Path, confidence: float, iou: float) -> str:
         "    preprocess: {kind: image}\n"
         f"    postprocess: {{kind: yolov8, confidenceThres: {confidence}, iouThres: {iou}}}\n"
     )
-
-
-def encoded_image(path: Path, image) -> bytes:
-    """The file's bytes when the engine reads its format, else the pixels as a PNG."""
-    data = path.read_bytes()
-    try:
-        image_media_type(data)
-        return data
-    except EngineClientError:
-        import io
-
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(image).save(buf, "PNG")
-        return buf.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:

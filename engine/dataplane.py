@@ -135,6 +135,10 @@ class DataPlane:
                         for s in step.output_specs
                     ],
                     "classes": step.classes,
+                    # Set when the step decodes encoded images itself (what and how).
+                    "preprocess": step.config.preprocess.model_dump(by_alias=True)
+                    if step.config.preprocess
+                    else None,
                 }
             )
         return {

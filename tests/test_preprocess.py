@@ -183,3 +183,23 @@ def test_an_image_body_to_a_tensor_pipeline_is_415(
     doc = orjson.loads(raw)
     assert status == 415 and doc["field"] == "Content-Type"
     assert "preprocess" in doc["error"]
+
+
+def test_the_cli_sends_the_image_itself_to_a_preprocess_pipeline(
+    detector, astronaut_path: Path, tmp_path: Path
+) -> None:
+    from tests.test_cli import ep
+
+    out = tmp_path / "boxes.png"
+    proc = ep("infer", "detect", "--engine", detector.url, "--image", str(astronaut_path))
+    assert proc.returncode == 0, proc.stderr
+    proc = ep(
+        "infer", f"{detector.url}/pipelines/detect", "--image", str(astronaut_path),
+        "--draw", str(out), "-o", "json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    dets = orjson.loads(proc.stdout)
+    # The trained model finds the astronaut; the box is in the 512x512 photo's pixels.
+    assert dets and dets[0]["label"] == "Normal" and max(dets[0]["box"]) <= 512
+    assert dets[0]["box"][3] > 400  # reaches the bottom of the photo, not of a letterbox
+    assert out.exists()

@@ -29,7 +29,8 @@ def engine_target(target: str, engine: str) -> tuple[str, str | None]:
 @click.option(
     "--image",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="An image: letterboxed to 640x640 and sent as the first input.",
+    help="An image: sent as it is to a pipeline with an image preprocess, else "
+    "letterboxed to 640x640 here and sent as the first input.",
 )
 @click.option(
     "--input",
@@ -106,8 +107,14 @@ def _infer_image(
         pixels = yolo.load_image(image)
     except OSError as exc:
         raise click.BadParameter(f"{image} is not an image: {exc}", param_hint="--image") from None
-    tensor, transform = yolo.letterbox(pixels)
-    result = client.infer_tensor(None, None, tensor)
+    if client.describe()["steps"][0].get("preprocess"):
+        # The engine decodes and letterboxes; boxes come back in the image's pixels.
+        from edgepipe.client.engine import encoded_image
+
+        result, transform = client.infer_image(None, encoded_image(image, pixels)), None
+    else:
+        tensor, transform = yolo.letterbox(pixels)
+        result = client.infer_tensor(None, None, tensor)
     classes = _classes(client)
     out = result.outputs[0]
     if out.ndim == 2 and out.shape[1] == 6:  # the engine already decoded (postprocess)

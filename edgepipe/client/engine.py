@@ -15,6 +15,7 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,23 @@ def image_media_type(data: bytes) -> str:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     raise EngineClientError("not a JPEG, PNG or WebP image; the engine reads those three")
+
+
+def encoded_image(path: Path, pixels: np.ndarray) -> bytes:
+    """What to post for an image file: its own bytes when the engine reads its format,
+    else ``pixels`` (RGB, HWC) re-encoded as a PNG."""
+    data = path.read_bytes()
+    try:
+        image_media_type(data)
+        return data
+    except EngineClientError:
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "PNG")
+        return buf.getvalue()
 
 
 class EngineClient:
