@@ -165,8 +165,11 @@ def pod_ready(pod: dict) -> bool:
 
 
 @contextlib.contextmanager
-def port_forward(kubectl: Kubectl, target: str, remote: int = 8080) -> Iterator[str]:
-    """``kubectl port-forward TARGET PORT:remote``; yields the local base URL."""
+def port_forward(
+    kubectl: Kubectl, target: str, remote: int = 8080, grpc: bool = False
+) -> Iterator[str]:
+    """``kubectl port-forward TARGET PORT:remote``; yields the local base URL, or with
+    ``grpc`` the ``host:port`` target of the engine's OIP v2 gRPC port."""
     port = free_port()
     proc = subprocess.Popen(
         ["kubectl", f"--kubeconfig={kubectl.kubeconfig}", "-n", kubectl.namespace,
@@ -175,11 +178,24 @@ def port_forward(kubectl: Kubectl, target: str, remote: int = 8080) -> Iterator[
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
+        if grpc:
+            wait_for("the gRPC port-forward", lambda: _grpc_ready(f"127.0.0.1:{port}"), 30)
+            yield f"127.0.0.1:{port}"
+            return
         wait_for("the port-forward", lambda: _answers(url + "/pipelines"), 30)
         yield url
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _grpc_ready(target: str) -> bool:
+    import tritonclient.grpc as grpcclient
+
+    try:
+        return grpcclient.InferenceServerClient(target).is_server_ready()
+    except Exception:  # not forwarding yet
+        return False
 
 
 def _answers(url: str) -> bool:

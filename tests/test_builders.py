@@ -95,7 +95,10 @@ def test_configmap_holds_the_config_and_service_selects_the_pods() -> None:
     svc = b.build_service("demo", "ns", config.version)
     assert svc["metadata"]["name"] == "demo-engine"
     assert svc["spec"]["selector"] == b.selector_labels("demo")
-    assert svc["spec"]["ports"][0]["port"] == 8080
+    assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
+        ("http", 8080, "http"),
+        ("grpc", 8081, "grpc"),
+    ]
     assert b.inference_url("demo", "ns") == "http://demo-engine.ns.svc:8080/pipelines/demo"
 
 

@@ -47,7 +47,8 @@ def test_image_runs_as_non_root_with_both_commands(image) -> None:
 def _docker_run_as_podman(docker_run: str, name: str, port: int, volume: str) -> list[str]:
     """The printed ``docker run`` line, with the docker word swapped for podman, plus this
     machine's networking: host networking (the registry is on the host's loopback), so
-    the engine's port is chosen with EDGEPIPE_ENGINE_PORT instead of -p."""
+    the engine's ports are chosen with EDGEPIPE_ENGINE_PORT and EDGEPIPE_ENGINE_GRPC_PORT
+    instead of -p."""
     words = shlex.split(docker_run.replace("\\\n", " "))
     assert words[:2] == ["docker", "run"]
     extra = [
@@ -57,6 +58,8 @@ def _docker_run_as_podman(docker_run: str, name: str, port: int, volume: str) ->
         "--network=host",
         "-e",
         f"EDGEPIPE_ENGINE_PORT={port}",
+        "-e",
+        f"EDGEPIPE_ENGINE_GRPC_PORT={free_port()}",
         "-v",
         f"{volume}:/var/cache/edgepipe",
     ]

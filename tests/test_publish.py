@@ -249,6 +249,9 @@ def test_the_chart_needs_only_the_three_registry_values(chart, auth_registry, tm
     assert env["PIPELINE_URL"]["value"].startswith(f"{auth_registry.host}/edge/pipelines/chain:")
     assert env["OCI_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
     assert env["CONFIG_CPUS"]["value"] == "1"
+    assert env["EDGEPIPE_ENGINE_GRPC_PORT"]["value"] == "8081"
+    svc = next(d for d in rendered if d and d["kind"] == "Service")
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8080, "grpc": 8081}
     # Without the required values, or with a wrong type, helm says what is wrong.
     missing = _helm("template", "edge", str(chart), check=False)
     assert missing.returncode != 0 and "ociRegistry" in missing.stderr

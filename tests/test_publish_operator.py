@@ -119,7 +119,7 @@ def test_publish_reaches_published_with_every_field(
         timeout=60,
     )
     assert show.returncode == 0, show.stderr
-    assert "docker run -p 8080:8080" in show.stdout and "services:" in show.stdout
+    assert "docker run -p 8080:8080 -p 8081:8081" in show.stdout and "services:" in show.stdout
     assert (
         f"helm install --values local-values.yaml adder oci://{st['helmChartUrl']}" in show.stdout
     )

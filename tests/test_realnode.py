@@ -117,6 +117,14 @@ def test_pipeline_runs_for_real_and_answers(
     want = yolo.decode(raw, confidence_thres=0.5, iou_thres=0.25)
     assert len(boxes) == len(want) > 0
     np.testing.assert_allclose(boxes[:, :4], [d.box for d in want], atol=1e-2)
+    # The same pod over OIP v2 gRPC, through the Service's grpc port.
+    import tritonclient.grpc as grpcclient
+
+    with rn.port_forward(ns, "svc/journey-engine", 8081, grpc=True) as target:
+        inp = grpcclient.InferInput("images", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        got = grpcclient.InferenceServerClient(target).infer("journey", [inp])
+    np.testing.assert_allclose(got.as_numpy("detections"), boxes, rtol=1e-5)
 
 
 def test_zero_downtime_change_on_the_cluster_ip(operator_pod, registry, models, ns: Kubectl):
