@@ -18,157 +18,67 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, ValidationError, field_validator
 
-API_VERSION = "edgepipe.io/v1alpha1"
-KIND = "PipelineConfig"
+from .spec import (
+    API_VERSION,
+    KIND,
+    NAME_MAX,
+    NAME_PATTERN,
+    QUANTITY_PATTERN,
+    SHA256_PATTERN,
+    ConfigError,
+    Name,
+    SpecModel,
+)
+from .steps import (
+    Batching,
+    ImagePreprocess,
+    ModelRef,
+    Split,
+    Step,
+    Validation,
+    Variant,
+    YoloPostprocess,
+)
 
-# A pipeline name becomes `<name>-engine` (a Service, a DNS-1035 label of at most 63).
-NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-NAME_MAX = 56
-SHA256_PATTERN = r"^[a-f0-9]{64}$"
-QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|E|Ei|P|Pi)?$"
-
-Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=NAME_MAX)]
-
-
-class ConfigError(ValueError):
-    """A pipeline config that does not validate; ``field`` is the dotted path of the bad field."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-class SpecModel(BaseModel):
-    """The base of every spec document: camelCase aliases, no unknown fields, immutable."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
-
-
-class ModelRef(SpecModel):
-    """One model: what it is (name, version, sha256) and where to find it.
-
-    Exactly one of path (a file in the engine's image or a volume; in a config file, a
-    relative path is taken from the file's folder) or url (oci://registry/repo@sha256:...
-    or http(s)://...) says where the ONNX file is.
-    """
-
-    name: Name = Field(description="Model name, shown by the engine's /models.")
-    version: str | None = Field(
-        default=None,
-        description="Model version. Defaults to a UUID-shaped id derived from the sha256.",
-    )
-    sha256: str | None = Field(
-        default=None,
-        pattern=SHA256_PATTERN,
-        description="sha256 of the ONNX file (hex). Required once resolved; checked at load.",
-    )
-    path: str | None = Field(default=None, description="Local path of the ONNX file.")
-    url: str | None = Field(
-        default=None,
-        pattern=r"^(oci|https?)://.+",
-        description="oci://registry/repo@sha256:<digest> or http(s):// URL of the ONNX file.",
-    )
-    runtime: Literal["onnx"] = Field(default="onnx", description="Model runtime.")
-
-    @model_validator(mode="after")
-    def _one_location(self) -> ModelRef:
-        if (self.path is None) == (self.url is None):
-            raise ValueError("give exactly one of 'path' or 'url' for the model file")
-        return self
-
-
-class YoloPostprocess(SpecModel):
-    """Optional YOLOv8 decode after the step: boxes instead of raw [1, 4+C, N] floats."""
-
-    kind: Literal["yolov8"] = "yolov8"
-    confidence_thres: float = Field(default=0.5, ge=0.0, le=1.0)
-    iou_thres: float = Field(default=0.25, ge=0.0, le=1.0)
-    classes: list[str] = Field(default_factory=list, description="Class names by index.")
-
-
-class ImagePreprocess(SpecModel):
-    """Optional image decoding before the step: the request sends encoded images (a JPEG,
-    PNG or WebP body, an Arrow binary column, or base64 strings in JSON) and the engine
-    fills the model's one image input. Only the first step may have it."""
-
-    kind: Literal["image"] = "image"
-    resize: Literal["letterbox", "stretch"] = Field(
-        default="letterbox",
-        description="letterbox: keep the aspect ratio and pad; stretch: plain resize.",
-    )
-    width: int | None = Field(
-        default=None, gt=0, le=8192, description="Input width; defaults to the model's."
-    )
-    height: int | None = Field(
-        default=None, gt=0, le=8192, description="Input height; defaults to the model's."
-    )
-    layout: Literal["NCHW", "NHWC"] = Field(default="NCHW", description="Model input layout.")
-    dtype: Literal["float32", "float16", "uint8"] | None = Field(
-        default=None, description="Input dtype; defaults to the model's (which it must match)."
-    )
-    scale: float = Field(
-        default=1 / 255, gt=0, description="Pixel values (0-255) are multiplied by this."
-    )
-    color: Literal["RGB", "BGR"] = Field(default="RGB", description="Channel order.")
-    pad_value: int = Field(default=114, ge=0, le=255, description="Letterbox padding (0-255).")
-
-
-class Batching(SpecModel):
-    """Dynamic batching: concurrent requests stacked into one model call. Needs a model
-    whose inputs have a dynamic batch dimension."""
-
-    max_batch_size: int = Field(
-        default=8, ge=1, le=1024, description="Most rows (along the batch dim) in one call."
-    )
-    max_delay_ms: float = Field(
-        default=5.0,
-        ge=0,
-        le=10000,
-        description="Longest a request waits for company before its batch runs.",
-    )
-
-
-class Step(SpecModel):
-    """One model step of a pipeline."""
-
-    name: str | None = Field(default=None, description="Step name; defaults to the model's name.")
-    model: ModelRef
-    tensor_fields: list[str] = Field(
-        default_factory=list,
-        description=(
-            "Input columns (first step) or previous outputs (later steps) fed to the model's "
-            "inputs, in the model's input order. Empty: by name where they match, else by "
-            "position."
-        ),
-    )
-    batch_config: Literal["single", "batch"] = Field(
-        default="single",
-        description="single: one model call per row; batch: rows stacked into one call.",
-    )
-    preprocess: ImagePreprocess | None = Field(
-        default=None, description="Decode encoded images into the model input (first step)."
-    )
-    postprocess: YoloPostprocess | None = None
-    batching: Batching | None = Field(
-        default=None, description="Dynamic batching across requests; off when absent."
-    )
-
-    @property
-    def step_name(self) -> str:
-        return self.name or self.model.name
+__all__ = [
+    "API_VERSION",
+    "KIND",
+    "NAME_MAX",
+    "NAME_PATTERN",
+    "QUANTITY_PATTERN",
+    "SHA256_PATTERN",
+    "Batching",
+    "ConfigError",
+    "EngineConfig",
+    "ImagePreprocess",
+    "ModelRef",
+    "Name",
+    "PipelineConfig",
+    "SpecModel",
+    "Split",
+    "Step",
+    "Validation",
+    "Variant",
+    "YoloPostprocess",
+    "absolutize_paths",
+    "config_for_model_file",
+    "digest_to_uuid",
+    "error_field",
+    "file_sha256",
+    "from_pipeline_manifest",
+    "load_config",
+    "model_version",
+    "parse_config",
+    "read_documents",
+    "resolve_local",
+    "sanitize_name",
+]
 
 
 class EngineConfig(SpecModel):
@@ -188,6 +98,9 @@ class PipelineConfig(SpecModel):
     version: str | None = Field(default=None, description="Digest of the document; computed.")
     steps: list[Step] = Field(min_length=1)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    validations: list[Validation] = Field(
+        default_factory=list, max_length=32, description="Rules checked on every row's outputs."
+    )
 
     @field_validator("steps")
     @classmethod
@@ -203,10 +116,37 @@ class PipelineConfig(SpecModel):
                 )
         return steps
 
+    @field_validator("validations")
+    @classmethod
+    def _unique_validation_names(cls, validations: list[Validation]) -> list[Validation]:
+        names = [v.name for v in validations]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"validation {i} repeats the name {name!r}")
+        return validations
+
+    def models(self) -> list[tuple[str, ModelRef]]:
+        """(field path, model) of every model the pipeline loads, in order."""
+        return [m for i, step in enumerate(self.steps) for m in step.models(f"steps[{i}]")]
+
+    def map_models(self, fn) -> PipelineConfig:
+        """This config with every model ``fn(field path, model)``."""
+        new = {where: fn(where, ref) for where, ref in self.models()}
+        steps = [step.with_models(f"steps[{i}]", new) for i, step in enumerate(self.steps)]
+        return self.model_copy(update={"steps": steps})
+
     # -- documents --------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        doc = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        # Empty lists of later fields are left out, so that documents (and versions) of
+        # pipelines that do not use them stay what they were.
+        if not doc.get("validations"):
+            doc.pop("validations", None)
+        for step in doc["steps"]:
+            if not step.get("shadows"):
+                step.pop("shadows", None)
+        return doc
 
     def to_json(self) -> bytes:
         """Canonical bytes: sorted keys, no whitespace. What ConfigMaps and registries hold."""
@@ -216,11 +156,10 @@ class PipelineConfig(SpecModel):
 
     def compute_version(self) -> str:
         """The stable version id: same steps, models and engine settings, same id."""
-        doc = self.to_dict()
+        doc = self.map_models(lambda _, ref: ref.model_copy(update={"path": None, "url": "x://"}))
+        doc = doc.to_dict()
         doc.pop("version", None)
-        for step in doc["steps"]:
-            step["model"].pop("path", None)
-            step["model"].pop("url", None)
+        _drop_locations(doc)
         return digest_to_uuid(hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)))
 
     def with_version(self) -> PipelineConfig:
@@ -228,7 +167,20 @@ class PipelineConfig(SpecModel):
         return self.model_copy(update={"version": self.compute_version()})
 
     def is_resolved(self) -> bool:
-        return all(step.model.sha256 for step in self.steps)
+        return all(ref.sha256 for _, ref in self.models())
+
+
+def _drop_locations(node: Any) -> None:
+    """Remove every model's ``path`` and ``url`` from a config document, in place."""
+    if isinstance(node, dict):
+        if "sha256" in node or "runtime" in node:
+            node.pop("path", None)
+            node.pop("url", None)
+        for value in node.values():
+            _drop_locations(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_locations(value)
 
 
 def digest_to_uuid(digest: Any) -> str:
@@ -310,6 +262,7 @@ def from_pipeline_manifest(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": (doc.get("metadata") or {}).get("name"),
         "steps": spec.get("steps"),
+        **({"validations": spec["validations"]} if spec.get("validations") else {}),
         "engine": {k: deployment[k] for k in ("cpus", "memory", "gpus") if k in deployment},
     }
 
@@ -336,13 +289,12 @@ def load_config(path: str | Path) -> PipelineConfig:
 
 
 def absolutize_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
-    steps = []
-    for step in config.steps:
-        model = step.model
+    def absolute(_: str, model: ModelRef) -> ModelRef:
         if model.path and not Path(model.path).is_absolute():
-            model = model.model_copy(update={"path": str((base / model.path).resolve())})
-        steps.append(step.model_copy(update={"model": model}))
-    return config.model_copy(update={"steps": steps})
+            return model.model_copy(update={"path": str((base / model.path).resolve())})
+        return model
+
+    return config.map_models(absolute)
 
 
 def config_for_model_file(path: str | Path, *, name: str | None = None) -> PipelineConfig:
@@ -361,23 +313,21 @@ def resolve_local(config: PipelineConfig) -> PipelineConfig:
     A given sha256 that does not match the file is a ConfigError: the file is not the model
     the config names.
     """
-    steps = []
-    for i, step in enumerate(config.steps):
-        model = step.model
-        if model.path:
-            try:
-                actual = file_sha256(model.path)
-            except OSError as exc:
-                raise ConfigError(
-                    f"steps[{i}].model.path: cannot read {model.path}: {exc.strerror}",
-                    f"steps[{i}].model.path",
-                ) from None
-            if model.sha256 and model.sha256 != actual:
-                raise ConfigError(
-                    f"steps[{i}].model.sha256: {model.path} has sha256 {actual}, "
-                    f"expected {model.sha256}",
-                    f"steps[{i}].model.sha256",
-                )
-            model = model.model_copy(update={"sha256": actual})
-        steps.append(step.model_copy(update={"model": model}))
-    return config.model_copy(update={"steps": steps}).with_version()
+
+    def with_sha(where: str, model: ModelRef) -> ModelRef:
+        if not model.path:
+            return model
+        try:
+            actual = file_sha256(model.path)
+        except OSError as exc:
+            raise ConfigError(
+                f"{where}.path: cannot read {model.path}: {exc.strerror}", f"{where}.path"
+            ) from None
+        if model.sha256 and model.sha256 != actual:
+            raise ConfigError(
+                f"{where}.sha256: {model.path} has sha256 {actual}, expected {model.sha256}",
+                f"{where}.sha256",
+            )
+        return model.model_copy(update={"sha256": actual})
+
+    return config.map_models(with_sha).with_version()

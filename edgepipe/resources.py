@@ -11,7 +11,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from .config import NAME_MAX, NAME_PATTERN, QUANTITY_PATTERN, EngineConfig, SpecModel, Step
+from .config import (
+    NAME_MAX,
+    NAME_PATTERN,
+    QUANTITY_PATTERN,
+    EngineConfig,
+    SpecModel,
+    Step,
+    Validation,
+)
 
 GROUP = "edgepipe.io"
 VERSION = "v1alpha1"
@@ -58,6 +66,25 @@ class PipelineSpec(SpecModel):
         default=False, description="true: run the engine; false: remove it, keep the Pipeline."
     )
     steps: list[Step] = Field(min_length=1, description="Ordered model steps.")
+    validations: list[Validation] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Rules checked on every row's outputs; failing rows name them in "
+        "check_failures.",
+    )
+    version: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="Pin a past version from status.versions (a rollback): its kept config "
+        "is deployed instead of steps. Remove it to deploy steps again.",
+    )
+    revision_history_limit: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="How many past versions keep their whole config (ControllerRevisions), "
+        "for pinning and publishing.",
+    )
     deployment: DeploymentConfig = Field(
         default_factory=DeploymentConfig, description="Engine replicas and resources."
     )

@@ -16,7 +16,6 @@ from edgepipe.config import (
     ConfigError,
     ModelRef,
     PipelineConfig,
-    Step,
     error_field,
 )
 from edgepipe.enginepod import (
@@ -99,18 +98,19 @@ def resolve_pipeline(
     ``resolve_model(field, ref)`` may fill in a model's sha256 (or raise ConfigError when a
     reference cannot be reached); ``field`` is the ref's path, e.g. ``spec.steps[0].model``.
     """
-    steps: list[Step] = []
-    for i, step in enumerate(spec.steps):
-        model = step.model
-        if resolve_model is not None:
-            model = resolve_model(f"spec.steps[{i}].model", model)
-        steps.append(step.model_copy(update={"model": model}))
     try:
-        config = PipelineConfig(name=name, steps=steps, engine=spec.deployment.engine())
+        config = PipelineConfig(
+            name=name,
+            steps=spec.steps,
+            engine=spec.deployment.engine(),
+            validations=spec.validations,
+        )
     except ValidationError as exc:
         err = exc.errors()[0]
         field = "spec." + error_field(err["loc"])
         raise ConfigError(f"{field}: {err['msg']}", field) from None
+    if resolve_model is not None:
+        config = config.map_models(lambda where, ref: resolve_model(f"spec.{where}", ref))
     return config.with_version()
 
 
