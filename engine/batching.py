@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ModelFailure, Unavailable
-from .runtime import Pipeline, RunResult, StepRuntime
+from .pipeline import Pipeline, RunResult, RunState
+from .runtime import StepRuntime
 
 Feed = dict[str, np.ndarray]
 
@@ -146,18 +147,15 @@ class Batcher:
 
 
 async def run(
-    pipeline: Pipeline, rows: list[Feed], frames, pool: Executor, arrived: float
+    pipeline: Pipeline, rows: list[Feed], state: RunState, pool: Executor, arrived: float
 ) -> RunResult:
     """``Pipeline.run`` for a pipeline with batching steps: those steps go through their
     batcher, the others run in the pool as usual. ``arrived``: the request's loop time."""
     loop = asyncio.get_running_loop()
-    step_ns: list[list[int]] = [[] for _ in rows]
     current = rows
     for k, step in enumerate(pipeline.steps):
         if step.batcher is None:
-            current = await loop.run_in_executor(
-                pool, pipeline.run_step, k, step, current, step_ns, frames
-            )
+            current = await loop.run_in_executor(pool, pipeline.run_step, k, step, current, state)
             continue
         feeds = [pipeline.feeds(step, row, k) for row in current]
         answers = await asyncio.gather(
@@ -169,9 +167,11 @@ async def run(
                 raise answer
             outs, ns = answer
             raw.append(outs)
-            step_ns[i].append(ns)
+            state.step_ns[i].append(ns)
         if step.config.postprocess is None:
-            current = pipeline.finish_step(k, step, raw, frames)
+            current = pipeline.finish_step(k, step, raw, state.frames)
         else:
-            current = await loop.run_in_executor(pool, pipeline.finish_step, k, step, raw, frames)
-    return RunResult(pipeline.last_outputs(current), step_ns, pipeline.steps[-1].output_specs)
+            current = await loop.run_in_executor(
+                pool, pipeline.finish_step, k, step, raw, state.frames
+            )
+    return await loop.run_in_executor(pool, pipeline.result, current, state)

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from edgepipe.yolo import Letterbox
 
-from . import batching
+from . import batching, experiments
 from .codecs import Codec, Decoded, Encoded, InputField, Response, coerce, v2
 from .errors import BadRequest, NotFound, Unavailable
 from .metrics import Metrics
-from .runtime import Pipeline, RunResult, StepRuntime
+from .pipeline import Pipeline, RunResult, RunState
+from .runtime import StepRuntime
 from .settings import Settings
 
 # Bodies below this are decoded on the loop: a pool hop costs more than the work.
@@ -74,6 +75,7 @@ class DataPlane:
         self.decode_pool = ThreadPoolExecutor(settings.cpus, thread_name_prefix="decode")
         self.infer_pool = ThreadPoolExecutor(settings.infer_workers, thread_name_prefix="infer")
         self.draining = False  # set on SIGTERM: readiness fails while requests still run
+        self.rng = np.random.default_rng()  # the split's draws
         self.batchers: list[batching.Batcher] = []
         for p in pipelines.values():
             for step in p.steps:
@@ -85,6 +87,8 @@ class DataPlane:
     def close(self) -> None:
         for batcher in self.batchers:
             batcher.close()
+        for pipeline in self.pipelines.values():
+            pipeline.close()
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.infer_pool.shutdown(wait=True, cancel_futures=True)
 
@@ -199,13 +203,15 @@ class DataPlane:
         pick: Callable[[], Codec],
         *,
         models: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> Encoded:
         """One inference: read, look up, decode, coerce and fit, run, encode; with its
         request, error and latency metrics, whatever the outcome.
 
         ``read`` gives the body (the transport's limits apply there), ``pick`` the codec
         pair, asked for only once the pipeline is known. ``models``: the name may also be
-        one model of a pipeline (OIP v2 addresses those).
+        one model of a pipeline (OIP v2 addresses those). ``headers``: the request's, for
+        a split step's sticky key.
         """
         known = name in self.pipelines or (models and name in self.models)
         label = name if known else "_unknown"
@@ -213,7 +219,7 @@ class DataPlane:
         arrived = asyncio.get_running_loop().time()
         status = 500
         try:
-            answer = await self._infer(name, await read(), pick, models, arrived)
+            answer = await self._infer(name, await read(), pick, models, arrived, headers or {})
             status = 200
             return answer
         except Exception as exc:
@@ -227,7 +233,13 @@ class DataPlane:
             self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
 
     async def _infer(
-        self, name: str, body: bytes, pick: Callable[[], Codec], models: bool, arrived: float
+        self,
+        name: str,
+        body: bytes,
+        pick: Callable[[], Codec],
+        models: bool,
+        arrived: float,
+        headers: Mapping[str, str],
     ) -> Encoded:
         if models:
             pipeline, version = self.v2_target(name)
@@ -253,14 +265,15 @@ class DataPlane:
         # An image is small on the wire but costly to decode: always off the loop.
         size = INLINE_DECODE_BYTES + 1 if image else len(body)
         decoded, rows, frames, decode_ns = await self._off_loop(size, decode)
-        result: RunResult = await self._run(pipeline, rows, frames, arrived)
-        for step, ns in zip(pipeline.steps, _step_totals(result), strict=True):
-            self.metrics.step_latency.labels(pipeline.name, step.name).observe(ns / 1e9)
+        state = RunState(len(rows), frames, self._choose(pipeline, headers))
+        result: RunResult = await self._run(pipeline, rows, state, arrived)
+        self._record(pipeline, state, result)
+        answered = result.answered_by or pipeline.last_model
         response = Response(
             pipeline_name=pipeline.name,
             pipeline_version=version,
-            model_name=pipeline.last_model.name,
-            model_version=pipeline.last_model.version,
+            model_name=answered.name,
+            model_version=answered.version,
             decode_ns=decode_ns,
             result=result,
             original=decoded.original,
@@ -269,12 +282,44 @@ class DataPlane:
         return await self._off_loop(_nbytes(result), codec.encode, response)
 
     async def _run(
-        self, pipeline: Pipeline, rows: list[dict[str, np.ndarray]], frames, arrived: float
+        self, pipeline: Pipeline, rows: list[dict[str, np.ndarray]], state: RunState, arrived
     ) -> RunResult:
         if pipeline.batched:
-            return await batching.run(pipeline, rows, frames, self.infer_pool, arrived)
+            return await batching.run(pipeline, rows, state, self.infer_pool, arrived)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.infer_pool, pipeline.run, rows, frames)
+        return await loop.run_in_executor(self.infer_pool, pipeline.run, rows, state)
+
+    def _choose(self, pipeline: Pipeline, headers: Mapping[str, str]) -> dict[int, int]:
+        """Each split step's variant for this request, by weight or by its sticky header."""
+        choice = {}
+        for k, step in enumerate(pipeline.steps):
+            split = step.config.split
+            if split is None or step.weights is None:
+                continue
+            # HTTP headers match in any case; gRPC metadata keys are lower-case.
+            key = (
+                (headers.get(split.header) or headers.get(split.header.lower()))
+                if split.header
+                else None
+            )
+            choice[k] = experiments.pick(step.weights, key, step.name, self.rng)
+        return choice
+
+    def _record(self, pipeline: Pipeline, state: RunState, result: RunResult) -> None:
+        """Step times, split choices, shadow outcomes and validation failures in metrics."""
+        m, name = self.metrics, pipeline.name
+        for step, ns in zip(pipeline.steps, _step_totals(result), strict=True):
+            m.step_latency.labels(name, step.name).observe(ns / 1e9)
+        for k, index in state.choice.items():
+            step = pipeline.steps[k]
+            m.variants.labels(name, step.name, step.variants[index].name).inc()
+        for event in result.shadow_events:
+            m.shadows.labels(name, event.model, event.outcome).inc()
+            if event.outcome == "ok":
+                m.shadow_latency.labels(name, event.model).observe(event.seconds)
+        for failed in result.check_failures:
+            for rule in failed:
+                m.check_failures.labels(name, rule).inc()
 
     async def _off_loop(self, size: int, fn, *args):
         """``fn(*args)`` in the decode pool, or inline when ``size`` bytes are too few to be

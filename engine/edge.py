@@ -77,7 +77,7 @@ def client_for(settings: OciSettings, registry: str) -> oci.Client:
     return oci.Client(registry, creds, plain_http=plain)
 
 
-def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, list[Path]]:
+def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, dict[str, Path]]:
     """The published pipeline's config and its model files, from the registry or cache."""
     assert settings.oci is not None
     cfg = settings.oci
@@ -131,16 +131,15 @@ def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, list[Path]]:
         if layer.get("mediaType") == oci.MODEL_LAYER
     }
     log.info("Fetching model layers")
-    paths: list[Path] = []
-    for step in config.steps:
-        digest = f"sha256:{step.model.sha256}"
+    paths: dict[str, Path] = {}
+    for where, model in config.models():
+        digest = f"sha256:{model.sha256}"
         if digest not in by_sha:
             raise StartupError(
-                f"{ref}: step {step.step_name!r} needs model {digest}, "
-                "which the manifest does not carry"
+                f"{ref}: {where} needs model {digest}, which the manifest does not carry"
             )
-        paths.append(fetch_blob(client, ref.repository, digest, cache, str(ref)))
-        _log_model(by_sha[digest], step.model.name, model_version(step.model))
+        paths[where] = fetch_blob(client, ref.repository, digest, cache, str(ref))
+        _log_model(by_sha[digest], model.name, model_version(model))
     log.info("Fetched")
     log.info("Starting engine")
     return config, paths

@@ -14,7 +14,7 @@ from edgepipe.config import (
 )
 
 from .errors import StartupError
-from .runtime import Pipeline
+from .pipeline import Pipeline
 from .settings import Settings
 from .wiring import load_pipeline
 
@@ -42,21 +42,29 @@ def load_pipelines(settings: Settings) -> list[Pipeline]:
         from .edge import fetch_pipeline
 
         config, paths = fetch_pipeline(settings)
-        return [load_pipeline(config, paths, settings.threads_per_call, settings.max_image_pixels)]
+        return [
+            load_pipeline(
+                config,
+                paths,
+                settings.threads_per_call,
+                settings.max_image_pixels,
+                settings.shadow_timeout_ms,
+            )
+        ]
     config = read_config(settings)
     try:
         resolved = resolve_local(config)
     except ConfigError as exc:
         log.error("pipeline %s: %s", config.name, exc)
         return [Pipeline(config, error=str(exc))]
-    paths = []
-    for i, step in enumerate(resolved.steps):
-        model = step.model
+    paths: dict[str, Path] = {}
+    shas: dict[str, str] = {}
+    for where, model in resolved.models():
         if model.path is not None:
-            paths.append(Path(model.path))
+            paths[where] = Path(model.path)
             continue
         if not (model.url or "").startswith("oci://"):
-            err = f"steps[{i}].model.url: only oci:// model references are fetched, not {model.url}"
+            err = f"{where}.url: only oci:// model references are fetched, not {model.url}"
             return [Pipeline(resolved, error=err)]
         from edgepipe import oci
 
@@ -65,22 +73,22 @@ def load_pipelines(settings: Settings) -> list[Pipeline]:
         try:
             path = fetch_model(model.url, settings)
         except (oci.OciError, StartupError) as exc:
-            return [Pipeline(resolved, error=f"steps[{i}].model.url: {exc}")]
+            return [Pipeline(resolved, error=f"{where}.url: {exc}")]
         sha = path.name
         if model.sha256 and model.sha256 != sha:
-            err = f"steps[{i}].model.sha256: {model.url} holds sha256 {sha}, not {model.sha256}"
+            err = f"{where}.sha256: {model.url} holds sha256 {sha}, not {model.sha256}"
             return [Pipeline(resolved, error=err)]
-        resolved = _with_sha(resolved, i, sha)
-        paths.append(path)
+        shas[where] = sha
+        paths[where] = path
+    resolved = resolved.map_models(
+        lambda where, ref: ref.model_copy(update={"sha256": shas[where]}) if where in shas else ref
+    )
     return [
         load_pipeline(
-            resolved.with_version(), paths, settings.threads_per_call, settings.max_image_pixels
+            resolved.with_version(),
+            paths,
+            settings.threads_per_call,
+            settings.max_image_pixels,
+            settings.shadow_timeout_ms,
         )
     ]
-
-
-def _with_sha(config: PipelineConfig, index: int, sha: str) -> PipelineConfig:
-    steps = list(config.steps)
-    step = steps[index]
-    steps[index] = step.model_copy(update={"model": step.model.model_copy(update={"sha256": sha})})
-    return config.model_copy(update={"steps": steps})

@@ -45,3 +45,28 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.variants = Counter(
+            "edgepipe_variant_requests",
+            "Requests per model of a split step (A/B), by pipeline, step and model.",
+            ["pipeline", "step", "model"],
+            registry=self.registry,
+        )
+        self.shadows = Counter(
+            "edgepipe_shadow_calls",
+            "Shadow model calls by outcome: ok, error, timeout or skipped.",
+            ["pipeline", "model", "outcome"],
+            registry=self.registry,
+        )
+        self.shadow_latency = Histogram(
+            "edgepipe_shadow_latency_seconds",
+            "Shadow model latency, from submission to its outputs.",
+            ["pipeline", "model"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.check_failures = Counter(
+            "edgepipe_validation_failures",
+            "Rows where a validation rule did not hold, by pipeline and rule.",
+            ["pipeline", "validation"],
+            registry=self.registry,
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgepipe import yolo
-from edgepipe.config import ModelRef, PipelineConfig, Step, model_version
+from edgepipe.config import ModelRef, Step, model_version
 from edgepipe.yolo import Letterbox
 
 from .errors import BadRequest, ModelFailure
@@ -142,6 +141,14 @@ class StepRuntime:
     sources: list[str]
     image: ImageInput | None = None
     batcher: Any = None  # a batching.Batcher, set by the data plane (batching imports us)
+    # A split step's models: [its own, *variants], their weights; and its shadows.
+    variants: list[OnnxModel] = field(default_factory=list)
+    weights: np.ndarray | None = None
+    shadows: list[OnnxModel] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.variants:
+            self.variants = [self.model]
 
     @property
     def name(self) -> str:
@@ -185,166 +192,3 @@ DETECTIONS = TensorSpec("detections", np.dtype(np.float32), (None, 6))
 
 # A request field that carries one encoded image per row.
 ENCODED = np.dtype(object)
-
-
-@dataclass
-class RunResult:
-    """Per-row outputs of the last step, and per-row step timings in ns."""
-
-    outputs: list[list[np.ndarray]]
-    step_ns: list[list[int]]
-    output_specs: list[TensorSpec]
-
-
-@dataclass
-class Pipeline:
-    """A loaded pipeline. ``error`` is set when it failed to load; it then cannot serve."""
-
-    config: PipelineConfig
-    steps: list[StepRuntime] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def status(self) -> str:
-        return "Error" if self.error else "Running"
-
-    @property
-    def input_specs(self) -> list[tuple[str, TensorSpec]]:
-        """(request field, model input) pairs that the first step reads."""
-        first = self.steps[0]
-        if first.image is not None:
-            return [(first.image.field, TensorSpec(first.image.field, ENCODED, (1,)))]
-        return list(zip(first.sources, first.model.inputs, strict=True))
-
-    @property
-    def image(self) -> ImageInput | None:
-        return self.steps[0].image
-
-    @property
-    def batched(self) -> bool:
-        return any(step.batcher is not None for step in self.steps)
-
-    @property
-    def last_model(self) -> OnnxModel:
-        return self.steps[-1].model
-
-    def run(
-        self, rows: list[dict[str, np.ndarray]], frames: list[Letterbox] | None = None
-    ) -> RunResult:
-        """Run every step over the rows; blocking, called from the inference pool. Steps
-        that batch across requests run unbatched here (see ``batching.run``)."""
-        step_ns: list[list[int]] = [[] for _ in rows]
-        current = rows
-        for k, step in enumerate(self.steps):
-            current = self.run_step(k, step, current, step_ns, frames)
-        return RunResult(self.last_outputs(current), step_ns, self.steps[-1].output_specs)
-
-    def run_step(
-        self,
-        k: int,
-        step: StepRuntime,
-        rows: list[dict[str, np.ndarray]],
-        step_ns: list[list[int]],
-        frames: list[Letterbox] | None,
-    ) -> list[dict[str, np.ndarray]]:
-        """One step over every row: the first reads request fields, later ones the previous
-        step's outputs. Returns each row's outputs by name."""
-        feeds = [self.feeds(step, row, k) for row in rows]
-        if step.config.batch_config == "batch" and step.model.batch_dynamic and len(rows) > 1:
-            raw = self._run_batched(step, feeds, step_ns)
-        else:
-            raw = []
-            for i, feed in enumerate(feeds):
-                t0 = time.perf_counter_ns()
-                raw.append(step.model.predict(feed))
-                step_ns[i].append(time.perf_counter_ns() - t0)
-        return self.finish_step(k, step, raw, frames)
-
-    @staticmethod
-    def finish_step(
-        k: int,
-        step: StepRuntime,
-        raw: list[list[np.ndarray]],
-        frames: list[Letterbox] | None,
-    ) -> list[dict[str, np.ndarray]]:
-        own = frames if k == 0 and step.image is not None else None
-        names = [o.name for o in step.output_specs]
-        return [
-            dict(zip(names, step.finish(o, own[i] if own else None), strict=True))
-            for i, o in enumerate(raw)
-        ]
-
-    def last_outputs(self, rows: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-        names = [o.name for o in self.steps[-1].output_specs]
-        return [[row[n] for n in names] for row in rows]
-
-    def warm_up(self) -> None:
-        """One call with zeros, so that onnxruntime's allocations and lazy set-up happen
-        before the first request (and show in the start-up RSS, not as growth later).
-        Symbolic dims take 1; a model that refuses that input is simply not warmed."""
-        row = {}
-        first = self.steps[0]
-        for name, spec in zip(first.sources, first.model.inputs, strict=True):
-            shape = tuple(d if isinstance(d, int) else 1 for d in spec.shape)
-            row[name] = np.zeros(shape, dtype=spec.dtype)
-        try:
-            self.run([row])
-        except Exception as exc:
-            log.info("pipeline %s: warm-up skipped: %s", self.name, exc)
-
-    @staticmethod
-    def feeds(step: StepRuntime, row: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
-        feeds = {}
-        for source, spec in zip(step.sources, step.model.inputs, strict=True):
-            arr = row[source]
-            if k > 0:
-                # Between steps the data is ours, so adapt dtype and shape quietly.
-                if arr.dtype != spec.dtype:
-                    arr = arr.astype(spec.dtype)
-                arr = spec.fit(arr, f"{step.name}.{spec.name}")
-            feeds[spec.name] = np.ascontiguousarray(arr)
-        return feeds
-
-    @staticmethod
-    def _run_batched(
-        step: StepRuntime, feeds: list[dict[str, np.ndarray]], step_ns: list[list[int]]
-    ) -> list[list[np.ndarray]]:
-        sizes = [next(iter(f.values())).shape[0] for f in feeds]
-        for f in feeds:
-            row_sizes = {a.shape[0] for a in f.values()}
-            if len(row_sizes) != 1:
-                raise BadRequest(
-                    f"step {step.name!r}: inputs of one row disagree on the batch size "
-                    f"({sorted(row_sizes)})"
-                )
-        stacked = {}
-        for spec in step.model.inputs:
-            parts = [f[spec.name] for f in feeds]
-            if len({p.shape[1:] for p in parts}) != 1:
-                raise BadRequest(
-                    f"tensor field {spec.name!r}: rows must share one shape to be batched, "
-                    f"got {sorted({tuple(p.shape) for p in parts})}",
-                    spec.name,
-                )
-            stacked[spec.name] = np.concatenate(parts, axis=0)
-        t0 = time.perf_counter_ns()
-        result = step.model.predict(stacked)
-        elapsed = time.perf_counter_ns() - t0
-        total = sum(sizes)
-        bounds = np.cumsum([0, *sizes])
-        per_row: list[list[np.ndarray]] = [[] for _ in feeds]
-        for out in result:
-            if out.ndim == 0 or out.shape[0] != total:
-                raise ModelFailure(
-                    f"model {step.model.name!r}: output of shape {list(out.shape)} cannot be "
-                    f"split back into {len(feeds)} rows; use batchConfig: single"
-                )
-            for i in range(len(feeds)):
-                per_row[i].append(out[bounds[i] : bounds[i + 1]])
-        for i in range(len(feeds)):
-            step_ns[i].append(elapsed)
-        return per_row

@@ -124,6 +124,7 @@ async def infer(request: web.Request) -> web.Response:
         request.match_info["name"],
         lambda: read_body(request),
         lambda: codecs.negotiate(headers.get("Content-Type", ""), headers.get("Accept", "")),
+        headers=headers,
     )
     return _answer(encoded)
 
@@ -152,6 +153,7 @@ async def v2_infer(request: web.Request) -> web.Response:
         lambda: read_body(request),
         lambda: codecs.v2.codec(header_length),
         models=True,
+        headers=request.headers,
     )
     return _answer(encoded)
 

@@ -4,14 +4,18 @@ preprocess and batching checked against the models they serve."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
-from edgepipe.config import PipelineConfig, Step
+import numpy as np
 
+from edgepipe.config import ModelRef, PipelineConfig, Step
+from edgepipe.expressions import ExpressionError, Rule, parse
+
+from .experiments import Shadows
+from .pipeline import Pipeline
 from .preprocess import ImageInput, PreprocessError
-from .runtime import OnnxModel, Pipeline, StepRuntime
-from .settings import DEFAULT_MAX_IMAGE_PIXELS
+from .runtime import OnnxModel, StepRuntime
+from .settings import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_SHADOW_TIMEOUT_MS
 
 log = logging.getLogger("edgepipe.engine")
 
@@ -79,43 +83,103 @@ def _check_batching(step: Step, model: OnnxModel, where: str) -> None:
     )
 
 
+def _model(ref: ModelRef, path: Path | None, cpus: int, where: str) -> OnnxModel:
+    if path is None:
+        raise ValueError(f"{where}: no file for model {ref.name!r}")
+    try:
+        return OnnxModel(ref, path, cpus)
+    except Exception as exc:
+        raise ValueError(f"{where}: cannot load model {ref.name!r} from {path}: {exc}") from exc
+
+
+def _same_signature(model: OnnxModel, other: OnnxModel, where: str, role: str) -> None:
+    """A variant must take and give what the step's model does; a shadow must take it."""
+    mine = [(s.dtype, s.shape) for s in model.inputs]
+    theirs = [(s.dtype, s.shape) for s in other.inputs]
+    if mine != theirs:
+        raise ValueError(
+            f"{where}: {role} {other.name!r} takes {_sig(other.inputs)}, but the step's model "
+            f"{model.name!r} takes {_sig(model.inputs)}"
+        )
+    if role == "variant" and [s.name for s in other.outputs] != [s.name for s in model.outputs]:
+        raise ValueError(
+            f"{where}: variant {other.name!r} answers {_sig(other.outputs)}, but the step's "
+            f"model {model.name!r} answers {_sig(model.outputs)}"
+        )
+
+
+def _sig(specs) -> str:
+    return ", ".join(f"{s.name}{s.describe_shape()}:{s.dtype}" for s in specs)
+
+
+def _step(
+    step: Step, i: int, paths: dict[str, Path], cpus: int, previous, max_image_pixels: int
+) -> StepRuntime:
+    where = f"steps[{i}]"
+    model = _model(step.model, paths.get(f"{where}.model"), cpus, f"{where}.model")
+    sources = _wire(step, model, previous)
+    image = _image_input(step, model, sources, where, max_image_pixels)
+    _check_batching(step, model, where)
+    runtime = StepRuntime(step, model, sources, image=image)
+    if step.split is not None:
+        for j, variant in enumerate(step.split.variants):
+            at = f"{where}.split.variants[{j}].model"
+            other = _model(variant.model, paths.get(at), cpus, at)
+            _same_signature(model, other, at, "variant")
+            runtime.variants.append(other)
+        weights = [step.split.weight, *(v.weight for v in step.split.variants)]
+        runtime.weights = np.asarray(weights, dtype=np.float64)
+    for j, ref in enumerate(step.shadows):
+        at = f"{where}.shadows[{j}]"
+        # One thread each: shadows use the cores' spare time, not the main model's threads.
+        shadow = _model(ref, paths.get(at), 1, at)
+        _same_signature(model, shadow, at, "shadow")
+        runtime.shadows.append(shadow)
+    return runtime
+
+
+def _rules(config: PipelineConfig, outputs: list[str]) -> list[tuple[str, Rule]]:
+    rules = []
+    for i, validation in enumerate(config.validations):
+        try:
+            rules.append((validation.name, parse(validation.expr, frozenset(outputs))))
+        except ExpressionError as exc:
+            raise ValueError(f"validations[{i}].expr: {exc}") from None
+    return rules
+
+
 def load_pipeline(
     config: PipelineConfig,
-    model_paths: Sequence[Path],
+    model_paths: dict[str, Path],
     cpus: int,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    shadow_timeout_ms: int = DEFAULT_SHADOW_TIMEOUT_MS,
 ) -> Pipeline:
-    """Load every step's model. A failure gives a Pipeline in Error rather than raising."""
+    """Load every step's models. A failure gives a Pipeline in Error rather than raising."""
     pipeline = Pipeline(config)
     previous: list[str] | None = None
     try:
-        for i, (step, path) in enumerate(zip(config.steps, model_paths, strict=True)):
-            try:
-                model = OnnxModel(step.model, path, cpus)
-            except Exception as exc:
-                raise ValueError(
-                    f"steps[{i}] ({step.step_name}): cannot load model {step.model.name!r} "
-                    f"from {path}: {exc}"
-                ) from exc
-            sources = _wire(step, model, previous)
-            where = f"steps[{i}]"
-            image = _image_input(step, model, sources, where, max_image_pixels)
-            _check_batching(step, model, where)
-            runtime = StepRuntime(step, model, sources, image=image)
+        for i, step in enumerate(config.steps):
+            runtime = _step(step, i, model_paths, cpus, previous, max_image_pixels)
             pipeline.steps.append(runtime)
             previous = [o.name for o in runtime.output_specs]
-            log.info(
-                "loaded step %s: model %s version %s sha256 %s inputs %s outputs %s",
-                step.step_name,
-                model.name,
-                model.version,
-                model.sha256[:12],
-                [f"{s.name}{s.describe_shape()}:{s.dtype}" for s in model.inputs],
-                [f"{s.name}{s.describe_shape()}:{s.dtype}" for s in model.outputs],
-            )
+            for m in [*runtime.variants, *runtime.shadows]:
+                log.info(
+                    "loaded step %s: model %s version %s sha256 %s inputs %s outputs %s",
+                    step.step_name,
+                    m.name,
+                    m.version,
+                    m.sha256[:12],
+                    [f"{s.name}{s.describe_shape()}:{s.dtype}" for s in m.inputs],
+                    [f"{s.name}{s.describe_shape()}:{s.dtype}" for s in m.outputs],
+                )
+        pipeline.rules = _rules(config, previous or [])
     except ValueError as exc:
         pipeline.error = str(exc)
         log.error("pipeline %s failed to load: %s", config.name, exc)
         return pipeline
+    if any(step.shadows for step in pipeline.steps):
+        workers = max(1, min(4, sum(len(step.shadows) for step in pipeline.steps)))
+        pipeline.shadows = Shadows(workers, shadow_timeout_ms / 1000)
     pipeline.warm_up()
     return pipeline

@@ -126,7 +126,7 @@ def test_preprocess_fields_are_checked_against_the_model(
             "steps": [{"model": {"name": "m", "path": str(model)}, "preprocess": preprocess}],
         }
     )
-    pipeline = load_pipeline(config, [model], 1)
+    pipeline = load_pipeline(config, {"steps[0].model": model}, 1)
     assert pipeline.error is not None and words in pipeline.error, pipeline.error
 
 

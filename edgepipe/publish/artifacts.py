@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe import oci, onnxfile
-from edgepipe.config import ConfigError, PipelineConfig, model_version
+from edgepipe.config import ConfigError, ModelRef, PipelineConfig, model_version
 
 from .errors import PublishError
 
@@ -24,16 +24,16 @@ Log = Callable[[str], None]
 def resolve_refs(config: PipelineConfig) -> PipelineConfig:
     """Fill in the sha256 of ``oci://`` models from the registry (local files already
     are), and compute the version."""
-    steps = []
-    for i, step in enumerate(config.steps):
-        model = step.model
+
+    def resolve(where: str, model: ModelRef) -> ModelRef:
         if model.url and model.url.startswith("oci://") and not model.sha256:
             try:
-                model = model.model_copy(update={"sha256": oci.model_sha256(model.url)})
+                return model.model_copy(update={"sha256": oci.model_sha256(model.url)})
             except oci.OciError as exc:
-                raise ConfigError(f"steps[{i}].model.url: {exc}") from None
-        steps.append(step.model_copy(update={"model": model}))
-    return config.model_copy(update={"steps": steps}).with_version()
+                raise ConfigError(f"{where}.url: {exc}", f"{where}.url") from None
+        return model
+
+    return config.map_models(resolve).with_version()
 
 
 def _ensure_model_blob(
@@ -95,8 +95,12 @@ def push_pipeline(
     repository = target.repository("pipelines", config.name)
     layers: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for step in config.steps:
-        model = step.model
+    every = [
+        (step, model)
+        for i, step in enumerate(config.steps)
+        for _, model in step.models(f"steps[{i}]")
+    ]
+    for step, model in every:
         digest = f"sha256:{model.sha256}"
         local = (model_files or {}).get(model.sha256)
         if local is None and model.path and Path(model.path).exists():

@@ -182,13 +182,24 @@ def encode(resp: Response) -> Encoded:
         "elapsed": pa.array(
             [[resp.decode_ns, *ns] for ns in result.step_ns], type=pa.list_(pa.int64())
         ),
-        "check_failures": pa.array([[] for _ in range(n)], type=pa.list_(pa.int64())),
+        "check_failures": pa.array(
+            result.check_failures or [[] for _ in range(n)], type=pa.list_(pa.string())
+        ),
     }
     for k, spec in enumerate(result.output_specs):
         values, dims = _output_column([outs[k] for outs in result.outputs])
         cols[f"out.{spec.name}"] = values
         if dims is not None:
             cols[f"out.{spec.name}.dim"] = dims
+    # shadow_data as columns shadow_data.<model>.<output> (null where a shadow gave none).
+    for model in sorted({m for row in result.shadow_data for m in row}):
+        rows = [row.get(model) or {} for row in result.shadow_data]
+        for output in sorted({o for row in rows for o in row}):
+            values = [
+                np.ascontiguousarray(row[output]).reshape(-1) if output in row else None
+                for row in rows
+            ]
+            cols[f"shadow_data.{model}.{output}"] = pa.array(values)
     if resp.original is not None:
         cols["original_data"] = pa.array([json.dumps(o, default=str) for o in resp.original])
     table = pa.table(cols)

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadRequest
+from ..pipeline import RunResult
 from ..preprocess import ImageInput
-from ..runtime import RunResult, TensorSpec
+from ..runtime import TensorSpec
 
 # Wallaroo-style type keys for the `outputs` list.
 TYPE_KEYS: dict[np.dtype, str] = {

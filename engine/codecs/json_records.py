@@ -222,16 +222,20 @@ def encode(resp: Response) -> Encoded:
     result = resp.result
     records = []
     for i, outs in enumerate(result.outputs):
+        shadows = result.shadow_data[i] if result.shadow_data else {}
         records.append(
             {
-                "check_failures": [],
+                "check_failures": result.check_failures[i] if result.check_failures else [],
                 "elapsed": [resp.decode_ns, *result.step_ns[i]],
                 "model_name": resp.model_name,
                 "model_version": resp.model_version,
                 "original_data": resp.original[i] if resp.original is not None else None,
                 "outputs": [_tensor(o) for o in outs],
                 "pipeline_name": resp.pipeline_name,
-                "shadow_data": {},
+                "shadow_data": {
+                    name: [_tensor(o) for o in outputs.values()]
+                    for name, outputs in shadows.items()
+                },
                 "time": resp.time_ms,
             }
         )

@@ -82,7 +82,10 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
         async def read() -> codec.Body:
             return codec.Body(request)
 
-        encoded = await plane.infer(request.model_name, read, lambda: codec.CODEC, models=True)
+        metadata = dict(context.invocation_metadata() or ())
+        encoded = await plane.infer(
+            request.model_name, read, lambda: codec.CODEC, models=True, headers=metadata
+        )
         return encoded.body
 
     methods = {
