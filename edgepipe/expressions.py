@@ -46,6 +46,8 @@ _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
     ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
 }
+
+
 def _divide(a: Any, b: Any) -> Any:
     """a / b, NaN where b is 0 (so that a rule over it does not hold)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)

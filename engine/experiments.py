@@ -6,8 +6,8 @@ onnxruntime thread each, so that they take the cores' spare time rather than the
 model's threads. Once the step's model has answered, the answer waits for its shadows at
 most ``EDGEPIPE_ENGINE_SHADOW_TIMEOUT_MS`` (the stated bound); a shadow still running then
 is reported as timed out and finishes in the background. A shadow that fails is reported
-too; neither changes nor fails the answer. When shadows fall behind (more calls waiting
-than twice their pool), new ones are skipped rather than queued without bound.
+too; neither changes nor fails the answer. When shadows fall behind (``BACKLOG`` calls
+waiting or running), new ones are skipped rather than queued without bound.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from edgepipe.expressions import Rule
+
+BACKLOG = 64
 
 
 @dataclass
@@ -49,7 +51,7 @@ class Shadows:
     def __init__(self, workers: int, timeout_s: float) -> None:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="shadow")
         self.timeout_s = timeout_s
-        self._slots = threading.BoundedSemaphore(2 * workers)
+        self._slots = threading.BoundedSemaphore(BACKLOG)
 
     def start(self, models: Sequence[Any], feeds: list[dict[str, np.ndarray]]) -> list[_Call]:
         """Submit every shadow for every row (feeds keyed by the step model's inputs)."""

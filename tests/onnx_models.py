@@ -173,3 +173,17 @@ def mlp(path: Path, width: int = 2048, layers: int = 4, seed: int = 0) -> Path:
         initializer=inits,
     )
     return _save(graph, path)
+
+
+def fails_at_run(path: Path) -> Path:
+    """Declares x float32 [N, 4] like add_constant, but reshapes to [3, -1], which no
+    multiple of 4 values fits: onnxruntime loads it and raises on every call."""
+    target = numpy_helper.from_array(np.array([3, -1], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "fails",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, "M"])],
+        initializer=[target],
+    )
+    return _save(graph, path)
