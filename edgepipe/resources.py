@@ -133,6 +133,9 @@ class PipelineStatus(SpecModel):
     deployed: bool | None = None
     url: str | None = Field(default=None, description="In-cluster inference URL.")
     version: str | None = Field(default=None, description="The current version.")
+    pinned: bool | None = Field(
+        default=None, description="true while spec.version pins a past version."
+    )
     versions: list[VersionRecord] | None = Field(default=None, description="Version history.")
     replicas: int | None = None
     ready_replicas: int | None = None

@@ -25,6 +25,7 @@ COMMANDS = [
     ["pipeline", "deploy"],
     ["pipeline", "undeploy"],
     ["pipeline", "logs"],
+    ["pipeline", "rollback"],
     ["infer"],
     ["publish"],
     ["publish", "create"],

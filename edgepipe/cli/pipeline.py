@@ -121,6 +121,36 @@ def pipeline_undeploy(
     emit(st, output, lambda s: f"pipeline {name} is Undeployed")
 
 
+@pipeline.command("rollback")
+@click.argument("name")
+@click.option(
+    "--to", "to", metavar="VERSION", help="The version to go back to (default: the one before)."
+)
+@click.option("--unpin", is_flag=True, help="Follow the spec's steps again.")
+@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait.")
+@kube_options
+@output_option
+def pipeline_rollback(
+    name: str, to: str | None, unpin: bool, timeout: float, kubeconfig, namespace, context, output
+) -> None:
+    """Pin a Pipeline to a past version (spec.version) and wait until it runs it."""
+    if unpin and to:
+        raise click.UsageError("give --to VERSION or --unpin, not both")
+    st = cluster(kubeconfig, namespace, context).rollback(
+        name, to, unpin=unpin, timeout=timeout, progress=wait_progress(f"pipeline {name}")
+    )
+    emit(
+        st,
+        output,
+        lambda s: (
+            f"pipeline {name} follows its steps again: version {s.get('version')}"
+            if unpin
+            else f"pipeline {name} is pinned to version {s.get('version')} ({s.get('phase')}); "
+            f"edgepipe pipeline rollback {name} --unpin follows its steps again"
+        ),
+    )
+
+
 @pipeline.command("logs")
 @click.argument("name")
 @click.option("--tail", type=int, default=200, show_default=True)

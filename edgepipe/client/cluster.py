@@ -228,6 +228,53 @@ class Client:
             progress=progress,
         )
 
+    def rollback(
+        self,
+        name: str,
+        to: str | None = None,
+        *,
+        unpin: bool = False,
+        timeout: float = 300,
+        progress: Progress | None = None,
+    ) -> dict:
+        """Pin ``spec.version`` to a past version (by default the one before the current)
+        and wait until the pipeline runs it; ``unpin`` goes back to the spec's steps."""
+        status = self.get("pipelines", name).get("status") or {}
+        history = [h["version"] for h in status.get("versions") or []]
+        current = status.get("version")
+        if unpin:
+            target = None
+        elif to is not None:
+            if to not in history:
+                raise ClusterError(
+                    f"pipeline {name!r} has no version {to}; its versions are "
+                    f"{', '.join(history) or 'none yet'}"
+                )
+            target = to
+        else:
+            earlier = [v for v in history[: history.index(current)]] if current in history else []
+            if not earlier:
+                raise ClusterError(f"pipeline {name!r} has no version before {current}")
+            target = earlier[-1]
+        self._merge("pipelines", name, {"spec": {"version": target}})
+
+        def settled(o: dict) -> bool:
+            st = o.get("status") or {}
+            if not _current(o) or st.get("phase") not in ("Running", "Undeployed"):
+                return False
+            return target is None or st.get("version") == target
+
+        return self.wait(
+            "pipelines",
+            name,
+            done=settled,
+            failed=lambda o: (
+                _current(o) and o["status"].get("phase") == "Error" and o["status"].get("message")
+            ),
+            timeout=timeout,
+            progress=progress,
+        )
+
     def logs(self, name: str, tail: int = 200) -> dict[str, str]:
         """The last ``tail`` lines of each of a pipeline's engine pods, by pod name."""
         self.get("pipelines", name)  # a name that is not there says so

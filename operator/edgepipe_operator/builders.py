@@ -254,6 +254,60 @@ def merge_conditions(old: list[dict] | None, new: list[dict]) -> list[dict]:
     return list(by_type.values())
 
 
+# -- kept versions (ControllerRevisions) ------------------------------------------------
+
+VERSION_LABEL = "edgepipe.io/version"
+
+
+def revision_name(pipeline: str, version: str) -> str:
+    return f"{pipeline}-{version}"
+
+
+def build_revision(config: PipelineConfig, namespace: str, revision: int) -> dict[str, Any]:
+    """A ControllerRevision holding one version's whole config."""
+    assert config.version
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": {
+            "name": revision_name(config.name, config.version),
+            "namespace": namespace,
+            "labels": {**selector_labels(config.name), VERSION_LABEL: config.version},
+        },
+        "data": config.to_dict(),
+        "revision": revision,
+    }
+
+
+def _by_revision(revisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(revisions, key=lambda r: r.get("revision", 0))
+
+
+def next_revision(revisions: list[dict[str, Any]], version: str) -> int:
+    """This version's revision number: its own when it is already the newest, else one
+    more than the newest (a version deployed again becomes the newest, as in Deployments)."""
+    ordered = _by_revision(revisions)
+    if not ordered:
+        return 1
+    newest = ordered[-1]
+    if (newest["metadata"].get("labels") or {}).get(VERSION_LABEL) == version:
+        return newest.get("revision", 1)
+    return newest.get("revision", 0) + 1
+
+
+def revisions_to_prune(revisions: list[dict[str, Any]], keep: int) -> list[str]:
+    """Names of the oldest revisions beyond the newest ``keep``."""
+    ordered = _by_revision(revisions)
+    return [r["metadata"]["name"] for r in ordered[: max(0, len(ordered) - keep)]]
+
+
+def revision_versions(revisions: list[dict[str, Any]]) -> list[str]:
+    """The kept versions, oldest first."""
+    return [
+        (r["metadata"].get("labels") or {}).get(VERSION_LABEL, "?") for r in _by_revision(revisions)
+    ]
+
+
 def record_version(history: list[dict] | None, version: str, digest: str, now: str) -> list[dict]:
     """The version history with this version in it (first-seen time kept), newest last."""
     history = list(history or [])

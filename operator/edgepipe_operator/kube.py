@@ -56,6 +56,8 @@ class Kube:
             return self._dict(self.core.patch_namespaced_config_map(**args))
         if kind == "Secret":
             return self._dict(self.core.patch_namespaced_secret(**args))
+        if kind == "ControllerRevision":
+            return self._dict(self.apps.patch_namespaced_controller_revision(**args))
         raise ValueError(f"cannot apply a {kind}")
 
     def delete(self, kind: str, name: str, namespace: str) -> bool:
@@ -64,6 +66,7 @@ class Kube:
             "Deployment": self.apps.delete_namespaced_deployment,
             "Service": self.core.delete_namespaced_service,
             "ConfigMap": self.core.delete_namespaced_config_map,
+            "ControllerRevision": self.apps.delete_namespaced_controller_revision,
         }
         try:
             calls[kind](name=name, namespace=namespace)
@@ -85,6 +88,13 @@ class Kube:
         label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
         pods = self.core.list_namespaced_pod(namespace, label_selector=label_selector)
         return [self._dict(p) for p in pods.items]
+
+    def list_revisions(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
+        revs = self.apps.list_namespaced_controller_revision(
+            namespace, label_selector=label_selector
+        )
+        return [self._dict(r) for r in revs.items]
 
     def read_secret(self, name: str, namespace: str) -> dict[str, Any] | None:
         try:

@@ -25,7 +25,7 @@ from edgepipe.enginepod import ENGINE_PORT, now
 from edgepipe.resources import GROUP, VERSION, ModelRegistry, PipelineSpec
 
 from . import builders as b
-from . import health
+from . import health, history
 from .kube import Kube
 from .registry import Login, SecretProblem, login_from_secret
 from .settings import OperatorSettings
@@ -160,8 +160,11 @@ def reconcile_pipeline(
     try:
         parsed = b.parse_spec(dict(spec))
         login = pipeline_login(memo.kube, parsed, namespace)
-        resolve = make_resolver(memo.settings, login, parsed.registry)
-        config = b.resolve_pipeline(name, parsed, resolve)
+        if parsed.version:  # a rollback: a kept version, not the steps
+            config = history.pinned_config(memo.kube, name, namespace, parsed.version)
+        else:
+            resolve = make_resolver(memo.settings, login, parsed.registry)
+            config = b.resolve_pipeline(name, parsed, resolve)
     except SecretProblem as exc:
         # A Secret may yet be created: retried like a model that does not answer.
         message = f"spec.registry.secretRef: {exc.message}"
@@ -173,7 +176,12 @@ def reconcile_pipeline(
     except ModelUnreachable as exc:
         return _unreachable(str(exc), body, status, patch, generation, retry)
 
+    try:
+        history.remember(memo.kube, body, config, namespace, parsed.revision_history_limit)
+    except (ApiException, Urllib3Error) as exc:
+        raise api_error(exc, "keeping the version's config") from None
     version_fields = {
+        "pinned": bool(parsed.version),
         "version": config.version,
         "versions": b.record_version(
             status.get("versions"), config.version, b.config_digest(config), now()

@@ -23,6 +23,7 @@ from edgepipe.publish import PublishError, publish
 from edgepipe.resources import GROUP, VERSION, PublishSpec
 
 from . import builders as b
+from . import history
 from .kube import Kube
 from .pipelines import ModelUnreachable, make_resolver, pipeline_login
 from .registry import SecretProblem, login_from_secret
@@ -195,17 +196,28 @@ def _publish(
     try:
         pspec = b.parse_spec(pipeline.get("spec") or {})
         login = pipeline_login(kube, pspec, namespace)
-        resolve = make_resolver(memo.settings, login, pspec.registry)
-        config = b.resolve_pipeline(parsed.pipeline, pspec, resolve)
+        current = (pipeline.get("status") or {}).get("version")
+        if parsed.version and parsed.version != current:  # a past version: its kept config
+            try:
+                config = history.pinned_config(kube, parsed.pipeline, namespace, parsed.version)
+            except ConfigError as exc:
+                message = exc.message.removeprefix("spec.version: ")
+                raise PublishFailed(
+                    "VersionNotAvailable", f"pipeline {parsed.pipeline!r}: {message}"
+                ) from None
+        else:
+            resolve = make_resolver(memo.settings, login, pspec.registry)
+            config = b.resolve_pipeline(parsed.pipeline, pspec, resolve)
     except SecretProblem as exc:
         raise PublishFailed(exc.reason, f"pipeline {parsed.pipeline!r}: {exc.message}") from None
     except ConfigError as exc:
         raise PublishFailed("InvalidPipeline", f"pipeline {parsed.pipeline!r}: {exc}") from None
     if parsed.version and parsed.version != config.version:
+        kept = ", ".join(history.kept_versions(kube, parsed.pipeline, namespace))
         raise PublishFailed(
             "VersionNotAvailable",
             f"pipeline {parsed.pipeline!r} is at version {config.version}; version "
-            f"{parsed.version} is no longer its spec and cannot be rebuilt",
+            f"{parsed.version} is not among its kept versions ({kept})",
         )
     creds = oci.Credentials()
     if parsed.registry.secret_ref:

@@ -1,0 +1,51 @@
+"""A Pipeline's past versions, kept whole: one ControllerRevision per version (the object
+Deployments and StatefulSets keep their own history in), owned by the Pipeline, holding
+its resolved pipeline config. Pinning ``spec.version`` deploys one of them again, and a
+Publish of a past version pushes one of them."""
+
+from __future__ import annotations
+
+import kopf
+from pydantic import ValidationError
+
+from edgepipe.config import ConfigError, PipelineConfig
+
+from . import builders as b
+from .kube import Kube
+
+
+def pinned_config(kube: Kube, pipeline: str, namespace: str, version: str) -> PipelineConfig:
+    """The kept config of a past version, or a ConfigError naming spec.version."""
+    revisions = kube.list_revisions(namespace, b.selector_labels(pipeline))
+    for rev in revisions:
+        if (rev["metadata"].get("labels") or {}).get(b.VERSION_LABEL) == version:
+            try:
+                return PipelineConfig.model_validate(rev["data"])
+            except ValidationError as exc:
+                raise ConfigError(
+                    f"spec.version: the kept config of {version} no longer validates: {exc}",
+                    "spec.version",
+                ) from None
+    known = ", ".join(b.revision_versions(revisions)) or "none yet"
+    raise ConfigError(
+        f"spec.version: {version} is not among this Pipeline's kept versions ({known})",
+        "spec.version",
+    )
+
+
+def remember(kube: Kube, body: kopf.Body, config: PipelineConfig, namespace: str, keep: int):
+    """Keep this version's config (as the newest revision) and prune beyond ``keep``."""
+    revisions = kube.list_revisions(namespace, b.selector_labels(config.name))
+    manifest = b.build_revision(config, namespace, b.next_revision(revisions, config.version))
+    kopf.adopt(manifest, owner=body)
+    kube.apply(manifest)
+    revisions = kube.list_revisions(namespace, b.selector_labels(config.name))
+    for name in b.revisions_to_prune(revisions, keep):
+        kube.delete("ControllerRevision", name, namespace)
+
+
+def kept_versions(kube: Kube, pipeline: str, namespace: str) -> list[str]:
+    return b.revision_versions(kube.list_revisions(namespace, b.selector_labels(pipeline)))
+
+
+__all__ = ["kept_versions", "pinned_config", "remember"]
