@@ -116,6 +116,7 @@ def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, dict[str, Path]]
         saved = json.loads(index.read_text())
         manifest, config_bytes = saved["manifest"], saved["config"].encode()
         client = None
+        os.utime(index)  # the most recently used version, for pruning
     except oci.AuthError as exc:
         raise StartupError(f"cannot log in to {ref.registry}: {exc}") from None
     except oci.OciError as exc:
@@ -141,8 +142,33 @@ def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, dict[str, Path]]
         paths[where] = fetch_blob(client, ref.repository, digest, cache, str(ref))
         _log_model(by_sha[digest], model.name, model_version(model))
     log.info("Fetched")
+    prune_cache(cache, settings.cache_versions)
     log.info("Starting engine")
     return config, paths
+
+
+def prune_cache(cache: Path, keep: int) -> None:
+    """Keep the ``keep`` most recently used pipeline versions and the models they need;
+    remove older ones, so that pointing PIPELINE_URL back at any of the kept versions
+    starts offline while the cache stays bounded."""
+    indexes = sorted(
+        (cache / "pipelines").glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    needed: set[str] = set()
+    for i, index in enumerate(indexes):
+        if i >= keep:
+            log.info("cache: dropping pipeline version %s (keeping %d)", index.name, keep)
+            index.unlink(missing_ok=True)
+            continue
+        try:
+            manifest = json.loads(index.read_text())["manifest"]
+        except (OSError, ValueError, KeyError):
+            continue
+        needed |= {layer["digest"].removeprefix("sha256:") for layer in manifest.get("layers", [])}
+    blobs = cache / "blobs" / "sha256"
+    for blob in blobs.glob("*") if blobs.exists() else []:
+        if blob.name not in needed and not blob.name.startswith("."):  # "." : downloading
+            blob.unlink(missing_ok=True)
 
 
 def fetch_blob(
