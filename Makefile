@@ -19,6 +19,7 @@ bench:
 	scripts/setup --dev
 	.venv/bin/python bench/engine_bench.py
 	.venv/bin/python bench/image_bench.py
+	.venv/bin/python bench/experiments_bench.py
 
 generate:
 	.venv/bin/python -m edgepipe.crds --write

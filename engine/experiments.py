@@ -2,8 +2,9 @@
 validation rules over each row's outputs.
 
 Shadows run *in parallel* with the step's own model, in a pool of their own with one
-onnxruntime thread each, so that they take the cores' spare time rather than the main
-model's threads. Once the step's model has answered, the answer waits for its shadows at
+onnxruntime thread each, at the lowest CPU priority (nice 19: raising one's own niceness
+needs no privilege), so that they take the cores' spare time rather than the main
+model's. Once the step's model has answered, the answer waits for its shadows at
 most ``EDGEPIPE_ENGINE_SHADOW_TIMEOUT_MS`` (the stated bound); a shadow still running then
 is reported as timed out and finishes in the background. A shadow that fails is reported
 too; neither changes nor fails the answer. When shadows fall behind (``BACKLOG`` calls
@@ -13,6 +14,7 @@ waiting or running), new ones are skipped rather than queued without bound.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -49,7 +51,9 @@ class Shadows:
     """The shadow pool of one pipeline."""
 
     def __init__(self, workers: int, timeout_s: float) -> None:
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="shadow")
+        self.pool = ThreadPoolExecutor(
+            workers, thread_name_prefix="shadow", initializer=_lowest_priority
+        )
         self.timeout_s = timeout_s
         self._slots = threading.BoundedSemaphore(BACKLOG)
 
@@ -93,6 +97,14 @@ class Shadows:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _lowest_priority() -> None:
+    """Make this (shadow) thread yield the CPU to everything else in the engine."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux: shadows share the CPU evenly
+        pass
 
 
 def _by_position(model: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
