@@ -13,6 +13,7 @@ waiting or running), new ones are skipped rather than queued without bound.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -101,10 +102,9 @@ class Shadows:
 
 def _lowest_priority() -> None:
     """Make this (shadow) thread yield the CPU to everything else in the engine."""
-    try:
+    # Not Linux: shadows share the CPU evenly.
+    with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):  # not Linux: shadows share the CPU evenly
-        pass
 
 
 def _by_position(model: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
