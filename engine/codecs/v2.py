@@ -10,6 +10,7 @@ request), else as JSON lists.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,21 @@ def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
         "datatype": datatype(spec.dtype),
         "shape": [d if isinstance(d, int) else -1 for d in spec.shape],
     }
+
+
+# No tensor dimension product beyond this (2^40 elements is far past any body limit); it
+# also keeps numpy from overflowing on shapes such as [0, 2852, 2852, 532249, 532618].
+MAX_ELEMENTS = 1 << 40
+
+
+def element_count(shape: list[int], name: str) -> int:
+    """The number of elements of a request's tensor shape, or a 400 naming the input."""
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers", name)
+    nonzero = math.prod(d for d in shape if d)
+    if nonzero > MAX_ELEMENTS:
+        raise BadRequest(f"input {name!r}: shape {shape} is far too large", name)
+    return math.prod(shape)
 
 
 def codec(header_length: str | None) -> Codec:
@@ -113,9 +129,9 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict, dict[s
                 name,
             )
         shape = item.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list):
             raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers", name)
-        count = int(np.prod(shape, dtype=np.int64))
+        count = element_count(shape, name)
         size = (item.get("parameters") or {}).get("binary_data_size")
         if size is not None:
             if (

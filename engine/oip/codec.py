@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..codecs.base import Codec, Decoded, Encoded, InputField, Response, describe
-from ..codecs.v2 import DATATYPES, datatype
+from ..codecs.v2 import DATATYPES, datatype, element_count
 from ..errors import BadRequest
 from . import messages as pb
 
@@ -60,9 +60,7 @@ def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
 def _tensor(tensor: Any, raw: bytes | None) -> np.ndarray | bytes:
     name = tensor.name
     shape = list(tensor.shape)
-    if any(d < 0 for d in shape):
-        raise BadRequest(f"input {name!r}: shape {shape} has negative dims", name)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = element_count(shape, name)
     if tensor.datatype == "BYTES":
         elements = _bytes_elements(raw, name) if raw is not None else tensor.contents.bytes_contents
         if len(elements) != 1 or count != 1:
