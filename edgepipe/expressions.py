@@ -2,10 +2,10 @@
 
 A rule such as ``max(detections[:, 4]) > 0.9`` or ``not any(isnan(output0))`` is parsed
 with Python's own parser (so the syntax is familiar) and then checked against a short
-whitelist of node kinds before anything runs; it is evaluated by walking that tree with
-numpy, never by ``eval``. There is no attribute access, no imports, no comprehensions,
-lambdas, keywords or starred arguments, no ``**`` (whose results can be made huge), and a
-call may only name one of ``FUNCTIONS``. Names are the outputs of the pipeline's last
+whitelist of node kinds before anything runs; it is then compiled once into closures
+over numpy, never run by ``eval``. There is no attribute access, no imports, no
+comprehensions, lambdas, keywords or starred arguments, no ``**`` (whose results can be
+made huge), and a call may only name one of ``FUNCTIONS``, which are never values. Names are the outputs of the pipeline's last
 step. Length and size are capped so that a rule cannot be a denial of service.
 
 A rule holds when its value is true; an array value holds when all its elements are
@@ -93,16 +93,16 @@ class Rule:
     """A parsed, checked rule; ``names`` are the outputs it reads."""
 
     source: str
-    tree: ast.Expression
     names: frozenset[str]
+    fn: Fn
 
     def holds(self, outputs: Mapping[str, np.ndarray]) -> bool:
         """Whether the rule holds for one row's outputs. Numerical trouble (a division by
         zero, a NaN) makes it not hold rather than fail the request."""
         with np.errstate(all="ignore"):
             try:
-                value = _eval(self.tree.body, outputs)
-            except (IndexError, ValueError, TypeError, ZeroDivisionError):
+                value = self.fn(outputs)
+            except (IndexError, KeyError, ValueError, TypeError, ZeroDivisionError):
                 return False
         return bool(np.all(value))
 
@@ -121,6 +121,7 @@ def parse(source: str, names: frozenset[str] | None = None) -> Rule:
     if len(nodes) > MAX_NODES:
         raise ExpressionError(f"more than {MAX_NODES} parts; keep rules short")
     used = set()
+    callees = {id(n.func) for n in nodes if isinstance(n, ast.Call)}
     for node in nodes:
         if not isinstance(node, _ALLOWED):
             raise ExpressionError(f"{_describe(node)} is not allowed in a rule")
@@ -131,6 +132,8 @@ def parse(source: str, names: frozenset[str] | None = None) -> Rule:
                 )
             if node.keywords or len(node.args) != 1:
                 raise ExpressionError(f"{node.func.id}() takes exactly one argument")
+        elif isinstance(node, ast.Name) and node.id in FUNCTIONS and id(node) not in callees:
+            raise ExpressionError(f"{node.id} is a function; call it, as in {node.id}(y)")
         elif isinstance(node, ast.Name) and node.id not in FUNCTIONS:
             if node.id.startswith("_"):
                 raise ExpressionError(f"name {node.id!r} is not allowed")
@@ -146,7 +149,7 @@ def parse(source: str, names: frozenset[str] | None = None) -> Rule:
         raise ExpressionError(
             f"unknown name(s) {unknown}; the outputs are {', '.join(sorted(names))}"
         )
-    return Rule(source, tree, frozenset(used))
+    return Rule(source, frozenset(used), _compile(tree.body))
 
 
 def _plain_index(node: ast.AST) -> bool:
@@ -178,33 +181,58 @@ def _describe(node: ast.AST) -> str:
     return type(node).__name__
 
 
-def _eval(node: ast.AST, env: Mapping[str, np.ndarray]) -> Any:
+Fn = Callable[[Mapping[str, np.ndarray]], Any]
+
+
+def _compile(node: ast.AST) -> Fn:
+    """The checked tree as nested closures: each node's kind is looked at once, at load,
+    not on every row."""
     if isinstance(node, ast.Constant):
-        return node.value
+        value = node.value
+        return lambda env: value
     if isinstance(node, ast.Name):
-        return env[node.id]
+        name = node.id
+        return lambda env: env[name]
     if isinstance(node, ast.BoolOp):
-        values = (bool(np.all(_eval(v, env))) for v in node.values)
-        return all(values) if isinstance(node.op, ast.And) else any(values)
+        parts = [_compile(v) for v in node.values]
+        if isinstance(node.op, ast.And):
+            return lambda env: all(bool(np.all(p(env))) for p in parts)
+        return lambda env: any(bool(np.all(p(env))) for p in parts)
     if isinstance(node, ast.UnaryOp):
-        value = _eval(node.operand, env)
+        operand = _compile(node.operand)
         if isinstance(node.op, ast.Not):
-            return not bool(np.all(value))
-        return -value if isinstance(node.op, ast.USub) else value
+            return lambda env: not bool(np.all(operand(env)))
+        if isinstance(node.op, ast.USub):
+            return lambda env: -operand(env)
+        return operand
     if isinstance(node, ast.BinOp):
-        return _BINARY[type(node.op)](_eval(node.left, env), _eval(node.right, env))
+        op, left, right = _BINARY[type(node.op)], _compile(node.left), _compile(node.right)
+        return lambda env: op(left(env), right(env))
     if isinstance(node, ast.Compare):
-        left = _eval(node.left, env)
-        result: Any = True
-        for op, right_node in zip(node.ops, node.comparators, strict=True):
-            right = _eval(right_node, env)
-            result = np.logical_and(result, _COMPARE[type(op)](left, right))
-            left = right
-        return result
+        first = _compile(node.left)
+        links = [
+            (_COMPARE[type(o)], _compile(c))
+            for o, c in zip(node.ops, node.comparators, strict=True)
+        ]
+        if len(links) == 1:
+            ((op, right),) = links
+            return lambda env: op(first(env), right(env))
+
+        def chain(env: Mapping[str, np.ndarray]) -> Any:
+            left, result = first(env), True
+            for op, right_fn in links:
+                right = right_fn(env)
+                result = np.logical_and(result, op(left, right))
+                left = right
+            return result
+
+        return chain
     if isinstance(node, ast.Call):
-        return FUNCTIONS[node.func.id](_eval(node.args[0], env))  # type: ignore[attr-defined]
+        fn, arg = FUNCTIONS[node.func.id], _compile(node.args[0])  # type: ignore[attr-defined]
+        return lambda env: fn(arg(env))
     if isinstance(node, ast.Subscript):
-        return np.asarray(_eval(node.value, env))[_index(node.slice)]
+        value, index = _compile(node.value), _index(node.slice)
+        return lambda env: np.asarray(value(env))[index]
     raise ExpressionError(f"{type(node).__name__} cannot be evaluated")
 
 

@@ -64,6 +64,8 @@ HOSTILE = [
     "y is None",
     "True",
     "{'a': 1}",
+    "count",
+    "max > 1",
 ]
 
 
