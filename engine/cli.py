@@ -112,6 +112,9 @@ async def serve(settings: Settings) -> None:
         access_log=logging.getLogger("edgepipe.access") if settings.debug else None,
         shutdown_timeout=settings.shutdown_timeout,
         handle_signals=False,
+        # After an answer sent before its body was read (a 408, 413 or 400), read and drop
+        # the rest for at most 1 s, not aiohttp's 10, then close: a slow client is cut off.
+        lingering_time=1.0,
     )
     await runner.setup()  # loads the pipeline (cleanup_ctx); StartupError ends it here
     try:

@@ -24,6 +24,12 @@ class BadRequest(EngineError):
     status = 400
 
 
+class RequestTimeout(EngineError):
+    """The body did not arrive in time (408); the connection is closed after the answer."""
+
+    status = 408
+
+
 class PayloadTooLarge(EngineError):
     """A body, or an image's pixel count, over its limit (413)."""
 

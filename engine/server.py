@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import codecs
 from .codecs import Encoded
 from .dataplane import DataPlane
-from .errors import BadRequest, EngineError, StartupError
+from .errors import BadRequest, EngineError, RequestTimeout, StartupError
 from .loader import load_pipelines
 from .metrics import Metrics
 from .settings import Settings
@@ -57,7 +57,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except EngineError as exc:
         if exc.status >= 500:
             log.error("%s %s: %s", request.method, request.path, exc.message)
-        return json_response(exc.to_dict(), exc.status)
+        response = json_response(exc.to_dict(), exc.status)
+        if isinstance(exc, RequestTimeout):
+            response.force_close()  # no keep-alive: the connection closes after the answer
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -70,6 +73,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def read_body(request: web.Request) -> bytearray:
+    """The request body, or a 408 when it has not all arrived within the body timeout (a
+    client that trickles its body ties up a connection, never the event loop)."""
+    limit = request.app[SETTINGS].body_timeout_seconds
+    try:
+        async with asyncio.timeout(limit):
+            return await _read_body(request)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {limit} s "
+            "(EDGEPIPE_ENGINE_BODY_TIMEOUT_SECONDS)",
+            "body",
+        ) from None
+
+
+async def _read_body(request: web.Request) -> bytearray:
     """The request body in one buffer, filled in place as chunks arrive.
 
     ``request.read()`` gathers chunks and then copies them twice (into a bytearray, then

@@ -11,6 +11,7 @@
 | ``EDGEPIPE_ENGINE_MAX_IMAGE_PIXELS`` | ``40000000`` | an encoded image with more pixels is refused (413) before it is decoded |
 | ``EDGEPIPE_ENGINE_SHADOW_TIMEOUT_MS`` | ``100`` | after a step's model answers, how long the answer waits for its shadows |
 | ``EDGEPIPE_ENGINE_CACHE_VERSIONS`` | ``5`` | edge mode: pipeline versions kept in the cache (with their models) |
+| ``EDGEPIPE_ENGINE_BODY_TIMEOUT_SECONDS`` | ``30`` | a request body still arriving after this is cut off (408), so a slow client holds nothing for long |
 | ``EDGEPIPE_ENGINE_ECHO_LIMIT_BYTES`` | ``65536`` | bodies up to this size are echoed as ``original_data`` |
 | ``EDGEPIPE_ENGINE_ALLOW_NAN`` | ``false`` | accept NaN/Inf in float inputs |
 | ``EDGEPIPE_ENGINE_INFER_WORKERS`` | ``1`` | concurrent model calls; each gets ``CONFIG_CPUS / workers`` threads |
@@ -126,6 +127,7 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     shadow_timeout_ms: int = DEFAULT_SHADOW_TIMEOUT_MS
+    body_timeout_seconds: int = 30
     cache_versions: int = 5
     echo_limit_bytes: int = 65536
     allow_nan: bool = False
@@ -166,6 +168,9 @@ class Settings:
             max_body_bytes=_int(env, PREFIX + "MAX_BODY_BYTES", defaults.max_body_bytes, 1),
             max_image_pixels=_int(env, PREFIX + "MAX_IMAGE_PIXELS", defaults.max_image_pixels, 1),
             shadow_timeout_ms=_int(env, PREFIX + "SHADOW_TIMEOUT_MS", defaults.shadow_timeout_ms),
+            body_timeout_seconds=_int(
+                env, PREFIX + "BODY_TIMEOUT_SECONDS", defaults.body_timeout_seconds, 1
+            ),
             cache_versions=_int(env, PREFIX + "CACHE_VERSIONS", defaults.cache_versions, 1),
             echo_limit_bytes=_int(env, PREFIX + "ECHO_LIMIT_BYTES", defaults.echo_limit_bytes),
             allow_nan=_bool(env, PREFIX + "ALLOW_NAN", False),
