@@ -1,5 +1,5 @@
 # Entry points; each calls a script so that CI and users run the same thing.
-.PHONY: demo test lint format bench generate image
+.PHONY: demo test lint format bench soak generate image
 
 demo:
 	scripts/demo
@@ -27,3 +27,7 @@ generate:
 
 image:
 	scripts/testimage
+
+soak:
+	scripts/setup --dev
+	.venv/bin/python bench/soak.py --requests 10000 --clients 4

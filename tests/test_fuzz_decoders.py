@@ -160,3 +160,75 @@ def test_v2_rest_bodies_with_lying_headers_and_sizes(header, datatype, shape, si
     decodes_or_4xx(
         lambda: prepare_rows(v2.codec(header).decode(body, [field], False), [field], False)
     )
+
+
+TENSOR = InputField("x", TensorSpec("x", np.dtype(np.float32), (None, 4)))
+JSON_VALUES = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**63 - 1),
+        st.floats(allow_nan=False),
+        st.text(max_size=5),
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+@FUZZ
+@given(st.one_of(JSON_VALUES, st.lists(st.fixed_dictionaries({"x": JSON_VALUES}), max_size=3)))
+def test_pandas_records_near_misses(doc) -> None:
+    body = orjson.dumps(doc)
+    decodes_or_4xx(lambda: prepare_rows(json_records.decode(body, [TENSOR], True), [TENSOR], False))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"x": [[99999999999999999999999, 1, 2, 3]]}]',
+        b'[{"x": [[1e400, 1, 2, 3]]}]',
+        b'[{"x": [[-1e400, 1, 2, 3]]}]',
+        b'[{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}]",
+    ],
+    ids=["int-beyond-64-bits", "float-overflow", "negative-overflow", "deep-nesting"],
+)
+def test_json_numbers_and_nesting_beyond_range(body: bytes) -> None:
+    decodes_or_4xx(lambda: prepare_rows(json_records.decode(body, [TENSOR], True), [TENSOR], False))
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_arbitrary_bytes_as_json(body: bytes) -> None:
+    decodes_or_4xx(lambda: prepare_rows(json_records.decode(body, [TENSOR], True), [TENSOR], False))
+
+
+def arrow_sample() -> bytes:
+    import pyarrow as pa
+
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    table = pa.table({"x": pa.FixedShapeTensorArray.from_numpy_ndarray(x)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+ARROW_SAMPLE = arrow_sample()
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6),
+    st.integers(0, 10**6),
+)
+def test_truncated_and_flipped_arrow_streams(flips, cut: int) -> None:
+    from edgepipe.engine.codecs import arrow_ipc
+
+    data = bytearray(ARROW_SAMPLE)
+    for pos, value in flips:
+        data[pos % len(data)] = value
+    body = bytes(data[: max(1, cut % (len(data) + 1))])
+    decodes_or_4xx(lambda: prepare_rows(arrow_ipc.decode(body, [TENSOR], False), [TENSOR], False))

@@ -36,11 +36,13 @@ def _read_table(body: bytes) -> pa.Table:
     buf = pa.py_buffer(body)  # no copy: Arrow buffers point into the request body
     try:
         return pa.ipc.open_file(buf).read_all()
-    except pa.ArrowInvalid:
+    except (pa.ArrowException, OSError):
         pass
+    # Arrow reports a bad stream as ArrowInvalid, or as an OSError ("negative continuation
+    # token"), or as NotImplemented for a flipped type id: every one is the body's fault.
     try:
         return pa.ipc.open_stream(buf).read_all()
-    except pa.ArrowInvalid as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise BadRequest(f"the body is not an Arrow IPC file or stream: {exc}", "body") from None
 
 

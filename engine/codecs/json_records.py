@@ -118,6 +118,9 @@ def _decode_fast(body: bytes, fields: list[InputField]) -> list[dict]:
         doc = _parse(body)
     except ValueError as exc:
         raise BadRequest(f"malformed JSON: {exc}", "body") from None
+    except RuntimeError:
+        # simdjson's own limits (an integer beyond 64 bits, say): the exact path decides.
+        raise _Fallback from None
     try:
         if not isinstance(doc, simdjson.Array):
             raise _not_records(type(doc).__name__.lower())
