@@ -83,7 +83,8 @@ def one(conn: http.client.HTTPConnection, kind: int, rng: np.random.Generator) -
                         "datatype": "FP32",
                         "parameters": {"binary_data_size": x.nbytes},
                     }
-                ]
+                ],
+                "parameters": {"binary_data_output": True},
             }
         )
         body = head + x.tobytes()
@@ -141,7 +142,12 @@ def soak(requests: int, clients: int) -> dict:
             rng = np.random.default_rng(seed)
             conn = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=60)
             for i in range(requests // clients):
-                why = one(conn, (i + seed) % 6, rng)
+                try:
+                    why = one(conn, (i + seed) % 6, rng)
+                except Exception as exc:  # a broken connection or answer is a wrong one
+                    why = f"request {i}: {type(exc).__name__}: {exc}"
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=60)
                 with lock:
                     done[0] += 1
                     if why:
@@ -153,7 +159,8 @@ def soak(requests: int, clients: int) -> dict:
         threads = [threading.Thread(target=client, args=(s,)) for s in range(clients)]
         for t in threads:
             t.start()
-        warmed.wait(600)
+        while not warmed.wait(1) and any(t.is_alive() for t in threads):
+            pass
         after_warmup = proc_figures(pid)
         for t in threads:
             t.join()
@@ -161,6 +168,7 @@ def soak(requests: int, clients: int) -> dict:
     rss_growth = end["rss_kb"] / after_warmup["rss_kb"] - 1
     ok = (
         not wrong
+        and done[0] == requests
         and rss_growth <= 0.10
         and end["fds"] <= after_warmup["fds"]
         and end["threads"] <= after_warmup["threads"]
