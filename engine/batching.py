@@ -13,14 +13,13 @@ model call and the split run in the inference pool, so the loop never blocks.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ModelFailure, Unavailable
+from .errors import Unavailable
 from .pipeline import Pipeline, RunResult, RunState
 from .runtime import StepRuntime
 
@@ -100,8 +99,13 @@ class Batcher:
     async def _call(self, batch: list[_Item], rows: int) -> None:
         loop = asyncio.get_running_loop()
         try:
+            advice = f"remove 'batching' from step {self.step.name!r}"
             parts, ns = await loop.run_in_executor(
-                self.pool, self._predict, [i.feed for i in batch], rows
+                self.pool,
+                self.step.model.predict_stacked,
+                [i.feed for i in batch],
+                "requests",
+                advice,
             )
         except Exception as exc:
             for item in batch:
@@ -112,27 +116,6 @@ class Batcher:
         for item, outs in zip(batch, parts, strict=True):
             if not item.future.done():  # its client may have gone
                 item.future.set_result((outs, ns))
-
-    def _predict(self, feeds: list[Feed], rows: int) -> tuple[list[list[np.ndarray]], int]:
-        """Stack, run and split; in the inference pool."""
-        if len(feeds) == 1:
-            stacked = feeds[0]
-        else:
-            stacked = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
-        t0 = time.perf_counter_ns()
-        outputs = self.step.model.predict(stacked)
-        ns = time.perf_counter_ns() - t0
-        sizes = [next(iter(f.values())).shape[0] for f in feeds]
-        bounds = np.cumsum([0, *sizes])
-        for out in outputs:
-            if out.ndim == 0 or out.shape[0] != rows:
-                raise ModelFailure(
-                    f"model {self.step.model.name!r}: output of shape {list(out.shape)} cannot "
-                    f"be split back into {len(feeds)} requests; remove 'batching' from step "
-                    f"{self.step.name!r}"
-                )
-        parts = [[out[bounds[i] : bounds[i + 1]] for out in outputs] for i in range(len(feeds))]
-        return parts, ns
 
     def close(self) -> None:
         """Fail what still waits (the engine is stopping)."""

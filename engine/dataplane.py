@@ -268,12 +268,11 @@ class DataPlane:
         state = RunState(len(rows), frames, self._choose(pipeline, headers))
         result: RunResult = await self._run(pipeline, rows, state, arrived)
         self._record(pipeline, state, result)
-        answered = result.answered_by or pipeline.last_model
         response = Response(
             pipeline_name=pipeline.name,
             pipeline_version=version,
-            model_name=answered.name,
-            model_version=answered.version,
+            model_name=result.answered_by.name,
+            model_version=result.answered_by.version,
             decode_ns=decode_ns,
             result=result,
             original=decoded.original,

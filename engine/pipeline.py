@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -15,7 +14,7 @@ from edgepipe.expressions import Rule
 from edgepipe.yolo import Letterbox
 
 from . import experiments
-from .errors import BadRequest, ModelFailure
+from .errors import BadRequest
 from .preprocess import ImageInput
 from .runtime import ENCODED, OnnxModel, StepRuntime, TensorSpec
 
@@ -31,10 +30,10 @@ class RunResult:
     outputs: list[list[np.ndarray]]
     step_ns: list[list[int]]
     output_specs: list[TensorSpec]
-    check_failures: list[list[str]] = field(default_factory=list)
-    shadow_data: list[dict[str, dict[str, np.ndarray]]] = field(default_factory=list)
-    shadow_events: list[experiments.ShadowEvent] = field(default_factory=list)
-    answered_by: Any = None  # an OnnxModel
+    check_failures: list[list[str]]
+    shadow_data: list[dict[str, dict[str, np.ndarray]]]
+    shadow_events: list[experiments.ShadowEvent]
+    answered_by: OnnxModel
 
 
 @dataclass
@@ -116,7 +115,7 @@ class Pipeline:
             [[row[n] for n in names] for row in rows],
             state.step_ns,
             self.steps[-1].output_specs,
-            [experiments.failures(self.rules, row) for row in rows] if self.rules else [],
+            [experiments.failures(self.rules, row) for row in rows],
             state.shadow_data,
             state.shadow_events,
             answered,
@@ -194,7 +193,6 @@ class Pipeline:
         feeds: list[dict[str, np.ndarray]],
         step_ns: list[list[int]],
     ) -> list[list[np.ndarray]]:
-        sizes = [next(iter(f.values())).shape[0] for f in feeds]
         for f in feeds:
             row_sizes = {a.shape[0] for a in f.values()}
             if len(row_sizes) != 1:
@@ -202,30 +200,15 @@ class Pipeline:
                     f"step {step.name!r}: inputs of one row disagree on the batch size "
                     f"({sorted(row_sizes)})"
                 )
-        stacked = {}
         for spec in model.inputs:
-            parts = [f[spec.name] for f in feeds]
-            if len({p.shape[1:] for p in parts}) != 1:
+            shapes = {f[spec.name].shape for f in feeds}
+            if len({shape[1:] for shape in shapes}) != 1:
                 raise BadRequest(
                     f"tensor field {spec.name!r}: rows must share one shape to be batched, "
-                    f"got {sorted({tuple(p.shape) for p in parts})}",
+                    f"got {sorted(shapes)}",
                     spec.name,
                 )
-            stacked[spec.name] = np.concatenate(parts, axis=0)
-        t0 = time.perf_counter_ns()
-        result = model.predict(stacked)
-        elapsed = time.perf_counter_ns() - t0
-        total = sum(sizes)
-        bounds = np.cumsum([0, *sizes])
-        per_row: list[list[np.ndarray]] = [[] for _ in feeds]
-        for out in result:
-            if out.ndim == 0 or out.shape[0] != total:
-                raise ModelFailure(
-                    f"model {model.name!r}: output of shape {list(out.shape)} cannot be "
-                    f"split back into {len(feeds)} rows; use batchConfig: single"
-                )
-            for i in range(len(feeds)):
-                per_row[i].append(out[bounds[i] : bounds[i + 1]])
+        per_row, elapsed = model.predict_stacked(feeds, "rows", "use batchConfig: single")
         for i in range(len(feeds)):
             step_ns[i].append(elapsed)
         return per_row

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +17,6 @@ from edgepipe.yolo import Letterbox
 
 from .errors import BadRequest, ModelFailure
 from .preprocess import ImageInput
-
-log = logging.getLogger("edgepipe.engine")
 
 # onnxruntime's type strings -> numpy dtypes the engine accepts.
 ORT_DTYPES: dict[str, np.dtype] = {
@@ -128,6 +126,30 @@ class OnnxModel:
             return self.session.run(self._output_names, feeds)
         except Exception as exc:  # onnxruntime raises its own types; all are model failures
             raise ModelFailure(f"model {self.name!r} failed: {exc}") from exc
+
+    def predict_stacked(
+        self, feeds: list[dict[str, np.ndarray]], unit: str, advice: str
+    ) -> tuple[list[list[np.ndarray]], int]:
+        """Several feeds (of one shape but the batch dimension) in one call: stacked along
+        the batch dimension, run, and each output split back; (each feed's outputs, ns).
+        An output that does not keep the batch dimension is a ModelFailure that names the
+        ``unit`` split back into and gives ``advice``."""
+        if len(feeds) == 1:
+            stacked = feeds[0]
+        else:
+            stacked = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+        t0 = time.perf_counter_ns()
+        outputs = self.predict(stacked)
+        ns = time.perf_counter_ns() - t0
+        bounds = np.cumsum([0, *(next(iter(f.values())).shape[0] for f in feeds)])
+        for out in outputs:
+            if out.ndim == 0 or out.shape[0] != bounds[-1]:
+                raise ModelFailure(
+                    f"model {self.name!r}: output of shape {list(out.shape)} cannot be split "
+                    f"back into {len(feeds)} {unit}; {advice}"
+                )
+        parts = [[out[bounds[i] : bounds[i + 1]] for out in outputs] for i in range(len(feeds))]
+        return parts, ns
 
 
 @dataclass

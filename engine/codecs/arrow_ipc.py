@@ -184,9 +184,7 @@ def encode(resp: Response) -> Encoded:
         "elapsed": pa.array(
             [[resp.decode_ns, *ns] for ns in result.step_ns], type=pa.list_(pa.int64())
         ),
-        "check_failures": pa.array(
-            result.check_failures or [[] for _ in range(n)], type=pa.list_(pa.string())
-        ),
+        "check_failures": pa.array(result.check_failures, type=pa.list_(pa.string())),
     }
     for k, spec in enumerate(result.output_specs):
         values, dims = _output_column([outs[k] for outs in result.outputs])

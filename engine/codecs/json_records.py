@@ -225,10 +225,9 @@ def encode(resp: Response) -> Encoded:
     result = resp.result
     records = []
     for i, outs in enumerate(result.outputs):
-        shadows = result.shadow_data[i] if result.shadow_data else {}
         records.append(
             {
-                "check_failures": result.check_failures[i] if result.check_failures else [],
+                "check_failures": result.check_failures[i],
                 "elapsed": [resp.decode_ns, *result.step_ns[i]],
                 "model_name": resp.model_name,
                 "model_version": resp.model_version,
@@ -237,7 +236,7 @@ def encode(resp: Response) -> Encoded:
                 "pipeline_name": resp.pipeline_name,
                 "shadow_data": {
                     name: [_tensor(o) for o in outputs.values()]
-                    for name, outputs in shadows.items()
+                    for name, outputs in result.shadow_data[i].items()
                 },
                 "time": resp.time_ms,
             }
