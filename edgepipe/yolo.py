@@ -69,20 +69,43 @@ def load_image(path: str | Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
+def fit(
+    img: Any, width: int, height: int, *, stretch: bool = False, pad_value: int = PAD_VALUE
+) -> tuple[np.ndarray, Letterbox]:
+    """A Pillow image in ``width`` x ``height`` RGB pixels (uint8, HWC), resized keeping its
+    aspect ratio and padded (a letterbox) or plainly (``stretch``), and the transform that
+    maps boxes back. A JPEG not yet decoded is scaled while it is decoded (draft mode: DCT
+    scaling by 1/2, 1/4 or 1/8), so a large photo is never decoded at full size."""
+    from PIL import Image
+
+    w, h = img.size
+    if stretch:
+        nw, nh, sx, sy = width, height, width / w, height / h
+    else:
+        sx = sy = min(width / w, height / h)
+        nw, nh = max(1, round(w * sx)), max(1, round(h * sy))
+    if img.format == "JPEG":
+        img.draft("RGB", (nw, nh))
+    rgb = img.convert("RGB")
+    if rgb.size != (nw, nh):
+        rgb = rgb.resize((nw, nh), Image.Resampling.BILINEAR)
+    pixels = np.asarray(rgb)
+    px, py = (width - nw) // 2, (height - nh) // 2
+    if (nw, nh) == (width, height):
+        return pixels, Letterbox(sx, px, py, w, h, scale_y=sy)
+    canvas = np.full((height, width, 3), pad_value, dtype=np.uint8)
+    canvas[py : py + nh, px : px + nw] = pixels
+    return canvas, Letterbox(sx, px, py, w, h, scale_y=sy)
+
+
 def letterbox(image: np.ndarray, size: int = SIZE) -> tuple[np.ndarray, Letterbox]:
     """Resize keeping the aspect ratio, pad to ``size``², and return a [1,3,size,size]
     float32 tensor in [0, 1] (RGB, CHW) with the transform needed to map boxes back."""
     from PIL import Image
 
-    h, w = image.shape[:2]
-    scale = min(size / w, size / h)
-    nw, nh = round(w * scale), round(h * scale)
-    resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR))
-    canvas = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
-    px, py = (size - nw) // 2, (size - nh) // 2
-    canvas[py : py + nh, px : px + nw] = resized
+    canvas, frame = fit(Image.fromarray(image), size, size)
     tensor = (canvas.transpose(2, 0, 1)[np.newaxis].astype(np.float32)) / np.float32(255.0)
-    return np.ascontiguousarray(tensor), Letterbox(scale, px, py, w, h)
+    return np.ascontiguousarray(tensor), frame
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float) -> np.ndarray:

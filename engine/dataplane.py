@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from edgepipe import __version__
 from edgepipe.yolo import Letterbox
 
 from . import batching, experiments
@@ -151,6 +152,10 @@ class DataPlane:
             "status": pipeline.status,
             "steps": steps,
         }
+
+    def server_metadata(self) -> dict:
+        """The OIP v2 server metadata, for REST and gRPC alike."""
+        return {"name": "edgepipe", "version": __version__, "extensions": ["binary_tensor_data"]}
 
     def v2_metadata(self, name: str) -> dict:
         target, version = self.v2_target(name)

@@ -41,16 +41,7 @@ def load_pipelines(settings: Settings) -> list[Pipeline]:
     if settings.oci is not None:
         from .edge import fetch_pipeline
 
-        config, paths = fetch_pipeline(settings)
-        return [
-            load_pipeline(
-                config,
-                paths,
-                settings.threads_per_call,
-                settings.max_image_pixels,
-                settings.shadow_timeout_ms,
-            )
-        ]
+        return [_load(*fetch_pipeline(settings), settings)]
     config = read_config(settings)
     try:
         resolved = resolve_local(config)
@@ -83,12 +74,14 @@ def load_pipelines(settings: Settings) -> list[Pipeline]:
     resolved = resolved.map_models(
         lambda where, ref: ref.model_copy(update={"sha256": shas[where]}) if where in shas else ref
     )
-    return [
-        load_pipeline(
-            resolved.with_version(),
-            paths,
-            settings.threads_per_call,
-            settings.max_image_pixels,
-            settings.shadow_timeout_ms,
-        )
-    ]
+    return [_load(resolved.with_version(), paths, settings)]
+
+
+def _load(config: PipelineConfig, paths: dict[str, Path], settings: Settings) -> Pipeline:
+    return load_pipeline(
+        config,
+        paths,
+        settings.threads_per_call,
+        settings.max_image_pixels,
+        settings.shadow_timeout_ms,
+    )

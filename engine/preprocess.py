@@ -1,20 +1,17 @@
 """The image preprocess step: encoded images (JPEG, PNG, WebP) into a model's image input.
 
-Decoding uses Pillow. Measured here on a 1280x1280 JPEG letterboxed to 640 (see
-``bench/README.md``): Pillow with JPEG draft mode 6.5 ms, OpenCV ``imdecode`` with
-``IMREAD_REDUCED_COLOR_2`` 5.3 ms, simplejpeg 4.9 ms (JPEG only). Pillow reads all three
-formats, is already a client dependency, and weighs 22 MB against OpenCV's 153 MB, which
-matters in an edge image; the 1 ms is not worth 130 MB.
-
-Draft mode lets libjpeg-turbo scale by 1/2, 1/4 or 1/8 while decoding (DCT scaling), so a
-large photo is never decoded at full size only to be shrunk. The size is checked from the
-header, before any pixel is decoded, so a pixel-count bomb costs nothing.
+Decoding uses Pillow, with JPEG draft mode (``yolo.fit``: libjpeg-turbo scales by 1/2,
+1/4 or 1/8 while decoding). ``bench/image_bench.py`` measured the candidates on a
+1280x1280 JPEG letterboxed to 640 (``bench/README.md``): Pillow 6.8 ms, OpenCV
+``imdecode`` with ``IMREAD_REDUCED_COLOR_2`` 3.8 ms, simplejpeg 4.2 ms (JPEG only).
+Pillow reads all three formats and weighs 22 MB against OpenCV's 153 MB, which matters in
+an edge image; 3 ms is not worth 130 MB. The size is checked from the header, before any
+pixel is decoded, so a pixel-count bomb costs nothing.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from edgepipe import yolo
 from edgepipe.config import ImagePreprocess
 from edgepipe.yolo import Letterbox
 
@@ -132,27 +130,9 @@ class ImageInput:
 
     def _fill(self, img: Image.Image) -> tuple[np.ndarray, Letterbox]:
         cfg = self.config
-        w0, h0 = img.size
-        if cfg.resize == "letterbox":
-            scale = min(self.width / w0, self.height / h0)
-            nw, nh = max(1, round(w0 * scale)), max(1, round(h0 * scale))
-            sx = sy = scale
-        else:
-            nw, nh = self.width, self.height
-            sx, sy = nw / w0, nh / h0
-        if img.format == "JPEG":
-            img.draft("RGB", (math.ceil(nw), math.ceil(nh)))
-        rgb = img.convert("RGB")
-        if rgb.size != (nw, nh):
-            rgb = rgb.resize((nw, nh), Image.Resampling.BILINEAR)
-        pixels = np.asarray(rgb)
-        if (nw, nh) == (self.width, self.height):
-            canvas = pixels
-        else:
-            canvas = np.full((self.height, self.width, 3), cfg.pad_value, dtype=np.uint8)
-        px, py = (self.width - nw) // 2, (self.height - nh) // 2
-        if canvas is not pixels:
-            canvas[py : py + nh, px : px + nw] = pixels
+        canvas, frame = yolo.fit(
+            img, self.width, self.height, stretch=cfg.resize == "stretch", pad_value=cfg.pad_value
+        )
         if cfg.color == "BGR":
             canvas = canvas[..., ::-1]
         if cfg.layout == "NCHW":
@@ -162,8 +142,7 @@ class ImageInput:
         else:
             tensor = canvas.astype(self.dtype)
             tensor *= self.dtype.type(cfg.scale)
-        transform = Letterbox(sx, px, py, w0, h0, scale_y=sy)
-        return tensor[np.newaxis], transform
+        return tensor[np.newaxis], frame
 
 
 def _size(configured: int | None, dim: int | str | None, field: str) -> int:

@@ -148,11 +148,7 @@ async def infer(request: web.Request) -> web.Response:
 
 
 async def v2_server(request: web.Request) -> web.Response:
-    from edgepipe import __version__
-
-    return json_response(
-        {"name": "edgepipe", "version": __version__, "extensions": ["binary_tensor_data"]}
-    )
+    return json_response(request.app[DATAPLANE].server_metadata())
 
 
 async def v2_model(request: web.Request) -> web.Response:

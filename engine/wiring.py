@@ -165,13 +165,13 @@ def load_pipeline(
             previous = [o.name for o in runtime.output_specs]
             for m in [*runtime.variants, *runtime.shadows]:
                 log.info(
-                    "loaded step %s: model %s version %s sha256 %s inputs %s outputs %s",
+                    "loaded step %s: model %s version %s sha256 %s inputs [%s] outputs [%s]",
                     step.step_name,
                     m.name,
                     m.version,
                     m.sha256[:12],
-                    [f"{s.name}{s.describe_shape()}:{s.dtype}" for s in m.inputs],
-                    [f"{s.name}{s.describe_shape()}:{s.dtype}" for s in m.outputs],
+                    _sig(m.inputs),
+                    _sig(m.outputs),
                 )
         pipeline.rules = _rules(config, previous or [])
     except ValueError as exc:
@@ -179,7 +179,7 @@ def load_pipeline(
         log.error("pipeline %s failed to load: %s", config.name, exc)
         return pipeline
     if any(step.shadows for step in pipeline.steps):
-        workers = max(1, min(4, sum(len(step.shadows) for step in pipeline.steps)))
+        workers = min(4, sum(len(step.shadows) for step in pipeline.steps))
         pipeline.shadows = Shadows(workers, shadow_timeout_ms / 1000)
     pipeline.warm_up()
     return pipeline

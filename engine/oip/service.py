@@ -9,8 +9,6 @@ from typing import Any
 
 import grpc
 
-from edgepipe import __version__
-
 from ..dataplane import DataPlane
 from ..errors import EngineError
 from . import codec
@@ -64,9 +62,7 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
         return pb.ModelReadyResponse(ready=True)
 
     async def ServerMetadata(request, context):  # noqa: N802
-        return pb.ServerMetadataResponse(
-            name="edgepipe", version=__version__, extensions=["binary_tensor_data"]
-        )
+        return pb.ServerMetadataResponse(**plane.server_metadata())
 
     async def ModelMetadata(request, context):  # noqa: N802
         meta = plane.v2_metadata(request.name)
