@@ -156,10 +156,10 @@ class PipelineConfig(SpecModel):
 
     def compute_version(self) -> str:
         """The stable version id: same steps, models and engine settings, same id."""
-        doc = self.map_models(lambda _, ref: ref.model_copy(update={"path": None, "url": "x://"}))
+        # Locations left out (a copy skips the one-location check, and None is not dumped).
+        doc = self.map_models(lambda _, ref: ref.model_copy(update={"path": None, "url": None}))
         doc = doc.to_dict()
         doc.pop("version", None)
-        _drop_locations(doc)
         return digest_to_uuid(hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)))
 
     def with_version(self) -> PipelineConfig:
@@ -168,19 +168,6 @@ class PipelineConfig(SpecModel):
 
     def is_resolved(self) -> bool:
         return all(ref.sha256 for _, ref in self.models())
-
-
-def _drop_locations(node: Any) -> None:
-    """Remove every model's ``path`` and ``url`` from a config document, in place."""
-    if isinstance(node, dict):
-        if "sha256" in node or "runtime" in node:
-            node.pop("path", None)
-            node.pop("url", None)
-        for value in node.values():
-            _drop_locations(value)
-    elif isinstance(node, list):
-        for value in node:
-            _drop_locations(value)
 
 
 def digest_to_uuid(digest: Any) -> str:

@@ -210,9 +210,7 @@ class Client:
             "pipelines",
             name,
             done=lambda o: _current(o) and o["status"].get("phase") == "Running",
-            failed=lambda o: (
-                _current(o) and o["status"].get("phase") == "Error" and o["status"].get("message")
-            ),
+            failed=_error_message,
             timeout=timeout,
             progress=progress,
         )
@@ -252,7 +250,7 @@ class Client:
                 )
             target = to
         else:
-            earlier = [v for v in history[: history.index(current)]] if current in history else []
+            earlier = history[: history.index(current)] if current in history else []
             if not earlier:
                 raise ClusterError(f"pipeline {name!r} has no version before {current}")
             target = earlier[-1]
@@ -268,9 +266,7 @@ class Client:
             "pipelines",
             name,
             done=settled,
-            failed=lambda o: (
-                _current(o) and o["status"].get("phase") == "Error" and o["status"].get("message")
-            ),
+            failed=_error_message,
             timeout=timeout,
             progress=progress,
         )
@@ -362,6 +358,14 @@ def _warn_if_insecure(config) -> None:
         "(insecure-skip-tls-verify): the server's identity is not checked",
         file=sys.stderr,
     )
+
+
+def _error_message(obj: dict) -> str | None:
+    """Why a Pipeline whose status is its spec's is in Error, else None."""
+    status = obj.get("status") or {}
+    if _current(obj) and status.get("phase") == "Error":
+        return status.get("message")
+    return None
 
 
 def _current(obj: dict[str, Any]) -> bool:

@@ -39,7 +39,9 @@ def remember(kube: Kube, body: kopf.Body, config: PipelineConfig, namespace: str
     manifest = b.build_revision(config, namespace, b.next_revision(revisions, config.version))
     kopf.adopt(manifest, owner=body)
     kube.apply(manifest)
-    revisions = kube.list_revisions(namespace, b.selector_labels(config.name))
+    # The list as it now stands, without reading it again: this version's one replaced.
+    name = manifest["metadata"]["name"]
+    revisions = [r for r in revisions if r["metadata"]["name"] != name] + [manifest]
     for name in b.revisions_to_prune(revisions, keep):
         kube.delete("ControllerRevision", name, namespace)
 
