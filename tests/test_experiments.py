@@ -230,3 +230,41 @@ def test_variants_and_rules_are_checked_at_load(
     engine.wait_for("/health/ready", 503)
     error = orjson.loads(get(engine.url + "/health/ready")[1])["errors"]["rules"]
     assert error == "validations[0].expr: unknown name(s) nope; the outputs are y", error
+
+
+class SlowModel:
+    """A stand-in with OnnxModel's shape: one input, one output, a slow predict."""
+
+    def __init__(self, seconds: float) -> None:
+        from types import SimpleNamespace
+
+        self.name = "slow"
+        self.inputs = [SimpleNamespace(name="x")]
+        self.outputs = [SimpleNamespace(name="y")]
+        self.seconds = seconds
+
+    def predict(self, feed):
+        import time
+
+        time.sleep(self.seconds)
+        return [feed["x"]]
+
+
+def test_a_slow_shadow_times_out_within_the_bound_and_a_backlog_is_skipped() -> None:
+    import time
+
+    from edgepipe.engine.experiments import BACKLOG, Shadows
+
+    shadows = Shadows(1, 0.05)
+    try:
+        feed = {"x": np.zeros((1, 4), np.float32)}
+        t0 = time.perf_counter()
+        data, events = shadows.collect(shadows.start([SlowModel(0.5)], [feed]), 1)
+        assert time.perf_counter() - t0 < 0.3  # the 50 ms bound, not the shadow's 500 ms
+        assert data == [{}] and [e.outcome for e in events] == ["timeout"]
+        # More calls than the backlog holds: the rest are skipped, not queued.
+        calls = shadows.start([SlowModel(0.2)], [feed] * (BACKLOG + 5))
+        _, events = shadows.collect(calls, BACKLOG + 5)
+        assert [e.outcome for e in events].count("skipped") >= 5
+    finally:
+        shadows.close()

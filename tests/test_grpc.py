@@ -108,6 +108,15 @@ def test_an_image_as_one_bytes_element(engine, astronaut_path: Path) -> None:
     with pytest.raises(InferenceServerException) as err:
         c.infer("detect", [inp])
     assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    # A pixel-count bomb (400 M pixels in a small PNG) is 413, RESOURCE_EXHAUSTED here.
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, "PNG")
+    inp = grpcclient.InferInput("images", [1], "BYTES")
+    inp.set_data_from_numpy(np.array([bomb.getvalue()], dtype=np.object_))
+    with pytest.raises(InferenceServerException) as err:
+        c.infer("detect", [inp])
+    assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+    assert "pixels is over the limit" in err.value.message()
 
 
 def test_the_compiled_descriptor_matches_the_proto() -> None:
