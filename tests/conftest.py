@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from edgepipe.localengine import EngineProcess
+from tests.kube import OperatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -217,55 +218,6 @@ def kubectl(cluster: dict, namespace: str):
     from tests.kube import Kubectl
 
     return Kubectl(cluster["kubeconfig"], namespace)
-
-
-class OperatorProcess:
-    """``edgepipe-operator run`` as a real process against the test apiserver."""
-
-    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None):
-        self.kubeconfig = kubeconfig
-        self.log_path = log_path
-        self.env = env or {}
-        self.proc = None
-
-    def start(self) -> OperatorProcess:
-        import subprocess
-        import sys
-
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "PYTHONUNBUFFERED": "1",
-            **self.env,
-        }
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgepipe_operator.cli", "run", "--all-namespaces"],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to finish what it was doing."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ Publish of a past version pushes one of them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import kopf
 from pydantic import ValidationError
 
@@ -33,11 +35,31 @@ def pinned_config(kube: Kube, pipeline: str, namespace: str, version: str) -> Pi
     )
 
 
-def remember(kube: Kube, body: kopf.Body, config: PipelineConfig, namespace: str, keep: int):
-    """Keep this version's config (as the newest revision) and prune beyond ``keep``."""
+def remember(
+    kube: Kube,
+    body: kopf.Body,
+    config: PipelineConfig,
+    namespace: str,
+    keep: int,
+    cached: list[dict] | None = None,
+    current: Callable[[dict], bool] | None = None,
+) -> None:
+    """Keep this version's config (as the newest revision) and prune beyond ``keep``.
+
+    ``cached`` (the revision index's) and ``current`` (is this manifest already applied?)
+    save all calls when this version is already the newest kept; anything else lists the
+    revisions first, since a new revision's number must not come from a lagging cache.
+    """
+    if cached is not None and current is not None and len(cached) <= keep:
+        manifest = b.build_revision(config, namespace, b.next_revision(cached, config.version))
+        kopf.adopt(manifest, owner=body)
+        if current(manifest):
+            return
     revisions = kube.list_revisions(namespace, b.selector_labels(config.name))
     manifest = b.build_revision(config, namespace, b.next_revision(revisions, config.version))
     kopf.adopt(manifest, owner=body)
+    if current is not None:
+        current(manifest)  # stamps it
     kube.apply(manifest)
     # The list as it now stands, without reading it again: this version's one replaced.
     name = manifest["metadata"]["name"]

@@ -3,15 +3,11 @@
 - create/update/resume: validate and resolve the spec, write the ConfigMap, Deployment and
   Service (owned by the Pipeline, so deleting it garbage-collects them), or remove them
   when ``deployed: false``; record the version.
-- Deployment events: copy the engine's readiness into the Pipeline's phase and conditions.
-  (No kopf timer: timers make kopf put a finalizer on every Pipeline, and then a Pipeline
-  could not be deleted while the operator is down. A restarted operator re-reads every
-  Deployment on resume instead.)
+- Deployment and pod events: see readiness.py.
 """
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 from typing import Any
@@ -21,12 +17,13 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe.config import ConfigError, ModelRef, PipelineConfig
-from edgepipe.enginepod import ENGINE_PORT, now
+from edgepipe.enginepod import now
 from edgepipe.resources import GROUP, VERSION, ModelRegistry, PipelineSpec
 
 from . import builders as b
-from . import health, history
+from . import cache, history
 from .kube import Kube
+from .readiness import probe_ready, sync_from_deployment
 from .registry import Login, SecretProblem, login_from_secret
 from .settings import OperatorSettings
 
@@ -100,6 +97,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = 20  # logging.INFO: events for transitions, not debug chatter
     memo.settings = OperatorSettings.from_env()
     memo.kube = Kube()
+    memo.applied = cache.Applied()
     # Asking unready engines why needs pod IPs this process can reach.
     memo.probe = probe_ready if memo.settings.probe_engines else None
 
@@ -154,6 +152,9 @@ def reconcile_pipeline(
     patch: kopf.Patch,
     memo: kopf.Memo,
     retry: int,
+    applied_index: kopf.Index,
+    revision_index: kopf.Index,
+    pod_index: kopf.Index,
     **_: Any,
 ) -> None:
     generation = meta.get("generation")
@@ -177,7 +178,15 @@ def reconcile_pipeline(
         return _unreachable(str(exc), body, status, patch, generation, retry)
 
     try:
-        history.remember(memo.kube, body, config, namespace, parsed.revision_history_limit)
+        history.remember(
+            memo.kube,
+            body,
+            config,
+            namespace,
+            parsed.revision_history_limit,
+            cache.listed(revision_index, namespace, name),
+            lambda manifest: current(memo, applied_index, manifest),
+        )
     except (ApiException, Urllib3Error) as exc:
         raise api_error(exc, "keeping the version's config") from None
     version_fields = {
@@ -190,7 +199,19 @@ def reconcile_pipeline(
         "message": None,
     }
     if parsed.deployed:
-        deploy(body, config, parsed, login, namespace, status, memo, version_fields)
+        pods = cache.listed(pod_index, namespace, name)
+        deploy(
+            body,
+            config,
+            parsed,
+            login,
+            namespace,
+            status,
+            memo,
+            version_fields,
+            applied_index,
+            pods,
+        )
     else:
         undeploy(body, name, namespace, status, patch, memo, version_fields)
 
@@ -245,12 +266,17 @@ def deploy(
     status: kopf.Status,
     memo: kopf.Memo,
     version_fields: dict[str, Any],
+    applied_index: kopf.Index | None = None,
+    pods: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Apply the ConfigMap, Deployment and Service, then copy the Deployment's readiness."""
+    """Apply the ConfigMap, Service and Deployment (those not already current), then copy
+    the Deployment's readiness. The Deployment goes last: its digest marks the whole set
+    applied, so an operator killed half-way finishes the set on resume."""
     name = config.name
     settings: OperatorSettings = memo.settings
     manifests = [
         b.build_configmap(config, namespace),
+        b.build_service(name, namespace, config.version),
         b.build_deployment(
             config,
             parsed,
@@ -259,128 +285,29 @@ def deploy(
             pull_policy=settings.image_pull_policy,
             login=login,
         ),
-        b.build_service(name, namespace, config.version),
     ]
     for manifest in manifests:
         kopf.adopt(manifest, owner=body)
+        if current(memo, applied_index, manifest):
+            continue
         try:
             memo.kube.apply(manifest)
         except (ApiException, Urllib3Error) as exc:
             raise api_error(exc, f"applying {manifest['kind']}") from None
+        memo.applied.wrote(manifest)
     extra = {**version_fields, "deployed": True, "url": b.inference_url(name, namespace)}
     try:
-        sync_from_deployment(memo.kube, name, namespace, extra=extra, probe=memo.probe)
+        sync_from_deployment(memo.kube, name, namespace, extra=extra, probe=memo.probe, pods=pods)
         # Deployment events that came before that write were skipped (the status was not
         # this spec's yet): read the Deployment once more. Later events find it current.
-        sync_from_deployment(memo.kube, name, namespace, probe=memo.probe)
+        sync_from_deployment(memo.kube, name, namespace, probe=memo.probe, pods=pods)
     except (ApiException, Urllib3Error) as exc:
         raise api_error(exc, "writing the status") from None
     if status.get("version") != config.version:
         kopf.info(body, reason="Deploying", message=f"deploying version {config.version}")
 
 
-def sync_from_deployment(
-    kube: Kube,
-    name: str,
-    namespace: str,
-    extra: dict[str, Any] | None = None,
-    attempts: int = 5,
-    probe=None,
-) -> dict[str, Any] | None:
-    """Copy a deployed pipeline's readiness from its Deployment; the patch, if any.
-
-    Two writers meet here: the reconciler (after applying, with ``extra`` fields, then once
-    more without) and the Deployment watch, which waits until the status is this spec's.
-    Each reads the Pipeline, then the Deployment, then writes only if the Pipeline is
-    unchanged since it read it (resourceVersion precondition), else starts over. So the
-    last successful write always saw a Deployment at least as new as any write before it,
-    and no race leaves a stale phase behind, nor a phase without its version.
-    """
-    for _ in range(attempts):
-        pipeline = kube.get_custom("pipelines", name, namespace)
-        if not pipeline or not (pipeline.get("spec") or {}).get("deployed"):
-            return None
-        status = pipeline.get("status") or {}
-        current = status.get("observedGeneration") == pipeline["metadata"].get("generation")
-        if extra is None and (not current or status.get("phase") in ("Error", "Pending")):
-            # Either the reconciler has not written this spec's status yet (it reads the
-            # Deployment again after its own write, so nothing is missed), or this very
-            # spec cannot be deployed and its message stays.
-            return None
-        deployment = kube.read_deployment(b.engine_name(name), namespace)
-        phase, fields = b.deployment_phase(deployment)
-        problem = None
-        if phase != "Running":
-            pods = kube.list_pods(namespace, b.selector_labels(name))
-            problem = health.pods_problem(pods, probe=probe)
-        fields["message"] = problem
-        generation = (extra or {}).get("observedGeneration", status.get("observedGeneration"))
-        conditions = b.merge_conditions(
-            status.get("conditions"),
-            b.deployment_conditions(deployment, phase, now(), generation, problem),
-        )
-        changed = (
-            extra
-            or status.get("phase") != phase
-            or any(status.get(k) != v for k, v in fields.items())
-            or [(c["type"], c["status"]) for c in conditions]
-            != [(c.get("type"), c.get("status")) for c in status.get("conditions") or []]
-        )
-        if not changed:
-            return None
-        new = {**(extra or {}), "phase": phase, **fields, "conditions": conditions}
-        try:
-            kube.patch_status(
-                "pipelines",
-                name,
-                namespace,
-                new,
-                resource_version=pipeline["metadata"]["resourceVersion"],
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                continue  # someone wrote in between: read both again
-            raise
-        ready = f"{fields['readyReplicas']}/{fields['replicas']}"
-        if phase == "Running" and status.get("phase") != "Running":
-            kopf.info(pipeline, reason="Running", message=f"{ready} engine replicas ready")
-        elif phase != "Running" and status.get("phase") == "Running":
-            why = problem or "waiting for engine replicas"
-            kopf.warn(pipeline, reason="EngineNotReady", message=f"{ready} ready: {why}")
-        elif problem and problem != status.get("message"):
-            kopf.warn(pipeline, reason="EngineNotReady", message=problem)
-        return new
-    raise kopf.TemporaryError("the Pipeline's status kept changing while being written", delay=2)
-
-
-def probe_ready(pod: dict[str, Any]) -> str | None:
-    """Ask a running but unready engine why: its ``/health/ready`` answer (1 s at most)."""
-    ip = (pod.get("status") or {}).get("podIP")
-    try:
-        with urllib.request.urlopen(f"http://{ip}:{ENGINE_PORT}/health/ready", timeout=1) as r:
-            return health.ready_reason(json.loads(r.read()))
-    except urllib.error.HTTPError as exc:
-        try:
-            return health.ready_reason(json.loads(exc.read()))
-        except ValueError:
-            return f"/health/ready answered {exc.code}"
-    except (OSError, ValueError):
-        return None  # not reachable from here (a fake node, another network)
-
-
-ENGINE_LABELS = {"app.kubernetes.io/managed-by": b.MANAGED_BY, b.PIPELINE_LABEL: kopf.PRESENT}
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=ENGINE_LABELS)
-@kopf.on.event("", "v1", "pods", labels=ENGINE_LABELS)
-def engine_changed(
-    type: str, body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any
-) -> None:
-    """A Deployment rolls, or a pod's container waits, crashes, restarts or becomes ready:
-    the Pipeline's status follows."""
-    if type == "DELETED":
-        return  # an undeploy, a delete or a replaced pod; other events carry the news
-    try:
-        sync_from_deployment(memo.kube, labels[b.PIPELINE_LABEL], namespace, probe=memo.probe)
-    except (ApiException, Urllib3Error, kopf.TemporaryError) as exc:
-        kopf.warn(body, reason="StatusSyncFailed", message=str(exc))
+def current(memo: kopf.Memo, index: kopf.Index | None, manifest: dict[str, Any]) -> bool:
+    """Stamps the manifest with its digest; True when the cluster already has it."""
+    cache.stamp(manifest)
+    return index is not None and memo.applied.current(index, manifest)

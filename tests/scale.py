@@ -1,0 +1,191 @@
+"""Many Pipelines on a test control plane of their own: start it with room for them, run
+the operator under its own user, apply N Pipelines, watch them converge, and count what the
+operator asked of the apiserver (its audit log) and what each process spent (/proc).
+
+Used by bench/operator_scale.py and tests/test_control_plane_restarts.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.kube import Kubectl, OperatorProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "testcluster"
+TICKS = os.sysconf("SC_CLK_TCK")
+# The kinds a Pipeline owns, as the audit log names their resources.
+OWNED = ("deployments", "services", "configmaps", "controllerrevisions")
+WRITES = ("create", "update", "patch", "delete")
+
+
+def pipeline(name: str, namespace: str, **spec: Any) -> dict:
+    """A small Pipeline: one model from the engine's image (nothing to fetch or check)."""
+    return {
+        "apiVersion": "edgepipe.io/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "deployed": True,
+            "steps": [{"model": {"name": "m", "path": "/models/m.onnx"}}],
+            "deployment": {"replicas": 1, "cpus": 0.1, "memory": "64Mi"},
+            **spec,
+        },
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ProcStats:
+    """CPU seconds and memory of one process, from /proc."""
+
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+    def memory_mb(self) -> tuple[float, float]:
+        """(RSS now, peak RSS) in MB."""
+        values = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+        return values["VmRSS"], values["VmHWM"]
+
+
+@dataclass
+class ScaleCluster:
+    """A test control plane (``testcluster start --pods``) and an operator on it."""
+
+    base: Path
+    pods: int = 110
+    info: dict = field(default_factory=dict)
+    operator: OperatorProcess | None = None
+
+    def start(self) -> ScaleCluster:
+        subprocess.run(
+            [str(SCRIPT), "start", str(self.base), "--pods", str(self.pods)],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        self.info = json.loads((self.base / "cluster.json").read_text())
+        self.kubectl = Kubectl(Path(self.info["kubeconfig"]), "default")
+        self.kubectl("apply", "-f", str(ROOT / "crds"), namespaced=False)
+        self.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "crd/pipelines.edgepipe.io",
+            "--timeout=60s",
+            namespaced=False,
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.operator:
+            self.operator.stop()
+        subprocess.run([str(SCRIPT), "stop", str(self.base)], timeout=120, check=False)
+
+    def component(self, command: str, name: str) -> None:
+        """``stop-component`` or ``start-component`` of etcd, kube-apiserver, ..."""
+        subprocess.run(
+            [str(SCRIPT), f"{command}-component", str(self.base), name],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start_operator(self, log: Path, **env: str) -> OperatorProcess:
+        port = free_port()
+        self.operator = OperatorProcess(
+            Path(self.info["operator_kubeconfig"]),
+            log,
+            {
+                "EDGEPIPE_OPERATOR_ENGINE_IMAGE": "edgepipe:scale-a",
+                # kwok's pods have made-up addresses: nothing to probe.
+                "EDGEPIPE_OPERATOR_PROBE_ENGINES": "false",
+                **env,
+            },
+            liveness_port=port,
+        ).start()
+        return self.operator
+
+    def namespace(self, name: str) -> Kubectl:
+        self.kubectl("create", "namespace", name, namespaced=False)
+        return Kubectl(self.kubectl.kubeconfig, name)
+
+    def create(self, namespace: str, manifests: Iterable[dict]) -> None:
+        """All at once: one kubectl call with a List."""
+        items = {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
+        self.kubectl(
+            "create", "-f", "-", stdin=json.dumps(items), namespaced=False, timeout=600
+        )
+
+    def phases(self, namespace: str) -> Counter[str]:
+        items = self.kubectl.__class__(self.kubectl.kubeconfig, namespace).items("pipelines")
+        return Counter((p.get("status") or {}).get("phase", "none") for p in items)
+
+    def audit(self) -> list[dict]:
+        """The operator's requests so far, one dict each (the audit log's JSON lines)."""
+        path = Path(self.info["audit_log"])
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def pids(self) -> dict[str, int]:
+        return json.loads((self.base / "cluster.json").read_text())["pids"]
+
+
+def wait_until(
+    what: str,
+    check: Callable[[], bool],
+    timeout: float,
+    interval: float = 1.0,
+    tick: Callable[[], None] | None = None,
+) -> float:
+    """Seconds until ``check()`` held; ``tick`` runs on every poll (sampling)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if tick:
+            tick()
+        if check():
+            return time.monotonic() - t0
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def requests_by_verb(events: list[dict]) -> Counter[str]:
+    return Counter(e["verb"] for e in events)
+
+
+def owned_writes(events: list[dict], namespace: str) -> Counter[tuple[str, str]]:
+    """Successful writes by the operator to owned objects in ``namespace``, by (kind, name)."""
+    out: Counter[tuple[str, str]] = Counter()
+    for e in events:
+        ref = e.get("objectRef") or {}
+        ok = (e.get("responseStatus") or {}).get("code", 0) < 300
+        if (
+            e["verb"] in WRITES
+            and ok
+            and ref.get("namespace") == namespace
+            and ref.get("resource") in OWNED
+            and not ref.get("subresource")
+        ):
+            out[(ref["resource"], ref.get("name", ""))] += 1
+    return out
