@@ -39,9 +39,12 @@ class Kube:
 
     @staticmethod
     def _json(response: Any) -> dict[str, Any]:
-        return json.loads(response.data)
+        try:
+            return json.loads(response.data)
+        finally:
+            response.release_conn()  # read to the end: the connection can be used again
 
-    def apply(self, manifest: dict[str, Any]) -> None:
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         kind = manifest["kind"]
         meta = manifest["metadata"]
         args = dict(
@@ -62,7 +65,7 @@ class Kube:
         }
         if kind not in calls:
             raise ValueError(f"cannot apply a {kind}")
-        calls[kind](**args).release_conn()
+        return self._json(calls[kind](**args))
 
     def delete(self, kind: str, name: str, namespace: str) -> bool:
         """Delete if present; True when something was deleted."""
@@ -129,12 +132,12 @@ class Kube:
         namespace: str,
         status: dict,
         resource_version: str | None = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """Merge-patch the status; with ``resource_version``, only if nobody wrote since
-        (the apiserver answers 409 Conflict otherwise)."""
+        (the apiserver answers 409 Conflict otherwise). The object as written."""
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        self.custom.patch_namespaced_custom_object_status(
+        return self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, plural, name, body, _content_type=MERGE
         )

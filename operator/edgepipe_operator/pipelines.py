@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import urllib.error
 import urllib.request
 from typing import Any
@@ -286,21 +287,25 @@ def deploy(
             login=login,
         ),
     ]
+    deployment = None  # as the apply answered it: no need to read it back
     for manifest in manifests:
         kopf.adopt(manifest, owner=body)
         if current(memo, applied_index, manifest):
             continue
         try:
-            memo.kube.apply(manifest)
+            answer = memo.kube.apply(manifest)
         except (ApiException, Urllib3Error) as exc:
             raise api_error(exc, f"applying {manifest['kind']}") from None
         memo.applied.wrote(manifest)
+        if manifest["kind"] == "Deployment":
+            deployment = answer
     extra = {**version_fields, "deployed": True, "url": b.inference_url(name, namespace)}
+    sync = functools.partial(sync_from_deployment, memo.kube, name, namespace, probe=memo.probe)
     try:
-        sync_from_deployment(memo.kube, name, namespace, extra=extra, probe=memo.probe, pods=pods)
+        written = sync(extra=extra, pods=pods, deployment=deployment, pipeline=dict(body))
         # Deployment events that came before that write were skipped (the status was not
         # this spec's yet): read the Deployment once more. Later events find it current.
-        sync_from_deployment(memo.kube, name, namespace, probe=memo.probe, pods=pods)
+        sync(pods=pods, pipeline=written)
     except (ApiException, Urllib3Error) as exc:
         raise api_error(exc, "writing the status") from None
     if status.get("version") != config.version:

@@ -33,8 +33,10 @@ def sync_from_deployment(
     probe=None,
     deployment: dict[str, Any] | None = None,
     pods: list[dict[str, Any]] | None = None,
+    pipeline: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Copy a deployed pipeline's readiness from its Deployment; the patch, if any.
+    """Copy a deployed pipeline's readiness from its Deployment; the Pipeline as written
+    (None when nothing was).
 
     Two writers meet here: the reconciler (after applying, with ``extra`` fields, then once
     more without) and the Deployment watch, which waits until the status is this spec's.
@@ -43,11 +45,13 @@ def sync_from_deployment(
     last successful write always saw a Deployment at least as new as any write before it,
     and no race leaves a stale phase behind, nor a phase without its version.
 
-    ``deployment`` (a watch event's) saves the first read; ``pods`` (the pod index's) saves
-    listing them. Nothing is written when nothing would change.
+    ``pipeline`` and ``deployment`` (the handler's body, an apply's or a watch event's
+    answer) save the first reads; ``pods`` (the pod index's) saves listing them. Nothing is
+    written when nothing would change.
     """
     for _ in range(attempts):
-        pipeline = kube.get_custom("pipelines", name, namespace)
+        if pipeline is None:
+            pipeline = kube.get_custom("pipelines", name, namespace)
         if not pipeline or not (pipeline.get("spec") or {}).get("deployed"):
             return None
         status = pipeline.get("status") or {}
@@ -82,7 +86,7 @@ def sync_from_deployment(
             return None
         new = {**(extra or {}), "phase": phase, **fields, "conditions": conditions}
         try:
-            kube.patch_status(
+            written = kube.patch_status(
                 "pipelines",
                 name,
                 namespace,
@@ -91,7 +95,7 @@ def sync_from_deployment(
             )
         except ApiException as exc:
             if exc.status == 409:
-                deployment = pods = None  # someone wrote in between: read all again
+                deployment = pods = pipeline = None  # someone wrote in between: read again
                 continue
             raise
         ready = f"{fields['readyReplicas']}/{fields['replicas']}"
@@ -102,7 +106,7 @@ def sync_from_deployment(
             kopf.warn(pipeline, reason="EngineNotReady", message=f"{ready} ready: {why}")
         elif problem and problem != status.get("message"):
             kopf.warn(pipeline, reason="EngineNotReady", message=problem)
-        return new
+        return written
     raise kopf.TemporaryError("the Pipeline's status kept changing while being written", delay=2)
 
 

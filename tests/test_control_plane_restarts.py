@@ -1,0 +1,129 @@
+"""Hard times for the operator on a control plane of its own: the apiserver stopped for
+20 s, etcd restarted, and the operator SIGKILLed while 500 Pipelines reconcile.
+
+The operator runs under its own user, so the apiserver's audit log holds exactly its
+requests: the write counts below come from there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.scale import OWNED, ScaleCluster, owned_writes, pipeline, wait_until
+
+pytestmark = pytest.mark.cluster
+
+PIPELINES = int(os.environ.get("EDGEPIPE_RESTART_PIPELINES", "500"))
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory):
+    cluster = ScaleCluster(tmp_path_factory.mktemp("restarts") / "cp", pods=2 * PIPELINES + 50)
+    yield cluster.start()
+    cluster.stop()
+
+
+def converged(plane: ScaleCluster, namespace: str, n: int, replicas: dict[str, int]) -> bool:
+    """All n Running at their latest spec, each Deployment with the replicas wanted."""
+    pipelines = plane.items(namespace, "pipelines")
+    deployments = {d["metadata"]["name"]: d for d in plane.items(namespace, "deployments")}
+    if len(pipelines) != n:
+        return False
+    for p in pipelines:
+        st = p.get("status") or {}
+        name = p["metadata"]["name"]
+        d = deployments.get(f"{name}-engine")
+        if (
+            st.get("phase") != "Running"
+            or st.get("observedGeneration") != p["metadata"]["generation"]
+            or d is None
+            or d["spec"]["replicas"] != replicas.get(name, 1)
+        ):
+            return False
+    return True
+
+
+def scale_some(plane: ScaleCluster, namespace: str, names: list[str], replicas: int) -> None:
+    for name in names:
+        plane.kubectl(
+            "patch",
+            "pipeline",
+            name,
+            f"--namespace={namespace}",
+            "--type=merge",
+            "-p",
+            f'{{"spec": {{"deployment": {{"replicas": {replicas}}}}}}}',
+            namespaced=False,
+        )
+
+
+@pytest.mark.parametrize("component, down", [("kube-apiserver", 20.0), ("etcd", 0.0)])
+def test_operator_rides_out_a_control_plane_restart(
+    plane: ScaleCluster, tmp_path: Path, component: str, down: float
+) -> None:
+    ns = f"restart-{component}"
+    plane.namespace(ns)
+    op = plane.start_operator(tmp_path / "operator.log")
+    try:
+        names = [f"p{i:02d}" for i in range(20)]
+        plane.create(ns, (pipeline(name, ns) for name in names))
+        wait_until("20 Pipelines Running", lambda: converged(plane, ns, 20, {}), 120)
+        # Edited just before the stop: the operator's reconciles of these are cut short.
+        scale_some(plane, ns, names[:5], 2)
+        plane.component("stop", component)
+        time.sleep(down)
+        assert op.proc.poll() is None, "the operator exited while the control plane was down"
+        plane.component("start", component)
+        # Edited as soon as it is back, while the operator's watches are reconnecting.
+        scale_some(plane, ns, names[5:10], 2)
+        wanted = {name: 2 for name in names[:10]}
+        wait_until(
+            "every Pipeline at its latest spec", lambda: converged(plane, ns, 20, wanted), 180
+        )
+        assert op.proc.poll() is None, op.log()
+    finally:
+        op.stop()
+
+
+def test_operator_killed_while_500_pipelines_reconcile(plane: ScaleCluster, tmp_path: Path):
+    ns = "sigkill"
+    plane.namespace(ns)
+    op = plane.start_operator(tmp_path / "operator.log")
+    names = [f"p{i:03d}" for i in range(PIPELINES)]
+    plane.create(ns, (pipeline(name, ns) for name in names))
+
+    def deployments_written() -> int:
+        writes = owned_writes(plane.audit(), ns)
+        return sum(1 for kind, _ in writes if kind == "deployments")
+
+    # Killed part-way: some Pipelines done, some half-done, some not started.
+    wait_until("a fifth of the Deployments", lambda: deployments_written() >= PIPELINES // 5, 300)
+    op.kill()
+    before = deployments_written()
+    assert before < PIPELINES, "all were done before the kill: the test proved nothing"
+    op = plane.start_operator(tmp_path / "operator-again.log")
+    try:
+        wait_until(
+            f"{PIPELINES} Pipelines Running", lambda: converged(plane, ns, PIPELINES, {}), 420, 3
+        )
+    finally:
+        op.stop()
+    writes = owned_writes(plane.audit(), ns)
+    # One of each object per Pipeline, each written once: the restarted operator found what
+    # its predecessor had applied (even a write whose answer it never read) and left it.
+    for kind in OWNED:
+        written = sorted(name for k, name in writes if k == kind)
+        assert len(written) == PIPELINES, (kind, len(written))
+    twice = {key: n for key, n in writes.items() if n > 1}
+    assert not twice, f"written more than once: {sorted(twice.items())[:10]}"
+    for kind in ("deployments", "services", "configmaps", "controllerrevisions"):
+        group = "apis/apps/v1" if kind in ("deployments", "controllerrevisions") else "api/v1"
+        items = plane.get(f"/{group}/namespaces/{ns}/{kind}")["items"]
+        if kind == "configmaps":
+            items = [i for i in items if i["metadata"]["name"] != "kube-root-ca.crt"]
+        assert len(items) == PIPELINES, (kind, len(items))
+    print(f"\n{before} of {PIPELINES} Deployments written before the SIGKILL")
