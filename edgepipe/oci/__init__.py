@@ -9,12 +9,14 @@
   models, by digest.
 
 ``refs`` names things (media types, references, credentials, errors), ``client`` talks to
-a registry, and ``models`` pushes and reads model artifacts.
+a registry, ``target`` says where a publish goes, and ``models`` pushes and reads model
+artifacts.
 """
 
-from .client import Client, Target, file_digest
+from .client import Client
 from .models import PushedModel, model_layer, model_sha256, push_model
 from .refs import *  # noqa: F403 - the names, media types and errors, as refs.__all__ lists
+from .target import Target, file_digest
 
 __all__ = [
     "Client",

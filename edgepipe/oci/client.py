@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,12 @@ from .refs import (
     Progress,
     Reference,
     RegistryUnavailable,
-    is_loopback,
 )
+
+log = logging.getLogger("edgepipe.oci")
+# A blob download cut mid-way is resumed this many times in all, after 0.5, 1, 2, ... s.
+PULL_ATTEMPTS = 6
+PULL_BACKOFF = 0.5
 
 
 class _Registry(oras.provider.Registry):
@@ -281,24 +286,65 @@ class Client:
         return digest
 
     def pull_blob(
-        self, repository: str, digest: str, dest: Path, progress: Progress | None = None
+        self,
+        repository: str,
+        digest: str,
+        dest: Path,
+        progress: Progress | None = None,
+        attempts: int = PULL_ATTEMPTS,
     ) -> Path:
-        """Download a blob to ``dest`` atomically: temp file, verify the digest, rename."""
+        """Download a blob to ``dest`` atomically: temp file, verify the digest, rename.
+
+        A connection cut mid-blob is picked up where it stopped (an HTTP Range request,
+        the hash carried on), or from the start if the registry ignores the range; up to
+        ``attempts`` connections, with a short back-off. Only a whole file with the right
+        digest is ever renamed into place.
+        """
         url = f"{self.scheme}://{self.registry}/v2/{repository}/blobs/{digest}"
-        resp = self._check(self.reg.do_request(url, "GET", stream=True), f"blob {digest}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()
-        total = int(resp.headers.get("Content-Length") or 0)
-        done = 0
+        total = done = 0
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
         try:
             with os.fdopen(fd, "wb") as f:
-                for chunk in resp.iter_content(CHUNK):
-                    f.write(chunk)
-                    h.update(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
+                for attempt in range(attempts):
+                    headers = {"Range": f"bytes={done}-"} if done else {}
+                    try:
+                        resp = self._check(
+                            self.reg.do_request(url, "GET", headers=headers, stream=True),
+                            f"blob {digest}",
+                        )
+                        if done and resp.status_code != 206:  # range ignored: from the start
+                            f.seek(0)
+                            f.truncate()
+                            h, done = hashlib.sha256(), 0
+                        if not done:
+                            total = int(resp.headers.get("Content-Length") or 0)
+                        for chunk in resp.iter_content(CHUNK):
+                            f.write(chunk)
+                            h.update(chunk)
+                            done += len(chunk)
+                            if progress:
+                                progress(done, total)
+                        if total and done < total:
+                            raise requests.exceptions.ConnectionError(
+                                f"the connection closed after {done} of {total} bytes"
+                            )
+                        break
+                    except (RegistryUnavailable, requests.exceptions.RequestException) as exc:
+                        if attempt + 1 >= attempts:
+                            raise RegistryUnavailable(
+                                f"blob {digest} from {self.registry}: {attempts} attempts, "
+                                f"{done} of {total or '?'} bytes: {exc}"
+                            ) from None
+                        log.warning(
+                            "blob %s: cut after %d of %s bytes (%s); resuming",
+                            digest,
+                            done,
+                            total or "?",
+                            exc,
+                        )
+                        time.sleep(PULL_BACKOFF * 2**attempt)
             actual = "sha256:" + h.hexdigest()
             if actual != digest:
                 raise DigestMismatch(
@@ -310,50 +356,3 @@ class Client:
             Path(tmp).unlink(missing_ok=True)
             raise
         return dest
-
-
-def file_digest(path: Path) -> tuple[str, int]:
-    """(``sha256:<hex>``, size) of a file."""
-    from edgepipe.config import file_sha256
-
-    return "sha256:" + file_sha256(path, CHUNK), Path(path).stat().st_size
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where to push: ``registry[/prefix]``, credentials, and the transport."""
-
-    registry: str
-    prefix: str = ""
-    credentials: Credentials = field(default_factory=Credentials)
-    plain_http: bool = False
-
-    @classmethod
-    def parse(
-        cls, url: str, credentials: Credentials | None = None, plain_http: bool | None = None
-    ) -> Target:
-        """``[oci://|http://|https://]host[:port][/prefix]``. A scheme says the transport
-        (``http://``: plain HTTP) unless ``plain_http`` is given; without one, loopback
-        registries speak plain HTTP."""
-        raw = url.strip()
-        scheme, sep, rest = raw.partition("://")
-        if sep:
-            if scheme not in ("oci", "http", "https"):
-                raise OciError(
-                    f"registry {url!r}: unknown scheme {scheme}://; expected host[:port][/prefix]"
-                )
-            raw = rest
-            if plain_http is None and scheme != "oci":
-                plain_http = scheme == "http"
-        registry, _, prefix = raw.strip("/").partition("/")
-        if not registry:
-            raise OciError(f"registry {url!r}: expected host[:port][/prefix]")
-        if plain_http is None:
-            plain_http = is_loopback(registry)
-        return cls(registry, prefix, credentials or Credentials(), plain_http)
-
-    def repository(self, kind: str, name: str) -> str:
-        return "/".join(p for p in (self.prefix, kind, name) if p)
-
-    def client(self) -> Client:
-        return Client(self.registry, self.credentials, plain_http=self.plain_http)

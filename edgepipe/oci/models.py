@@ -10,7 +10,7 @@ from typing import Any
 
 from edgepipe import onnxfile
 
-from .client import Client, file_digest
+from .client import Client
 from .refs import (
     ANNOTATION,
     EMPTY_CONFIG,
@@ -23,6 +23,7 @@ from .refs import (
     Reference,
     is_loopback,
 )
+from .target import file_digest
 
 
 @dataclass(frozen=True)
