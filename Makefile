@@ -1,5 +1,5 @@
 # Entry points; each calls a script so that CI and users run the same thing.
-.PHONY: demo test lint format bench soak generate image
+.PHONY: demo test lint format bench soak scale generate image
 
 demo:
 	scripts/demo
@@ -31,3 +31,7 @@ image:
 soak:
 	scripts/setup --dev
 	.venv/bin/python bench/soak.py --requests 10000 --clients 4
+
+scale:
+	scripts/setup --dev
+	.venv/bin/python bench/operator_scale.py --sizes 100,200,500,1000

@@ -95,6 +95,7 @@ def run(n: int, workdir: Path) -> dict:
             "all_running_s": round(running, 1),
             "operator_cpu_s": round(ProcStats(op.proc.pid).cpu_seconds() - cpu0, 1),
             "operator_peak_rss_mb": round(sample.peak, 1),
+            "operator_rss_by_kind_mb": ProcStats(op.proc.pid).rss_by_kind_mb(),
             # When the operator had written its last Deployment: the rest of the wait is the
             # control plane's (controller-manager, scheduler, kwok) and the status sync.
             "last_deployment_written_s": last_write(events, "deployments", wall0),

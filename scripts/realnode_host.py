@@ -19,7 +19,7 @@ from pathlib import Path
 BRIDGE = "eptest0"
 GATEWAY = "10.213.88.1"
 SUBNET = "10.213.88.0/24"
-SERVICE_CIDR = "10.213.89.0/24"
+SERVICE_CIDR = "10.213.96.0/20"  # room for 4,094 Services (the scale bench makes 1,000)
 COMMENT = "edgepipe-test"
 NETNS_DIR = Path("/var/run/netns")
 

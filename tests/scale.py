@@ -70,6 +70,20 @@ class ProcStats:
                 values[key] = int(rest.split()[0]) / 1024
         return values["VmRSS"], values["VmHWM"]
 
+    def rss_by_kind_mb(self) -> dict[str, float]:
+        """Resident memory by mapping: the brk heap, anonymous mmaps (thread arenas, Python's
+        arenas, big buffers) and files (code and shared libraries)."""
+        out = {"heap": 0.0, "anon": 0.0, "files": 0.0}
+        kind = "anon"
+        for line in Path(f"/proc/{self.pid}/smaps").read_text().splitlines():
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:  # a mapping's first line
+                name = head[5] if len(head) > 5 else ""
+                kind = "heap" if name == "[heap]" else "files" if name.startswith("/") else "anon"
+            elif head and head[0] == "Rss:":
+                out[kind] += int(head[1]) / 1024
+        return {k: round(v, 1) for k, v in out.items()}
+
 
 @dataclass
 class ScaleCluster:

@@ -31,8 +31,13 @@ def load_config() -> None:
 
 
 class Kube:
-    def __init__(self, api: ApiClient | None = None) -> None:
-        self.api = api or ApiClient()
+    def __init__(self, api: ApiClient | None = None, pool_size: int | None = None) -> None:
+        if api is None:
+            config = kubernetes.client.Configuration.get_default_copy()
+            if pool_size:
+                config.connection_pool_maxsize = pool_size  # one connection per worker thread
+            api = ApiClient(config)
+        self.api = api
         self.core = CoreV1Api(self.api)
         self.apps = AppsV1Api(self.api)
         self.custom = CustomObjectsApi(self.api)

@@ -97,7 +97,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     )
     settings.posting.level = 20  # logging.INFO: events for transitions, not debug chatter
     memo.settings = OperatorSettings.from_env()
-    memo.kube = Kube()
+    # Handlers run on this many threads, each with its own API connection. (kopf's own
+    # per-object workers stay unlimited: a limit deadlocks a restart, since workers waiting
+    # for the indices to fill hold every slot the indexing needs.)
+    workers = memo.settings.workers
+    settings.execution.max_workers = workers
+    settings.posting.worker_limit = workers
+    memo.kube = Kube(pool_size=workers + 2)
     memo.applied = cache.Applied()
     # Asking unready engines why needs pod IPs this process can reach.
     memo.probe = probe_ready if memo.settings.probe_engines else None

@@ -8,6 +8,7 @@
 | ``EDGEPIPE_OPERATOR_RESYNC_SECONDS`` | ``10`` | how often a deployed Pipeline's status is re-read from its Deployment |
 | ``EDGEPIPE_OPERATOR_MODEL_CHECK_TIMEOUT`` | ``5`` | seconds to wait for a model URL to answer |
 | ``EDGEPIPE_OPERATOR_PROBE_ENGINES`` | ``true`` | ask a running but unready engine pod for its ``/health/ready`` reason (needs the operator to reach pod IPs) |
+| ``EDGEPIPE_OPERATOR_WORKERS`` | ``8`` | handlers run at once (threads, and API connections for them) |
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class OperatorSettings:
     resync_seconds: float = 10.0
     model_check_timeout: float = 5.0
     probe_engines: bool = True
+    workers: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -46,6 +48,7 @@ class OperatorSettings:
                 resync_seconds=float(get("RESYNC_SECONDS", str(d.resync_seconds))),
                 model_check_timeout=float(get("MODEL_CHECK_TIMEOUT", str(d.model_check_timeout))),
                 probe_engines=get("PROBE_ENGINES", "true").lower() in ("1", "true", "yes"),
+                workers=max(1, int(get("WORKERS", str(d.workers)))),
             )
         except ValueError as exc:
             raise ValueError(f"{PREFIX}*: {exc}") from None
