@@ -129,9 +129,7 @@ def run(n: int, workdir: Path) -> dict:
             cluster.audit()[audit0:], "deployments", rollout_wall0
         )
         result["rollout_operator_cpu_s"] = round(ProcStats(op.proc.pid).cpu_seconds(), 1)
-        result["rollout_api_requests_per_pipeline"] = round(
-            (len(cluster.audit()) - audit0) / n, 2
-        )
+        result["rollout_api_requests_per_pipeline"] = round((len(cluster.audit()) - audit0) / n, 2)
         result["rollout_operator_peak_rss_mb"] = round(sample.peak, 1)
         return result
     finally:
@@ -152,8 +150,10 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     print()
-    print("| N | all Running (s) | operator CPU (s) | CPU s / 100 | peak RSS (MB) "
-          "| API req / Pipeline | rollout (s) |")
+    print(
+        "| N | all Running (s) | operator CPU (s) | CPU s / 100 | peak RSS (MB) "
+        "| API req / Pipeline | rollout (s) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(

@@ -41,12 +41,17 @@ def node(pods: int = DEFAULT_PODS) -> dict:
         "nvidia.com/gpu": "4",
     }
     return {
-        "apiVersion": "v1", "kind": "Node",
+        "apiVersion": "v1",
+        "kind": "Node",
         "metadata": {
             "name": NODE_NAME,
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
-                       "kubernetes.io/arch": "amd64", "type": "kwok"},
+            "labels": {
+                "kubernetes.io/hostname": NODE_NAME,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            },
         },
         "status": {"allocatable": resources, "capacity": resources},
     }
@@ -56,12 +61,21 @@ def kubeconfig(path: Path, server: str, user: str, token: str) -> Path:
     # The apiserver made its own self-signed serving cert in --cert-dir. Tests talk to it
     # only over loopback, so the client skips verifying it rather than shipping a CA.
     config = {
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "edgepipe-test", "cluster": {
-            "server": server, "insecure-skip-tls-verify": True}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "edgepipe-test",
+                "cluster": {"server": server, "insecure-skip-tls-verify": True},
+            }
+        ],
         "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": "edgepipe-test", "context": {
-            "cluster": "edgepipe-test", "user": user, "namespace": "default"}}],
+        "contexts": [
+            {
+                "name": "edgepipe-test",
+                "context": {"cluster": "edgepipe-test", "user": user, "namespace": "default"},
+            }
+        ],
         "current-context": "edgepipe-test",
     }
     path.write_text(json.dumps(config, indent=2))

@@ -149,9 +149,7 @@ class ScaleCluster:
     def create(self, namespace: str, manifests: Iterable[dict]) -> None:
         """All at once: one kubectl call with a List."""
         items = {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
-        self.kubectl(
-            "create", "-f", "-", stdin=json.dumps(items), namespaced=False, timeout=600
-        )
+        self.kubectl("create", "-f", "-", stdin=json.dumps(items), namespaced=False, timeout=600)
 
     def get(self, path: str) -> Any:
         """GET from the apiserver as admin: cheaper to poll with than a kubectl process."""
