@@ -204,12 +204,16 @@ def requests_by_verb(events: list[dict]) -> Counter[str]:
     return Counter(e["verb"] for e in events)
 
 
-def owned_writes(events: list[dict], namespace: str) -> Counter[tuple[str, str]]:
-    """Successful writes by the operator to owned objects in ``namespace``, by (kind, name)."""
+def owned_writes(
+    events: list[dict], namespace: str, succeeded: bool = True
+) -> Counter[tuple[str, str]]:
+    """Writes by the operator to owned objects in ``namespace``, by (kind, name): those that
+    succeeded, or (``succeeded=False``) every one sent, whatever its answer. (A write whose
+    client was killed mid-request may be done and still be logged as failed.)"""
     out: Counter[tuple[str, str]] = Counter()
     for e in events:
         ref = e.get("objectRef") or {}
-        ok = (e.get("responseStatus") or {}).get("code", 0) < 300
+        ok = not succeeded or (e.get("responseStatus") or {}).get("code", 0) < 300
         if (
             e["verb"] in WRITES
             and ok
