@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +15,11 @@ from pathlib import Path
 NODE_NAME = "kwok-node-0"
 # The default room on the fake node: a kubelet's usual 110 pods.
 DEFAULT_PODS = 110
+
+# The controller-manager's and scheduler's client-side rate limits (20 and 50 requests per
+# second by default) would make a test of 1,000 Pipelines a test of those limits; a large
+# cluster raises them the same way.
+CONTROLLER_QPS = ["--kube-api-qps=200", "--kube-api-burst=400"]
 
 # The operator's user (a static token of its own, in system:masters like the admin), so the
 # apiserver's audit log can tell its requests from everybody else's.
@@ -81,6 +87,12 @@ def kubeconfig(path: Path, server: str, user: str, token: str) -> Path:
     path.write_text(json.dumps(config, indent=2))
     path.chmod(0o600)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def http_ok(url: str) -> bool:
