@@ -113,8 +113,7 @@ def run(n: int, workdir: Path) -> dict:
         )
         sample = Sampler(op.proc.pid)
         audit0 = len(cluster.audit())
-        t0 = time.monotonic()
-        rollout_wall0 = time.time() - (time.monotonic() - t0)
+        t0, rollout_wall0 = time.monotonic(), time.time()
         result["rollout_s"] = round(
             wait_until(
                 "the new image rolled out",

@@ -30,13 +30,14 @@ PLURALS = {
 }
 MANAGED = {"app.kubernetes.io/managed-by": b.MANAGED_BY}
 REVISIONS = {b.VERSION_LABEL: kopf.PRESENT}
-ENGINE_PODS = {**MANAGED, b.PIPELINE_LABEL: kopf.PRESENT}
+# A pipeline's engine Deployment and pods (the pod index, and the status sync's events).
+ENGINE_OBJECTS = {**MANAGED, b.PIPELINE_LABEL: kopf.PRESENT}
 
 
 def stamp(manifest: dict[str, Any]) -> str:
     """Put the digest of the manifest (all but the digest itself) in its annotations."""
     meta = manifest["metadata"]
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()}
+    annotations = dict(meta.get("annotations") or {})
     annotations.pop(APPLIED_ANNOTATION, None)
     meta["annotations"] = annotations
     text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str)
@@ -87,7 +88,7 @@ def revision_index(
     return {(namespace, pipeline): summary}
 
 
-@kopf.index("", "v1", "pods", labels=ENGINE_PODS)
+@kopf.index("", "v1", "pods", labels=ENGINE_OBJECTS)
 def pod_index(
     body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from edgepipe.config import ConfigError, PipelineConfig
 
 from . import builders as b
+from . import cache
 from .kube import Kube
 
 
@@ -58,8 +59,7 @@ def remember(
     revisions = kube.list_revisions(namespace, b.selector_labels(config.name))
     manifest = b.build_revision(config, namespace, b.next_revision(revisions, config.version))
     kopf.adopt(manifest, owner=body)
-    if current is not None:
-        current(manifest)  # stamps it
+    cache.stamp(manifest)
     kube.apply(manifest)
     # The list as it now stands, without reading it again: this version's one replaced.
     name = manifest["metadata"]["name"]

@@ -125,11 +125,8 @@ def probe_ready(pod: dict[str, Any]) -> str | None:
         return None  # not reachable from here (a fake node, another network)
 
 
-ENGINE_LABELS = {"app.kubernetes.io/managed-by": b.MANAGED_BY, b.PIPELINE_LABEL: kopf.PRESENT}
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=ENGINE_LABELS)
-@kopf.on.event("", "v1", "pods", labels=ENGINE_LABELS)
+@kopf.on.event("apps", "v1", "deployments", labels=cache.ENGINE_OBJECTS)
+@kopf.on.event("", "v1", "pods", labels=cache.ENGINE_OBJECTS)
 def engine_changed(
     type: str,
     body: kopf.Body,
