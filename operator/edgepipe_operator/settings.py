@@ -40,6 +40,9 @@ class OperatorSettings:
         def get(key: str, default: str) -> str:
             return env.get(PREFIX + key) or default
 
+        workers = get("WORKERS", str(d.workers))
+        if not workers.isdigit() or int(workers) < 1:
+            raise ValueError(f"{PREFIX}WORKERS={workers!r}: expected a whole number, at least 1")
         try:
             return cls(
                 engine_image=get("ENGINE_IMAGE", d.engine_image),
@@ -48,7 +51,7 @@ class OperatorSettings:
                 resync_seconds=float(get("RESYNC_SECONDS", str(d.resync_seconds))),
                 model_check_timeout=float(get("MODEL_CHECK_TIMEOUT", str(d.model_check_timeout))),
                 probe_engines=get("PROBE_ENGINES", "true").lower() in ("1", "true", "yes"),
-                workers=max(1, int(get("WORKERS", str(d.workers)))),
+                workers=int(workers),
             )
         except ValueError as exc:
             raise ValueError(f"{PREFIX}*: {exc}") from None
