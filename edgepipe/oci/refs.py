@@ -12,6 +12,8 @@ __all__ = [
     "ANNOTATION",
     "CHUNK",
     "EMPTY_CONFIG",
+    "HELM_CHART_LAYER",
+    "HELM_CONFIG",
     "MANIFEST",
     "MODEL_ARTIFACT",
     "MODEL_LAYER",
@@ -35,6 +37,9 @@ PIPELINE_ARTIFACT = "application/vnd.edgepipe.pipeline.v1"
 PIPELINE_CONFIG = "application/vnd.edgepipe.pipeline.config.v1+json"
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+# Helm's own media types: `helm pull oci://…` accepts a manifest with exactly these.
+HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
+HELM_CHART_LAYER = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 ANNOTATION = "io.edgepipe.model"
 CHUNK = 4 * 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""The edge chart: rendered from Jinja2 templates, packaged and pushed with helm.
+"""The edge chart: rendered from Jinja2 templates, packaged and pushed without helm.
 
 The templates in ``templates/chart`` use the delimiters ``[[ ]]`` and ``[% %]``, so Helm's
 own ``{{ }}`` pass through untouched. The engine pod's port, cache path, probes and
@@ -7,16 +7,17 @@ security context come from ``edgepipe.enginepod``, as the operator's Deployment 
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
-import tempfile
+import tarfile
 from pathlib import Path
+from typing import Any
 
 import jinja2
+import yaml
 
 from edgepipe import enginepod, oci
 from edgepipe.config import PipelineConfig
@@ -99,70 +100,67 @@ def render_chart(
     return out
 
 
-def default_helm() -> str:
-    """helm beside this Python (scripts/setup puts it in .venv/bin), else on PATH."""
-    local = Path(sys.executable).parent / "helm"
-    return str(local) if local.exists() else (shutil.which("helm") or "helm")
+# Every archive entry gets these, so the same chart files always give the same bytes (and
+# the same digest): no build time, owner or file order leaks in.
+ENTRY_MTIME = 0
+ENTRY_MODE = 0o644
 
 
-def _helm(helm: str, args: list[str], env: dict[str, str], stdin: str | None = None) -> str:
-    try:
-        proc = subprocess.run(
-            [helm, *args], input=stdin, capture_output=True, text=True, env=env, timeout=300
-        )
-    except FileNotFoundError:
-        raise PublishError(
-            f"helm is not installed ({helm}); scripts/setup --dev installs it"
-        ) from None
-    if proc.returncode != 0:
-        err = (proc.stderr or proc.stdout).strip()
-        low = err.lower()
-        if "unauthorized" in low or "401" in low or "authentication required" in low:
-            raise oci.AuthError(f"helm {args[0]}: the registry refused the credentials: {err}")
-        if "connection refused" in low or "no such host" in low or "timeout" in low or " 50" in low:
-            raise oci.RegistryUnavailable(f"helm {args[0]}: {err}")
-        raise PublishError(f"helm {' '.join(args[:2])} failed: {err}")
-    return proc.stdout + proc.stderr  # helm push reports on stderr
+def package_chart(chart_dir: Path) -> bytes:
+    """The chart as ``helm package`` lays it out (``<name>/Chart.yaml`` first), as a
+    deterministic tar.gz."""
+    files = sorted(p for p in chart_dir.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.relative_to(chart_dir).as_posix() != "Chart.yaml")
+    raw = io.BytesIO()
+    # mtime=0 and no file name: gzip's header carries neither the time nor a path.
+    with (
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar,
+    ):
+        for path in files:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(f"{chart_dir.name}/{path.relative_to(chart_dir).as_posix()}")
+            info.size, info.mtime, info.mode = len(data), ENTRY_MTIME, ENTRY_MODE
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
 
 
-def push_chart(chart_dir: Path, target: oci.Target, helm: str | None = None) -> tuple[str, str]:
-    """``helm package`` then ``helm push``; (chart URL, chart reference by digest)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        # A registry config of our own: the user's helm logins are neither read nor changed.
-        env = {
-            **os.environ,
-            "HELM_REGISTRY_CONFIG": f"{tmp}/registry.json",
-            "HELM_CACHE_HOME": f"{tmp}/cache",
-            "HELM_CONFIG_HOME": f"{tmp}/config",
-            "HELM_DATA_HOME": f"{tmp}/data",
-        }
-        plain = ["--plain-http"] if target.plain_http else []
-        helm = helm or default_helm()
-        out = _helm(helm, ["package", str(chart_dir), "-d", tmp], env)
-        match = re.search(r"saved it to: (\S+\.tgz)", out)
-        if not match:
-            raise PublishError(f"helm package said: {out.strip()}")
-        creds = target.credentials
-        if creds.username and creds.password:
-            _helm(
-                helm,
-                [
-                    "registry",
-                    "login",
-                    target.registry,
-                    "--username",
-                    creds.username,
-                    "--password-stdin",
-                    *plain,
-                ],
-                env,
-                stdin=creds.password,
-            )
-        repo = target.repository("charts", "").rstrip("/")
-        out = _helm(helm, ["push", match.group(1), f"oci://{target.registry}/{repo}", *plain], env)
-    pushed = re.search(r"Pushed:\s+(\S+)", out)
-    digest = re.search(r"Digest:\s+(sha256:[0-9a-f]{64})", out)
-    if not pushed or not digest:
-        raise PublishError(f"helm push said: {out.strip()}")
-    chart_url = pushed.group(1).rsplit(":", 1)[0]
-    return chart_url, f"{chart_url}@{digest.group(1)}"
+def chart_metadata(chart_dir: Path) -> dict[str, Any]:
+    """Chart.yaml as Helm's OCI config blob holds it (JSON)."""
+    meta = yaml.safe_load((chart_dir / "Chart.yaml").read_text())
+    if not isinstance(meta, dict) or not meta.get("name") or not meta.get("version"):
+        raise PublishError(f"{chart_dir}/Chart.yaml: expected a mapping with name and version")
+    return meta
+
+
+def push_chart(chart_dir: Path, target: oci.Target) -> tuple[str, str]:
+    """Package the chart and push it with Helm's media types, tagged with its version (``+``
+    becomes ``_``, as Helm does); (chart URL, chart reference by digest).
+
+    Registry failures are the OCI client's (by HTTP status): AuthError, RegistryUnavailable.
+    """
+    meta = chart_metadata(chart_dir)
+    archive = package_chart(chart_dir)
+    config = json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
+    client = target.client()
+    repository = target.repository("charts", meta["name"])
+    blobs = {}
+    for data in (config, archive):
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        client.push_bytes(repository, data, digest)
+        blobs[data] = {"digest": digest, "size": len(data)}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": oci.MANIFEST,
+        "config": {"mediaType": oci.HELM_CONFIG, **blobs[config]},
+        "layers": [{"mediaType": oci.HELM_CHART_LAYER, **blobs[archive]}],
+        "annotations": {
+            "org.opencontainers.image.title": meta["name"],
+            "org.opencontainers.image.version": str(meta["version"]),
+            "org.opencontainers.image.description": meta.get("description", ""),
+        },
+    }
+    tag = str(meta["version"]).replace("+", "_")
+    digest = client.put_manifest(repository, manifest, tag=tag)
+    chart_url = f"{target.registry}/{repository}"
+    return chart_url, f"{chart_url}@{digest}"

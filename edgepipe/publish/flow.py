@@ -65,7 +65,6 @@ def publish(
     deployment: DeploymentConfig,
     chart_name: str | None = None,
     model_files: dict[str, Path] | None = None,
-    helm: str | None = None,
     created_at: str | None = None,
     log: Log = lambda _: None,
     progress: oci.Progress | None = None,
@@ -84,7 +83,7 @@ def publish(
             deployment=deployment,
         )
         log(f"chart {chart_name} {CHART_VERSION_PREFIX}{config.version}")
-        chart_url, chart_ref = push_chart(chart_dir, target, helm)
+        chart_url, chart_ref = push_chart(chart_dir, target)
     log(f"chart pushed: {chart_ref}")
     t = now()
     return PublishResult(
