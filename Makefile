@@ -1,5 +1,5 @@
 # Entry points; each calls a script so that CI and users run the same thing.
-.PHONY: demo test lint format bench soak scale generate image
+.PHONY: demo test lint format bench soak scale footprint generate image
 
 demo:
 	scripts/demo
@@ -27,6 +27,10 @@ generate:
 
 image:
 	scripts/testimage
+
+footprint:
+	scripts/setup --dev
+	.venv/bin/python bench/image_footprint.py --arm64
 
 soak:
 	scripts/setup --dev

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 # The engine image a Pipeline or a Publish uses when it names none.
-ENGINE_IMAGE = "edgepipe:0.1.0"
+ENGINE_IMAGE = "edgepipe-engine:0.1.0"
 # The engine's HTTP port, in the container, the Service and the docker run line.
 ENGINE_PORT = 8080
 # Its OIP v2 gRPC port, beside HTTP in the same places.

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
 
 # The top-level packages of this project: a missing one of these is a broken install,
 # never a missing extra, so its ImportError is not reworded.
 OWN = {"edgepipe", "edgepipe_operator"}
 
 
-def load(module: str, function: str, extra: str, prog: str) -> Callable[[], object]:
-    """``module.function``, or exit 1 naming the extra that ``module`` needs."""
+def launch(module: str, function: str, extra: str, prog: str) -> None:
+    """Run ``module.function()``; if it (or anything it imports on the way, at once or
+    later, as the operator imports kopf) lacks a module, exit 1 naming ``extra``."""
     try:
-        return getattr(importlib.import_module(module), function)
+        getattr(importlib.import_module(module), function)()
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
         if not missing or missing in OWN:
@@ -33,4 +33,4 @@ def load(module: str, function: str, extra: str, prog: str) -> Callable[[], obje
 
 def edgepipe() -> None:
     """The ``edgepipe`` command."""
-    load("edgepipe.cli", "run", "client", "edgepipe")()
+    launch("edgepipe.cli", "run", "client", "edgepipe")

@@ -98,8 +98,8 @@ def chain_config(models_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def image() -> str:
-    """scripts/testimage: builds (or reuses) the image; its reference is the last line."""
+def images() -> dict[str, str]:
+    """scripts/testimage: builds (or reuses) both images; {"engine": ref, "operator": ref}."""
     import shutil
     import subprocess
 
@@ -112,7 +112,20 @@ def image() -> str:
         pytest.fail(f"scripts/testimage failed:\n{proc.stderr[-4000:]}")
     size = [line for line in proc.stderr.splitlines() if "image size" in line]
     print("\n" + "\n".join(size))
-    return proc.stdout.strip().splitlines()[-1]
+    engine, operator = proc.stdout.strip().splitlines()[-2:]
+    return {"engine": engine, "operator": operator}
+
+
+@pytest.fixture(scope="session")
+def image(images: dict[str, str]) -> str:
+    """The engine image (edgepipe-engine)."""
+    return images["engine"]
+
+
+@pytest.fixture(scope="session")
+def operator_image(images: dict[str, str]) -> str:
+    """The operator image (edgepipe-operator)."""
+    return images["operator"]
 
 
 # -- registries -----------------------------------------------------------------------------

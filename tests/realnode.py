@@ -55,7 +55,8 @@ class NodeCluster:
         )
 
 
-def start_cluster(base: Path, image: str, log=print) -> NodeCluster:
+def start_cluster(base: Path, images: list[str], log=print) -> NodeCluster:
+    """A real-node cluster with ``images`` (the engine's and the operator's) in containerd."""
     t0 = time.monotonic()
     proc = subprocess.run(
         [str(SCRIPT), "start", str(base), "--real-node"], capture_output=True, text=True
@@ -64,9 +65,12 @@ def start_cluster(base: Path, image: str, log=print) -> NodeCluster:
         raise RuntimeError(f"the real-node cluster did not start:\n{proc.stderr[-4000:]}")
     log(f"real-node cluster ready in {time.monotonic() - t0:.1f}s")
     cluster = NodeCluster(base, json.loads((base / "cluster.json").read_text()))
-    t0 = time.monotonic()
-    subprocess.run([str(SCRIPT), "load-image", str(base), image], check=True, capture_output=True)
-    log(f"image {image} loaded into containerd in {time.monotonic() - t0:.1f}s")
+    for image in images:
+        t0 = time.monotonic()
+        subprocess.run(
+            [str(SCRIPT), "load-image", str(base), image], check=True, capture_output=True
+        )
+        log(f"image {image} loaded into containerd in {time.monotonic() - t0:.1f}s")
     kubectl = cluster.kubectl()
     kubectl("apply", "-f", str(ROOT / "crds"))
     kubectl("wait", "--for=condition=Established", "crd/pipelines.edgepipe.io", "--timeout=60s")
@@ -83,7 +87,8 @@ def registry_on_bridge(base: Path, gateway: str) -> Registry:
 
 
 def install_operator(cluster: NodeCluster, image: str) -> None:
-    """``helm install charts/edgepipe``: the operator in a pod, under the chart's RBAC."""
+    """``helm install charts/edgepipe``: the operator in a pod, under the chart's RBAC, from
+    the operator image; engines get the chart's default, edgepipe-engine with its tag."""
     repo, tag = image.rsplit(":", 1)
     proc = subprocess.run(
         [

@@ -24,20 +24,22 @@ def log(msg: str) -> None:
     print(f"[journey] {msg}", file=sys.stderr, flush=True)
 
 
-def image() -> str:
+def images() -> tuple[str, str]:
+    """(engine image, operator image), from scripts/testimage."""
     proc = subprocess.run(
         [str(ROOT / "scripts" / "testimage")], capture_output=True, text=True, check=True
     )
-    return proc.stdout.strip().splitlines()[-1]
+    engine, operator = proc.stdout.strip().splitlines()[-2:]
+    return engine, operator
 
 
 def main() -> int:
     result: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="edgepipe-journey-") as tmp:
         base = Path(tmp)
-        ref = image()
-        log(f"image {ref}")
-        cluster = rn.start_cluster(base / "cp", ref, log=log)
+        engine, ref = images()
+        log(f"images {engine} {ref}")
+        cluster = rn.start_cluster(base / "cp", [engine, ref], log=log)
         registry = rn.registry_on_bridge(base / "registry", cluster.gateway)
         try:
             run(cluster, registry, ref, base, result)

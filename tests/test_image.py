@@ -30,18 +30,54 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     return proc
 
 
-def test_image_runs_as_non_root_with_both_commands(image) -> None:
+# Budgets from the footprint issue (uncompressed, as podman reports them).
+ENGINE_BUDGET_MB = 400
+OPERATOR_BUDGET_MB = 300
+
+
+def _imports(image: str, module: str) -> bool:
+    return (
+        podman("run", "--rm", image, "python3", "-c", f"import {module}", check=False).returncode
+        == 0
+    )
+
+
+def _inspect(image: str) -> dict:
+    return json.loads(podman("image", "inspect", image).stdout)[0]
+
+
+def test_the_engine_image_holds_the_engine_only(image) -> None:
     assert podman("run", "--rm", image, "id", "-u").stdout.strip() == "10001"
     engine = podman("run", "--rm", image, "edgepipe-engine", "--help").stdout
     assert "--model" in engine and "--config" in engine
-    assert "run" in podman("run", "--rm", image, "edgepipe-operator", "--help").stdout
-    assert "v4" in podman("run", "--rm", image, "helm", "version", "--short").stdout
-    info = json.loads(podman("image", "inspect", image).stdout)[0]
+    for module in ("onnxruntime", "pyarrow", "numpy", "aiohttp", "grpc", "PIL", "simdjson"):
+        assert _imports(image, module), module
+    for module in ("kubernetes", "kopf", "jinja2", "click", "rich", "edgepipe_operator"):
+        assert not _imports(image, module), f"{module} is in the engine image"
+    for program in ("helm", "edgepipe-operator", "edgepipe"):
+        assert podman("run", "--rm", image, program, check=False).returncode != 0, program
+    info = _inspect(image)
     assert info["Config"]["User"] == "10001"
     assert info["Config"]["Cmd"] == ["edgepipe-engine"]
     healthcheck = info.get("Healthcheck") or info["Config"].get("Healthcheck") or {}
     assert "/health/ready" in " ".join(healthcheck.get("Test", []))
-    print(f"\nimage {image}: {info['Size'] / 1e6:.0f} MB")
+    print(f"\nengine image {image}: {info['Size'] / 1e6:.0f} MB")
+    assert info["Size"] / 1e6 <= ENGINE_BUDGET_MB
+
+
+def test_the_operator_image_holds_the_operator_only(operator_image) -> None:
+    image = operator_image
+    assert "run" in podman("run", "--rm", image, "edgepipe-operator", "--help").stdout
+    for module in ("kopf", "kubernetes", "jinja2", "edgepipe.publish", "edgepipe.oci"):
+        assert _imports(image, module), module
+    for module in ("onnxruntime", "pyarrow", "numpy", "edgepipe.engine"):
+        assert not _imports(image, module), f"{module} is in the operator image"
+    assert podman("run", "--rm", image, "helm", check=False).returncode != 0
+    info = _inspect(image)
+    assert info["Config"]["User"] == "10001"
+    assert info["Config"]["Cmd"] == ["edgepipe-operator", "run"]
+    print(f"\noperator image {image}: {info['Size'] / 1e6:.0f} MB")
+    assert info["Size"] / 1e6 <= OPERATOR_BUDGET_MB
 
 
 def _docker_run_as_podman(docker_run: str, name: str, port: int, volume: str) -> list[str]:
@@ -159,7 +195,7 @@ def test_edge_journey_as_the_tutorial_types_it(
 
 
 @pytest.mark.cluster
-def test_the_operator_in_a_container(image, cluster, kubectl) -> None:
+def test_the_operator_in_a_container(operator_image, cluster, kubectl) -> None:
     name = f"op-{uuid.uuid4().hex[:6]}"
     kubeconfig = cluster["kubeconfig"]
     os.chmod(kubeconfig, 0o644)  # readable by the image's non-root user
@@ -176,9 +212,7 @@ def test_the_operator_in_a_container(image, cluster, kubectl) -> None:
             "KUBECONFIG=/kube/config",
             "-e",
             f"EDGEPIPE_OPERATOR_NAMESPACE={kubectl.namespace}",
-            image,
-            "edgepipe-operator",
-            "run",
+            operator_image,  # its default command: edgepipe-operator run
         )
         from tests.test_operator import pipeline, wait_phase
 

@@ -299,6 +299,19 @@ def test_operator_chart_installs_into_the_cluster(cluster, kubectl, namespace) -
     assert c["command"][:2] == ["edgepipe-operator", "run"]
     env_vars = {e["name"]: e.get("value") for e in c["env"]}
     assert env_vars["EDGEPIPE_OPERATOR_NAMESPACE"] == namespace
+    # Two images: the operator runs its own, and engines get edgepipe-engine with its tag.
+    assert c["image"] == "edgepipe-operator:0.1.0"
+    assert env_vars["EDGEPIPE_OPERATOR_ENGINE_IMAGE"] == "edgepipe-engine:0.1.0"
+    moved = subprocess.run(
+        [
+            str(helm), "template", "ep", str(ROOT / "charts" / "edgepipe"),
+            "--set", "image.repository=reg.example:5000/team/edgepipe-operator",
+            "--set-string", "image.tag=1.2",
+        ],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert "image: reg.example:5000/team/edgepipe-operator:1.2" in moved
+    assert 'value: "reg.example:5000/team/edgepipe-engine:1.2"' in moved
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "ep-edgepipe"
     assert kubectl.get("serviceaccount", "ep-edgepipe") is not None
     role = kubectl.get("clusterrole", "ep-edgepipe", namespaced=False)

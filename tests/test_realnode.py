@@ -22,8 +22,8 @@ X = [1.0, 2.0, 3.0, 4.0]
 
 
 @pytest.fixture(scope="module")
-def node(image: str, tmp_path_factory: pytest.TempPathFactory):
-    cluster = rn.start_cluster(tmp_path_factory.mktemp("realnode") / "cp", image)
+def node(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
+    cluster = rn.start_cluster(tmp_path_factory.mktemp("realnode") / "cp", list(images.values()))
     yield cluster
     rn.stop_cluster(cluster)
 
@@ -36,8 +36,8 @@ def registry(node: rn.NodeCluster, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def operator_pod(node: rn.NodeCluster, image: str):
-    rn.install_operator(node, image)
+def operator_pod(node: rn.NodeCluster, operator_image: str):
+    rn.install_operator(node, operator_image)
     return node
 
 
@@ -95,7 +95,7 @@ def test_operator_runs_from_its_chart_under_its_own_rbac(operator_pod: rn.NodeCl
 
 
 def test_pipeline_runs_for_real_and_answers(
-    operator_pod, registry, models, ns: Kubectl, yolov8n_path
+    operator_pod, registry, models, ns: Kubectl, yolov8n_path, images
 ):
     secret = rn.registry_secret(ns, registry)
     post = {"kind": "yolov8", "confidenceThres": 0.5, "iouThres": 0.25}
@@ -112,6 +112,10 @@ def test_pipeline_runs_for_real_and_answers(
     # Running came only with a ready pod on the real node.
     assert all(ready and all(ready) for phase, ready in seen if phase == "Running")
     assert pods[0]["spec"]["nodeName"] == "real-node-0"
+    # The engine runs the engine image; the operator pod, the operator image.
+    assert pods[0]["spec"]["containers"][0]["image"] == images["engine"]
+    (op,) = operator_pod.kubectl(rn.OPERATOR_NS).items("pods")
+    assert op["spec"]["containers"][0]["image"] == images["operator"]
     # No secret value in the Deployment: the login goes by reference.
     deployment = ns.get("deployment", "journey-engine")
     text = orjson.dumps(deployment).decode()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edgepipe.extras import load
+from edgepipe.extras import launch
 
 
 def main() -> None:
-    load("edgepipe_operator.cli", "main", "operator", "edgepipe-operator")()
+    launch("edgepipe_operator.cli", "main", "operator", "edgepipe-operator")

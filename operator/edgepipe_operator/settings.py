@@ -2,7 +2,7 @@
 
 | env var | default | meaning |
 |---|---|---|
-| ``EDGEPIPE_OPERATOR_ENGINE_IMAGE`` | ``edgepipe:0.1.0`` | engine image for Pipelines that name none |
+| ``EDGEPIPE_OPERATOR_ENGINE_IMAGE`` | ``edgepipe-engine:0.1.0`` | engine image for Pipelines that name none |
 | ``EDGEPIPE_OPERATOR_IMAGE_PULL_POLICY`` | ``IfNotPresent`` | the engine containers' pull policy |
 | ``EDGEPIPE_OPERATOR_NAMESPACE`` | (all) | watch one namespace instead of the whole cluster |
 | ``EDGEPIPE_OPERATOR_RESYNC_SECONDS`` | ``10`` | how often a deployed Pipeline's status is re-read from its Deployment |

@@ -43,3 +43,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "edgepipe.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/* The engine image: operator.engineImage, else edgepipe-engine beside the operator image
+(same registry and tag), as the two images are built and published together. */}}
+{{- define "edgepipe.engineImage" -}}
+{{- if .Values.operator.engineImage }}
+{{- .Values.operator.engineImage }}
+{{- else }}
+{{- $repo := regexReplaceAll "edgepipe-operator$" .Values.image.repository "edgepipe-engine" }}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
