@@ -42,6 +42,8 @@ COPY edgepipe /src/edgepipe
 COPY engine /src/engine
 COPY operator /src/operator
 
+# (An emulated arm64 build starts this stage from its cached engine-deps image instead:
+# scripts/testimage rewrites this one line.)
 FROM engine-deps AS engine-venv
 COPY --from=source /src /src
 RUN /opt/edgepipe/bin/pip install -q --no-deps /src \

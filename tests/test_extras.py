@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
 import pytest
+
+from tests.conftest import ROOT
 
 CASES = [
     ("edgepipe.engine.launch", "main", "onnxruntime", "edgepipe-engine", "engine"),
@@ -51,3 +54,40 @@ def test_with_the_extra_the_program_starts(module, function, blocked, prog, extr
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "usage" in proc.stdout.lower()
+
+
+def test_a_plain_install_is_the_shared_library(tmp_path) -> None:
+    """``pip install edgepipe`` without extras: what the README says, and no more."""
+    # A copy of the sources: pip builds in the tree it is given, and this one stays clean.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("edgepipe", "engine", "operator"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    pip = subprocess.run(
+        [py, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert pip.returncode == 0, pip.stderr
+    ok = subprocess.run(
+        [
+            py,
+            "-c",
+            "import edgepipe.config, edgepipe.oci; print(edgepipe.oci.Target.parse('r:5000/x'))",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0 and "r:5000" in ok.stdout, ok.stderr
+    for heavy in ("onnxruntime", "pyarrow", "numpy", "kubernetes", "kopf", "click", "pandas"):
+        found = subprocess.run([py, "-c", f"import {heavy}"], capture_output=True)
+        assert found.returncode != 0, f"{heavy} came with a plain install"
+    for prog, extra in (("edgepipe-engine", "engine"), ("edgepipe", "client")):
+        proc = subprocess.run([str(venv / "bin" / prog), "--help"], capture_output=True, text=True)
+        assert proc.returncode == 1 and f"pip install 'edgepipe[{extra}]'" in proc.stderr

@@ -111,7 +111,7 @@ def main() -> int:
         started.append(registry)
         operator = subprocess.Popen(
             [sys.executable, "-m", "edgepipe_operator.cli", "run"],
-            env={**env, "EDGEPIPE_OPERATOR_ENGINE_IMAGE": "edgepipe:0.1.0"},
+            env={**env, "EDGEPIPE_OPERATOR_ENGINE_IMAGE": "edgepipe-engine:0.1.0"},
             stdout=open(work / "operator.log", "wb"),  # noqa: SIM115 - the child owns it
             stderr=subprocess.STDOUT,
         )
