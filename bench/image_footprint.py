@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from edgepipe.localengine import free_port  # noqa: E402
+from tests.emulation import arm64_cpuinfo_mount  # noqa: E402
 from tests.registry import Registry  # noqa: E402
 
 PODMAN = str(ROOT / "scripts" / "podman")
@@ -113,10 +114,12 @@ def pipeline_path(status: dict) -> str:
     return "/pipelines/" + status["pipelineUrl"].rsplit("/", 1)[1].split(":")[0]
 
 
-def cold_starts(image: str, status: dict, body: bytes, runs: int, reg: Registry) -> dict:
+def cold_starts(image: str, status: dict, body: bytes, runs: int, reg: Registry, tmp: Path) -> dict:
     """Seconds from ``podman run`` to the first answer: fresh, then from the cache."""
     words = shlex.split(status["dockerRunCommand"].replace("\\\n", " "))
     path = pipeline_path(status)
+    arch = json.loads(podman("image", "inspect", image))[0]["Architecture"]
+    emulated = arm64_cpuinfo_mount(tmp) if arch == "arm64" else []  # see tests/emulation.py
     fresh, cached = [], []
     for i in range(runs):
         name, volume, port = (
@@ -126,7 +129,7 @@ def cold_starts(image: str, status: dict, body: bytes, runs: int, reg: Registry)
         )
         cmd = [PODMAN, "run", "-d", "--name", name, "--network=host",
                "-e", f"EDGEPIPE_ENGINE_PORT={port}", "-e", "EDGEPIPE_ENGINE_GRPC_PORT=0",
-               "-v", f"{volume}:/var/cache/edgepipe", *words[2:-1], image]  # fmt: skip
+               "-v", f"{volume}:/var/cache/edgepipe", *emulated, *words[2:-1], image]  # fmt: skip
         cmd = [os.path.expandvars(w) for w in cmd]
         try:
             registry_up(reg, True)
@@ -176,7 +179,11 @@ def host_cold_starts(status: dict, body: bytes, runs: int, reg: Registry, tmp: P
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arm64", action="store_true", help="add the arm64 engine image")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="cold starts per amd64 engine")
+    parser.add_argument(
+        "--arm64-runs", type=int, default=1, help="cold starts of the emulated arm64 engine"
+    )
+    parser.add_argument("--skip-amd64", action="store_true", help="cold starts of arm64 only")
     args = parser.parse_args()
     engine, operator = build()
     images = {"engine (amd64)": engine, "operator (amd64)": operator}
@@ -206,11 +213,14 @@ def main() -> None:
         os.environ.update(OCI_USERNAME=reg.username, OCI_PASSWORD=reg.password)
         print("\n| engine | fresh from the registry (s) | from the cache, offline (s) |")
         print("|---|---:|---:|")
-        t = host_cold_starts(status, body, args.runs, reg, Path(tmp))
-        print(f"| host process (reference) | {t['fresh']:.1f} | {t['cached']:.1f} |")
+        if not args.skip_amd64:
+            t = host_cold_starts(status, body, args.runs, reg, Path(tmp))
+            print(f"| host process (reference) | {t['fresh']:.1f} | {t['cached']:.1f} |")
         for label, image in images.items():
-            if label.startswith("engine"):
-                t = cold_starts(image, status, body, args.runs, reg)
+            arm64 = label.endswith("(arm64)")
+            if label.startswith("engine") and not (args.skip_amd64 and not arm64):
+                runs = args.arm64_runs if arm64 else args.runs
+                t = cold_starts(image, status, body, runs, reg, Path(tmp))
                 print(f"| {label} | {t['fresh']:.1f} | {t['cached']:.1f} |")
         registry_up(reg, False)
 
