@@ -30,7 +30,8 @@ image:
 
 footprint:
 	scripts/setup --dev
-	.venv/bin/python bench/image_footprint.py --arm64
+	.venv/bin/python bench/image_footprint.py
+	.venv/bin/python bench/image_footprint.py --arm64 --test-model --arm64-runs 1
 
 soak:
 	scripts/setup --dev

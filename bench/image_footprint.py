@@ -14,6 +14,8 @@ In one run, on this machine:
 
 ``--arm64`` adds the arm64 engine image (built under qemu emulation by scripts/testimage,
 cached) to every table; its cold start is under emulation, so it is reported, not judged.
+Emulated fp16 arithmetic takes minutes: ``make footprint`` runs the arm64 cold start with
+``--test-model`` (the YOLOv8n-shaped fp32 test model) for both architectures.
 """
 
 from __future__ import annotations
@@ -184,6 +186,17 @@ def main() -> None:
         "--arm64-runs", type=int, default=1, help="cold starts of the emulated arm64 engine"
     )
     parser.add_argument("--skip-amd64", action="store_true", help="cold starts of arm64 only")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="the model to start with (default: the demo's trained YOLOv8s; its fp16 "
+        "arithmetic takes minutes under emulation)",
+    )
+    parser.add_argument(
+        "--test-model",
+        action="store_true",
+        help="start with the YOLOv8n-shaped fp32 test model (12 MB) instead",
+    )
     args = parser.parse_args()
     engine, operator = build()
     images = {"engine (amd64)": engine, "operator (amd64)": operator}
@@ -201,12 +214,16 @@ def main() -> None:
     x = np.zeros((1, 3, 640, 640), dtype=np.float32)
     body = json.dumps([{"images": x.tolist()}]).encode()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.test_model:
+            from tests import onnx_models
+
+            args.model = onnx_models.yolov8n_shaped(Path(tmp) / "yolov8n.onnx")
         reg = Registry(Path(tmp) / "registry", auth=True).start()
         env = {**os.environ, "OCI_USERNAME": reg.username, "OCI_PASSWORD": reg.password}
         status = json.loads(
             subprocess.run(
                 [sys.executable, "-m", "edgepipe.cli", "publish", "push", "--model",
-                 str(trained_model_path()), "--registry", f"{reg.host}/edge", "-o", "json"],
+                 str(args.model or trained_model_path()), "--registry", f"{reg.host}/edge", "-o", "json"],
                 check=True, capture_output=True, text=True, env=env,
             ).stdout
         )  # fmt: skip
