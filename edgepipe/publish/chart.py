@@ -115,7 +115,7 @@ def package_chart(chart_dir: Path) -> bytes:
     # mtime=0 and no file name: gzip's header carries neither the time nor a path.
     with (
         gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         for path in files:
             data = path.read_bytes()
