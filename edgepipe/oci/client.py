@@ -257,9 +257,13 @@ class Client:
             raise DigestMismatch(f"blob {digest} from {repository} has digest {actual}")
         return data
 
-    def push_bytes(self, repository: str, data: bytes, digest: str) -> None:
+    def push_bytes(self, repository: str, data: bytes, media_type: str) -> dict[str, Any]:
+        """Upload a small blob (a config, a chart) unless the repository has it; its
+        descriptor for a manifest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        descriptor = {"mediaType": media_type, "digest": digest, "size": len(data)}
         if self.blob_exists(repository, digest):
-            return
+            return descriptor
         _, location = self._start_upload(repository)
         sep = "&" if "?" in location else "?"
         self._check(
@@ -274,6 +278,7 @@ class Client:
             ),
             f"upload to {repository}",
         )
+        return descriptor
 
     def put_manifest(self, repository: str, manifest: dict[str, Any], tag: str | None) -> str:
         body = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()

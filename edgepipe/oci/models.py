@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,14 +51,12 @@ def push_model(
     inputs, outputs = onnxfile.signature(path)
     version = version or digest_to_uuid(sha)
     uploaded = client.push_blob(repository, path, digest, size, progress)
-    empty = b"{}"
-    empty_digest = "sha256:" + hashlib.sha256(empty).hexdigest()
-    client.push_bytes(repository, empty, empty_digest)
+    empty_config = client.push_bytes(repository, b"{}", EMPTY_CONFIG)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST,
         "artifactType": MODEL_ARTIFACT,
-        "config": {"mediaType": EMPTY_CONFIG, "digest": empty_digest, "size": len(empty)},
+        "config": empty_config,
         "layers": [
             {
                 "mediaType": MODEL_LAYER,

@@ -7,7 +7,6 @@ registry), or copied from another registry.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -127,14 +126,12 @@ def push_pipeline(
                 },
             }
         )
-    data = config.to_json()
-    config_digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    client.push_bytes(repository, data, config_digest)
+    config_blob = client.push_bytes(repository, config.to_json(), oci.PIPELINE_CONFIG)
     manifest = {
         "schemaVersion": 2,
         "mediaType": oci.MANIFEST,
         "artifactType": oci.PIPELINE_ARTIFACT,
-        "config": {"mediaType": oci.PIPELINE_CONFIG, "digest": config_digest, "size": len(data)},
+        "config": config_blob,
         "layers": layers,
         "annotations": {
             "io.edgepipe.pipeline.name": config.name,

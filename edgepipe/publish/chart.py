@@ -8,7 +8,6 @@ security context come from ``edgepipe.enginepod``, as the operator's Deployment 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import shutil
@@ -144,16 +143,11 @@ def push_chart(chart_dir: Path, target: oci.Target) -> tuple[str, str]:
     config = json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
     client = target.client()
     repository = target.repository("charts", meta["name"])
-    blobs = {}
-    for data in (config, archive):
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        client.push_bytes(repository, data, digest)
-        blobs[data] = {"digest": digest, "size": len(data)}
     manifest = {
         "schemaVersion": 2,
         "mediaType": oci.MANIFEST,
-        "config": {"mediaType": oci.HELM_CONFIG, **blobs[config]},
-        "layers": [{"mediaType": oci.HELM_CHART_LAYER, **blobs[archive]}],
+        "config": client.push_bytes(repository, config, oci.HELM_CONFIG),
+        "layers": [client.push_bytes(repository, archive, oci.HELM_CHART_LAYER)],
         "annotations": {
             "org.opencontainers.image.title": meta["name"],
             "org.opencontainers.image.version": str(meta["version"]),
