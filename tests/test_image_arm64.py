@@ -3,7 +3,6 @@ amd64 one: each platform is picked from the registry and answers like onnxruntim
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
@@ -18,7 +17,7 @@ from edgepipe.client.engine import outputs_of
 from edgepipe.localengine import free_port
 from tests.conftest import ROOT
 from tests.emulation import arm64_cpuinfo_mount
-from tests.test_image import _ready, podman
+from tests.test_image import _inspect, _ready, podman
 
 ARCH_BUDGET = 1.10  # the arm64 image within 10% of the amd64 one
 
@@ -55,10 +54,6 @@ def _serving(name: str, port: int) -> float:
                     f"{name} stopped:\n{logs.stdout}{logs.stderr}"[-3000:]
                 ) from None
     raise AssertionError(f"{name}: not ready after 600 s")
-
-
-def _inspect(image: str) -> dict:
-    return json.loads(podman("image", "inspect", image).stdout)[0]
 
 
 # The emulated build of the dependencies takes about 6 minutes when nothing is cached.
