@@ -20,6 +20,8 @@ GRPC_PORT = 8081
 # Where models pulled from a registry are cached inside the container (a writable volume,
 # since the root filesystem is read-only).
 CACHE_DIR = "/var/cache/edgepipe"
+# The inference log's disk cap at the edge (LOCAL_INFERENCE_STORAGE), as the tutorial names it.
+LOCAL_INFERENCE_STORAGE = "1Gi"
 # On SIGTERM the engine fails readiness and keeps serving this long, so that Services stop
 # sending it traffic before it stops listening; then it finishes what is in flight.
 DRAIN_SECONDS = 5

@@ -7,9 +7,9 @@ are the pipeline config's steps, so a resolved Pipeline *is* a pipeline config.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .config import (
     NAME_MAX,
@@ -159,6 +159,47 @@ class RegistryRef(SpecModel):
     plain_http: bool = Field(default=False, description="Speak plain HTTP (a loopback registry).")
 
 
+# An edge location's name: a DNS label (it names a repository path and a Helm value).
+EDGE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+EdgeName = Annotated[str, Field(pattern=EDGE_PATTERN, max_length=63)]
+
+
+def check_edges(edges: list[str]) -> list[str]:
+    """The edge names as given, or ValueError naming the first bad or repeated one."""
+    import re
+
+    seen: set[str] = set()
+    for i, edge in enumerate(edges):
+        if not re.match(EDGE_PATTERN, edge) or len(edge) > 63:
+            raise ValueError(
+                f"edges[{i}]: {edge!r} is not an edge name (lower-case letters, digits and "
+                "'-', at most 63, starting and ending with a letter or digit)"
+            )
+        if edge in seen:
+            raise ValueError(f"edges[{i}]: {edge!r} is listed twice")
+        seen.add(edge)
+    return edges
+
+
+class SigningRef(SpecModel):
+    """The key a Publish signs its artifacts with."""
+
+    secret_ref: SecretRef = Field(
+        description="Secret with 'key' (a PEM EC P-256 private key) and, when the key is "
+        "encrypted, 'password'."
+    )
+
+
+class EdgeStatus(SpecModel):
+    """One edge location: its name, its docker run line, and its last inference-log upload."""
+
+    name: str
+    docker_run_command: str | None = None
+    last_upload: str | None = Field(default=None, description="Time of its newest log upload.")
+    last_upload_records: int | None = None
+    uploaded_segments: int | None = None
+
+
 class PublishSpec(SpecModel):
     """Publish one version of a pipeline to an OCI registry, with a Helm chart for the edge."""
 
@@ -176,6 +217,20 @@ class PublishSpec(SpecModel):
         max_length=NAME_MAX,
         description="Chart name; default: the pipeline's name.",
     )
+    edges: list[EdgeName] = Field(
+        default_factory=list,
+        description="Named edge locations (EDGE_NAME) that run this publish; each uploads "
+        "its inference logs under <prefix>/logs/<pipeline>/<edge>.",
+    )
+    signing: SigningRef | None = Field(
+        default=None,
+        description="Sign the pipeline artifact and the chart (cosign's format) with this key.",
+    )
+
+    @field_validator("edges")
+    @classmethod
+    def _unique_edges(cls, edges: list[str]) -> list[str]:
+        return check_edges(edges)
 
 
 class PublishStatus(SpecModel):
@@ -190,6 +245,13 @@ class PublishStatus(SpecModel):
     helm_chart_version: str | None = Field(default=None, description="0.0.1-<version>.")
     engine_config: DeploymentConfig | None = None
     docker_run_command: str | None = None
+    signatures: dict[str, str] | None = Field(
+        default=None, description="Each signed artifact's signature (sha256-<hex>.sig)."
+    )
+    public_key: str | None = Field(
+        default=None, description="The signing key's public half (PEM), for OCI_VERIFY_KEY."
+    )
+    edges: list[EdgeStatus] | None = None
     created_at: str | None = None
     updated_at: str | None = None
     observed_generation: int | None = None

@@ -23,6 +23,7 @@ from typing import Any
 
 from edgepipe import oci
 from edgepipe.config import PipelineConfig, model_version
+from edgepipe.oci import signing
 
 from .errors import StartupError
 from .settings import OciSettings, Settings, SettingsError
@@ -85,17 +86,24 @@ def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, dict[str, Path]]
     ref = _reference(cfg)
     log.info("edgepipe engine - standalone (edge) mode")
     index = _index_path(cache, str(ref))
+    key = _verify_key(cfg)
     client = None
     try:
         client = client_for(cfg, ref.registry)
         log.info("Fetching manifest and config for pipeline: %s", ref)
-        manifest, manifest_digest = client.get_manifest(ref)
+        raw, manifest_digest = client.get_manifest_bytes(ref)
+        manifest = json.loads(raw)
         if cfg.username:
             log.info("Login Succeeded")
         if manifest.get("artifactType") != oci.PIPELINE_ARTIFACT:
             raise StartupError(
                 f"{ref} is not an edgepipe pipeline (artifactType {manifest.get('artifactType')!r})"
             )
+        signatures = None
+        if key is not None:  # before anything is cached or loaded
+            signatures = signing.fetch_signatures(client, ref.repository, manifest_digest)
+            signing.verify(signatures, manifest_digest, key, str(ref))
+            log.info("signature verified: %s@%s", ref.repository, manifest_digest)
         config_bytes = client.get_blob(ref.repository, manifest["config"]["digest"])
         _write_atomic(
             index,
@@ -103,8 +111,11 @@ def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, dict[str, Path]]
                 {
                     "url": str(ref),
                     "manifest": manifest,
+                    "manifestRaw": raw.decode(),
                     "manifestDigest": manifest_digest,
                     "config": config_bytes.decode(),
+                    # Cached with the artifact, so an offline start verifies it again.
+                    "signatures": signatures.to_json() if signatures else None,
                 }
             ).encode(),
         )
@@ -114,9 +125,16 @@ def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, dict[str, Path]]
             raise StartupError(f"cannot fetch {ref}: {exc}; no cached copy in {cache}") from None
         log.warning("registry unreachable (%s); starting from the cached copy of %s", exc, ref)
         saved = json.loads(index.read_text())
+        if key is not None:
+            try:
+                _verify_cached(saved, key, str(ref))  # and takes the manifest from its bytes
+            except signing.SignatureError as bad:
+                raise StartupError(f"{bad}; serving nothing from it (OCI_VERIFY_KEY)") from None
         manifest, config_bytes = saved["manifest"], saved["config"].encode()
         client = None
         os.utime(index)  # the most recently used version, for pruning
+    except signing.SignatureError as exc:
+        raise StartupError(f"{exc}; serving nothing from it (OCI_VERIFY_KEY)") from None
     except oci.AuthError as exc:
         raise StartupError(f"cannot log in to {ref.registry}: {exc}") from None
     except oci.OciError as exc:
@@ -145,6 +163,31 @@ def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, dict[str, Path]]
     prune_cache(cache, settings.cache_versions)
     log.info("Starting engine")
     return config, paths
+
+
+def _verify_key(cfg: OciSettings) -> Any:
+    """The public key of OCI_VERIFY_KEY (PEM text or a file), or None when unset."""
+    if not cfg.verify_key:
+        return None
+    try:
+        return signing.load_public_key(cfg.verify_key)
+    except signing.KeyProblem as exc:
+        raise StartupError(f"OCI_VERIFY_KEY: {exc}") from None
+
+
+def _verify_cached(saved: dict[str, Any], key: Any, what: str) -> None:
+    """Verify the cached copy as the registry's: manifest bytes, their signature, the config."""
+    raw = (saved.get("manifestRaw") or "").encode()
+    if not raw or not saved.get("signatures"):
+        raise signing.SignatureError(
+            f"{what}: the cached copy has no signature (cached before OCI_VERIFY_KEY was set)"
+        )
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    signing.verify(signing.Signatures.from_json(saved["signatures"]), digest, key, what)
+    config = saved["config"].encode()
+    if "sha256:" + hashlib.sha256(config).hexdigest() != json.loads(raw)["config"]["digest"]:
+        raise signing.SignatureError(f"{what}: the cached config does not match its manifest")
+    saved["manifest"] = json.loads(raw)
 
 
 def prune_cache(cache: Path, keep: int) -> None:

@@ -24,6 +24,7 @@
 | ``OCI_REGISTRY``, ``OCI_USERNAME``, ``OCI_PASSWORD`` | (none) | edge mode: registry login |
 | ``OCI_PLAIN_HTTP`` | ``false`` | the registry speaks plain HTTP (loopback tests) |
 | ``OCI_AUTH_FILE`` | (none) | a ``.dockerconfigjson`` file to log in with when ``OCI_USERNAME`` is unset |
+| ``OCI_VERIFY_KEY`` | (none) | edge mode: a public key (PEM text or a file); the pipeline must carry a valid cosign-format signature by it, checked before anything loads (offline too, from the cache) |
 
 Latency or throughput: with ``INFER_WORKERS=1`` (the default) one model call at a time
 spreads over all ``CONFIG_CPUS`` threads, which gives the lowest latency per request.
@@ -101,6 +102,7 @@ class OciSettings:
     password: str | None = field(default=None, repr=False)
     plain_http: bool = False
     auth_file: Path | None = None
+    verify_key: str | None = field(default=None, repr=False)  # OCI_VERIFY_KEY: PEM or a file
 
     def credentials(self, registry: str) -> Credentials:
         """The login for ``registry``: OCI_USERNAME/OCI_PASSWORD, else the auth file's."""
@@ -156,6 +158,7 @@ class Settings:
             password=env.get("OCI_PASSWORD") or None,
             plain_http=_bool(env, "OCI_PLAIN_HTTP", False),
             auth_file=Path(env["OCI_AUTH_FILE"]) if env.get("OCI_AUTH_FILE") else None,
+            verify_key=env.get("OCI_VERIFY_KEY") or None,
         )
         oci = registry if registry.pipeline_url else None
         defaults = cls()

@@ -36,6 +36,13 @@ LABELS = {
 }
 
 
+def _edge_text(edge: dict[str, Any]) -> str:
+    last = edge.get("lastUpload")
+    if not last:
+        return f"{edge['name']} (no logs uploaded yet)"
+    return f"{edge['name']} (last log upload {last}, {edge.get('lastUploadRecords', '?')} records)"
+
+
 def fields_text(fields: dict[str, Any]) -> str:
     """A published status for people: labelled fields, then the docker run line."""
     lines = []
@@ -44,6 +51,10 @@ def fields_text(fields: dict[str, Any]) -> str:
         if isinstance(value, dict):
             value = json.dumps(value)
         lines.append(f"{label + ':':<22} {value}")
+    sigs = fields.get("signatures") or {}
+    lines.append(f"{'Signed:':<22} " + (", ".join(sigs.values()) if sigs else "no"))
+    edges = fields.get("edges") or []
+    lines.append(f"{'Edges:':<22} " + ("; ".join(map(_edge_text, edges)) if edges else "-"))
     if fields.get("dockerRunCommand"):
         lines.append("\nRun it at the edge:\n  " + fields["dockerRunCommand"].replace("\n", "\n  "))
     return "\n".join(lines)
@@ -81,6 +92,17 @@ def publish() -> None:
 )
 @click.option("--chart-name", help="Chart name (default: the pipeline's name).")
 @click.option("--replicas", type=int, default=1, show_default=True)
+@click.option(
+    "--sign-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM EC P-256 private key: sign the pipeline and the chart in cosign's format.",
+)
+@click.option(
+    "--sign-key-password",
+    envvar="EDGEPIPE_SIGN_KEY_PASSWORD",
+    help="Password of an encrypted --sign-key [env EDGEPIPE_SIGN_KEY_PASSWORD].",
+)
+@click.option("--edge", "edges", multiple=True, help="An edge location's name (repeatable).")
 @output_option
 def publish_push(
     config_file: Path | None,
@@ -92,13 +114,17 @@ def publish_push(
     engine_image: str,
     chart_name: str | None,
     replicas: int,
+    sign_key: Path | None,
+    sign_key_password: str | None,
+    edges: tuple[str, ...],
     output: str,
 ) -> None:
     """Publish a pipeline config (or --model FILE) without a cluster: models, pipeline, chart."""
     from edgepipe.config import config_for_model_file, load_config, resolve_local
+    from edgepipe.oci import signing
     from edgepipe.publish import publish as do_publish
     from edgepipe.publish import resolve_refs
-    from edgepipe.resources import DeploymentConfig
+    from edgepipe.resources import DeploymentConfig, check_edges
 
     if bool(config_file) == bool(model_file):
         raise click.UsageError("give a CONFIG file or --model FILE.onnx (one of them)")
@@ -110,6 +136,11 @@ def publish_push(
         memory=config.engine.memory,
         gpus=config.engine.gpus,
     )
+    try:
+        signer = signing.Signer.load(sign_key, sign_key_password) if sign_key else None
+        edge_list = check_edges(list(edges))
+    except (signing.KeyProblem, ValueError) as exc:
+        raise click.BadParameter(str(exc)) from None
     dest = target(registry, username, password, plain_http)
     bar, update = progress_bar(f"publishing {config.name}")
     with bar:
@@ -121,6 +152,8 @@ def publish_push(
             chart_name=chart_name,
             log=lambda m: bar.console.print(f"  {m}"),
             progress=update,
+            signer=signer,
+            edges=edge_list,
         )
     emit(result.status_fields(), output, fields_text)
 

@@ -129,6 +129,11 @@ class Client:
 
     def get_manifest(self, ref: Reference) -> tuple[dict[str, Any], str]:
         """The manifest and its digest."""
+        raw, digest = self.get_manifest_bytes(ref)
+        return json.loads(raw), digest
+
+    def get_manifest_bytes(self, ref: Reference) -> tuple[bytes, str]:
+        """The manifest as the registry holds it (what its digest and a signature cover)."""
         container = self._container(ref.repository)
         url = f"{self.scheme}://{self.registry}/v2/{ref.repository}/manifests/" + (
             ref.digest or ref.tag or "latest"
@@ -140,7 +145,7 @@ class Client:
         digest = "sha256:" + hashlib.sha256(resp.content).hexdigest()
         if ref.digest and digest != ref.digest:
             raise DigestMismatch(f"manifest {ref}: content has digest {digest}")
-        return resp.json(), digest
+        return resp.content, digest
 
     def _start_upload(self, repository: str) -> tuple[oras.container.Container, str]:
         """Open an upload session; (container, session URL)."""

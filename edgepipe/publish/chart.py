@@ -45,8 +45,10 @@ def render_chart(
     target: oci.Target,
     engine_image: str,
     deployment: DeploymentConfig,
+    public_key: str = "",
 ) -> Path:
-    """Write the chart's files under ``dest/<chart_name>``; its path."""
+    """Write the chart's files under ``dest/<chart_name>``; its path. ``public_key``: the
+    signing key's public half, the default of the chart's ``verifyKey``."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         variable_start_string="[[",
@@ -84,6 +86,8 @@ def render_chart(
         "drain_seconds": enginepod.DRAIN_SECONDS,
         "memory": deployment.memory,
         "gpus": deployment.gpus,
+        "public_key": public_key,
+        "local_storage": enginepod.LOCAL_INFERENCE_STORAGE,
     }
     out = dest / chart_name
     for src in TEMPLATES.rglob("*"):

@@ -10,17 +10,28 @@ from edgepipe.enginepod import CACHE_DIR, ENGINE_PORT, GRPC_PORT, config_cpus
 
 
 def _edge_env(
-    pipeline_url: str, registry: str, plain_http: bool, engine_config: dict | None, var: str
-) -> dict[str, str]:
+    pipeline_url: str,
+    registry: str,
+    plain_http: bool,
+    engine_config: dict | None,
+    var: str,
+    edge: str | None = None,
+    verify: bool = False,
+) -> dict[str, str | None]:
     """The engine's edge-mode env vars. Credentials stay references to the user's own
-    variables (``var`` formats one: ``$X`` for a shell, ``${X}`` for compose)."""
-    env = {
+    variables (``var`` formats one: ``$X`` for a shell, ``${X}`` for compose); a value of
+    None passes the variable through from the environment (a multi-line PEM key)."""
+    env: dict[str, str | None] = {
         "PIPELINE_URL": pipeline_url,
         "OCI_REGISTRY": registry,
         "OCI_USERNAME": var.format("OCI_USERNAME"),
         "OCI_PASSWORD": var.format("OCI_PASSWORD"),
         "CONFIG_CPUS": str(config_cpus((engine_config or {}).get("cpus", 1))),
     }
+    if edge:
+        env["EDGE_NAME"] = edge
+    if verify:
+        env["OCI_VERIFY_KEY"] = None
     if plain_http:
         env["OCI_PLAIN_HTTP"] = "true"
     return env
@@ -32,18 +43,33 @@ def docker_run_command(
     registry: str,
     plain_http: bool,
     engine_config: dict[str, Any],
+    *,
+    edge: str | None = None,
+    verify: bool = False,
 ) -> str:
-    env = _edge_env(pipeline_url, registry, plain_http, engine_config, "${}")
+    """The ``docker run`` line of one edge (or of any, without ``edge``). Signed publishes
+    pass ``OCI_VERIFY_KEY`` (the public key's PEM) from the user's environment."""
+    env = _edge_env(pipeline_url, registry, plain_http, engine_config, "${}", edge, verify)
     lines = [f"docker run -p {ENGINE_PORT}:{ENGINE_PORT} -p {GRPC_PORT}:{GRPC_PORT}"]
-    lines += [f"-e {k}={v}" for k, v in env.items()]
+    lines += [f"-e {k}" if v is None else f"-e {k}={v}" for k, v in env.items()]
     lines.append(engine_url)
     return " \\\n    ".join(lines)
 
 
-def compose_yaml(status: dict[str, Any], registry: str, plain_http: bool) -> str:
+def compose_yaml(
+    status: dict[str, Any], registry: str, plain_http: bool, edge: str | None = None
+) -> str:
     env = _edge_env(
-        status["pipelineUrl"], registry, plain_http, status.get("engineConfig"), "${{{}}}"
+        status["pipelineUrl"],
+        registry,
+        plain_http,
+        status.get("engineConfig"),
+        "${{{}}}",
+        edge,
+        bool(status.get("publicKey")),
     )
+    if "OCI_VERIFY_KEY" in env:
+        env["OCI_VERIFY_KEY"] = "${OCI_VERIFY_KEY}"
     doc = {
         "services": {
             "engine": {
@@ -59,12 +85,14 @@ def compose_yaml(status: dict[str, Any], registry: str, plain_http: bool) -> str
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def local_values_yaml(registry: str, plain_http: bool) -> str:
+def local_values_yaml(registry: str, plain_http: bool, edge: str | None = None) -> str:
     return (
         "ociRegistry:\n"
         f"  registry: {registry}\n"
         "  username: <registry user>\n"
-        "  password: <registry password or token>\n" + ("  plainHttp: true\n" if plain_http else "")
+        "  password: <registry password or token>\n"
+        + ("  plainHttp: true\n" if plain_http else "")
+        + (f"edgeName: {edge}\n" if edge else "")
     )
 
 

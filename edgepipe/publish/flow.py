@@ -6,13 +6,14 @@ The Publish reconciler and ``edgepipe publish push`` both call ``publish``.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgepipe import oci
 from edgepipe.config import PipelineConfig
 from edgepipe.enginepod import now
+from edgepipe.oci import signing
 from edgepipe.resources import DeploymentConfig
 
 from .artifacts import Log, push_pipeline
@@ -34,10 +35,28 @@ class PublishResult:
     plain_http: bool
     created_at: str
     updated_at: str
+    signatures: dict[str, str] | None = None  # artifact -> its sha256-<hex>.sig reference
+    public_key: str | None = None
+    edges: list[str] = field(default_factory=list)
+
+    def docker_run(self, edge: str | None = None) -> str:
+        return docker_run_command(
+            self.engine_url,
+            self.pipeline_url,
+            self.registry,
+            self.plain_http,
+            self.engine_config,
+            edge=edge,
+            verify=bool(self.public_key),
+        )
 
     def status_fields(self) -> dict[str, Any]:
         """The Publish status fields, camelCase, as the CRD and ``-o json`` show them."""
         return {
+            "signatures": self.signatures,
+            "publicKey": self.public_key,
+            # Each edge location with the line that starts its engine under its name.
+            "edges": [{"name": e, "dockerRunCommand": self.docker_run(e)} for e in self.edges],
             "pipelineVersion": self.pipeline_version,
             "engineUrl": self.engine_url,
             "pipelineUrl": self.pipeline_url,
@@ -45,13 +64,7 @@ class PublishResult:
             "helmChartReference": self.helm_chart_reference,
             "helmChartVersion": self.helm_chart_version,
             "engineConfig": self.engine_config,
-            "dockerRunCommand": docker_run_command(
-                self.engine_url,
-                self.pipeline_url,
-                self.registry,
-                self.plain_http,
-                self.engine_config,
-            ),
+            "dockerRunCommand": self.docker_run(),
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
         }
@@ -68,10 +81,16 @@ def publish(
     created_at: str | None = None,
     log: Log = lambda _: None,
     progress: oci.Progress | None = None,
+    signer: signing.Signer | None = None,
+    edges: list[str] | None = None,
 ) -> PublishResult:
-    """Push the pipeline and its chart; everything a Publish's status shows."""
+    """Push the pipeline and its chart (each signed with ``signer`` when given); everything
+    a Publish's status shows."""
     chart_name = chart_name or config.name
-    pipeline_url, _ = push_pipeline(target, config, model_files, log=log, progress=progress)
+    pipeline_url, digest = push_pipeline(target, config, model_files, log=log, progress=progress)
+    signatures: dict[str, str] = {}
+    if signer is not None:
+        signatures["pipeline"] = _sign(target, pipeline_url, digest, signer, log)
     with tempfile.TemporaryDirectory() as tmp:
         chart_dir = render_chart(
             Path(tmp),
@@ -81,10 +100,13 @@ def publish(
             target=target,
             engine_image=engine_image,
             deployment=deployment,
+            public_key=signer.public_pem() if signer else "",
         )
         log(f"chart {chart_name} {CHART_VERSION_PREFIX}{config.version}")
         chart_url, chart_ref = push_chart(chart_dir, target)
     log(f"chart pushed: {chart_ref}")
+    if signer is not None:
+        signatures["chart"] = _sign(target, chart_ref, chart_ref.rsplit("@", 1)[1], signer, log)
     t = now()
     return PublishResult(
         pipeline_name=config.name,
@@ -99,4 +121,14 @@ def publish(
         plain_http=target.plain_http,
         created_at=created_at or t,
         updated_at=t,
+        signatures=signatures or None,
+        public_key=signer.public_pem() if signer else None,
+        edges=list(edges or []),
     )
+
+
+def _sign(target: oci.Target, url: str, digest: str, signer: signing.Signer, log: Log) -> str:
+    repository = oci.Reference.parse(url.split("@", 1)[0]).repository
+    ref = signing.sign(target.client(), repository, digest, signer)
+    log(f"signed: {ref}")
+    return ref
