@@ -22,6 +22,7 @@ from edgepipe.yolo import Letterbox
 from . import batching, experiments
 from .codecs import Codec, Decoded, Encoded, InputField, Response, coerce, v2
 from .errors import BadRequest, NotFound, Unavailable
+from .logservice import LogService
 from .metrics import Metrics
 from .pipeline import Pipeline, RunResult, RunState
 from .runtime import StepRuntime
@@ -76,6 +77,7 @@ class DataPlane:
         self.decode_pool = ThreadPoolExecutor(settings.cpus, thread_name_prefix="decode")
         self.infer_pool = ThreadPoolExecutor(settings.infer_workers, thread_name_prefix="infer")
         self.draining = False  # set on SIGTERM: readiness fails while requests still run
+        self.inference_log: LogService | None = None  # set when the engine keeps one
         self.rng = np.random.default_rng()  # the split's draws
         self.batchers: list[batching.Batcher] = []
         for p in pipelines.values():
@@ -273,6 +275,9 @@ class DataPlane:
         state = RunState(len(rows), frames, self._choose(pipeline, headers))
         result: RunResult = await self._run(pipeline, rows, state, arrived)
         self._record(pipeline, state, result)
+        if self.inference_log is not None:
+            elapsed = int((asyncio.get_running_loop().time() - arrived) * 1e9)
+            self.inference_log.add(pipeline, version, result, rows, elapsed)
         response = Response(
             pipeline_name=pipeline.name,
             pipeline_version=version,

@@ -31,7 +31,7 @@ from .settings import OciSettings, Settings, SettingsError
 log = logging.getLogger("edgepipe.engine")
 
 
-def _reference(settings: OciSettings) -> oci.Reference:
+def reference(settings: OciSettings) -> oci.Reference:
     url = settings.pipeline_url
     try:
         return oci.Reference.parse(url)
@@ -83,7 +83,7 @@ def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, dict[str, Path]]
     assert settings.oci is not None
     cfg = settings.oci
     cache = settings.cache_dir
-    ref = _reference(cfg)
+    ref = reference(cfg)
     log.info("edgepipe engine - standalone (edge) mode")
     index = _index_path(cache, str(ref))
     key = _verify_key(cfg)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Inference latencies span sub-millisecond tabular models to seconds-long image batches.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -68,5 +68,33 @@ class Metrics:
             "edgepipe_validation_failures",
             "Rows where a validation rule did not hold, by pipeline and rule.",
             ["pipeline", "validation"],
+            registry=self.registry,
+        )
+        # The local inference log (edge mode).
+        self.log_records = Counter(
+            "edgepipe_log_records",
+            "Inference records written to the local log.",
+            registry=self.registry,
+        )
+        self.log_dropped = Counter(
+            "edgepipe_log_dropped_records",
+            "Records dropped from the local log to stay under LOCAL_INFERENCE_STORAGE, by "
+            "whether they had been uploaded.",
+            ["uploaded"],
+            registry=self.registry,
+        )
+        self.log_uploaded = Counter(
+            "edgepipe_log_uploaded_records",
+            "Records uploaded to the registry.",
+            registry=self.registry,
+        )
+        self.log_upload_failures = Counter(
+            "edgepipe_log_upload_failures",
+            "Upload passes that failed (the registry down or failing); segments wait on disk.",
+            registry=self.registry,
+        )
+        self.log_bytes = Gauge(
+            "edgepipe_log_bytes",
+            "Disk used by the local inference log.",
             registry=self.registry,
         )

@@ -7,13 +7,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
+import pyarrow as pa
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import codecs
+from . import codecs, logservice
 from .codecs import Encoded
 from .dataplane import DataPlane
-from .errors import BadRequest, EngineError, RequestTimeout, StartupError
+from .errors import BadRequest, EngineError, NotFound, RequestTimeout, StartupError
 from .loader import load_pipelines
 from .metrics import Metrics
 from .settings import Settings
@@ -207,6 +208,44 @@ async def _dataplane_ctx(app: web.Application) -> AsyncIterator[None]:
     plane.close()
 
 
+async def _log_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The local inference log (edge mode, or EDGEPIPE_ENGINE_LOG_INFERENCES=true)."""
+    plane = app[DATAPLANE]
+    names = [name for name, p in plane.pipelines.items() if not p.error]
+    service = logservice.build(app[SETTINGS], names, app[METRICS])
+    if service is None:
+        yield
+        return
+    plane.inference_log = service
+    async with logservice.lifecycle(service):
+        yield
+
+
+async def logs(request: web.Request) -> web.Response:
+    """The local inference log: JSON, or Arrow IPC (``Accept`` or ``format=arrow``)."""
+    service = request.app[DATAPLANE].inference_log
+    if service is None:
+        raise NotFound(
+            "this engine keeps no inference log (EDGEPIPE_ENGINE_LOG_INFERENCES=true turns "
+            "it on; edge mode has it on)",
+            "path",
+        )
+    fmt = request.query.get("format") or (
+        "arrow" if "arrow" in request.headers.get("Accept", "") else "json"
+    )
+    if fmt not in ("json", "arrow"):
+        raise BadRequest(f"format={fmt!r}: expected json or arrow", "format")
+    table = await service.read(request.query.get("since"))
+    if fmt == "arrow":
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return web.Response(
+            body=memoryview(sink.getvalue()), content_type="application/vnd.apache.arrow.stream"
+        )
+    return json_response({"records": logservice.records_json(table), "count": table.num_rows})
+
+
 async def _grpc_ctx(app: web.Application) -> AsyncIterator[None]:
     """OIP v2 over gRPC on its own port, beside REST (off when the port is 0)."""
     settings = app[SETTINGS]
@@ -235,6 +274,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_dataplane_ctx)
+    app.cleanup_ctx.append(_log_ctx)
     app.cleanup_ctx.append(_grpc_ctx)
     app.router.add_get("/pipelines", list_pipelines)
     app.router.add_get("/pipelines/{name}", describe_pipeline)
@@ -243,6 +283,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/logs", logs)
     # Open Inference Protocol v2: pipelines, and each model alone, by name.
     app.router.add_get("/v2", v2_server)
     app.router.add_get("/v2/health/live", live)

@@ -18,6 +18,14 @@
 | ``EDGEPIPE_ENGINE_CACHE_DIR`` | ``~/.cache/edgepipe/engine`` | edge mode: where pulled models go |
 | ``EDGEPIPE_ENGINE_DRAIN_SECONDS`` | ``0`` | on SIGTERM, fail readiness and keep serving this long before closing the port (the operator sets 5) |
 | ``EDGEPIPE_ENGINE_SHUTDOWN_TIMEOUT`` | ``20`` | then, seconds that requests in flight get to finish |
+| ``EDGEPIPE_ENGINE_LOG_INFERENCES`` | edge mode: ``true``, else ``false`` | keep a local inference log (``GET /logs``), uploaded to the registry in edge mode |
+| ``EDGEPIPE_ENGINE_LOG_INPUTS`` | ``false`` | also log each row's inputs (off: inputs may be personal data, and large) |
+| ``EDGEPIPE_ENGINE_LOG_DIR`` | ``<cache dir>/logs`` | where the log's segments are |
+| ``EDGEPIPE_ENGINE_LOG_SEGMENT_RECORDS`` | ``1000`` | a segment is written after this many requests... |
+| ``EDGEPIPE_ENGINE_LOG_SEGMENT_SECONDS`` | ``10`` | ...or this long (records still buffered are lost if the process is killed; SIGTERM writes them) |
+| ``EDGEPIPE_ENGINE_LOG_UPLOAD_SECONDS`` | ``10`` | how often waiting segments are retried while the registry is down |
+| ``LOCAL_INFERENCE_STORAGE`` | ``1Gi`` | disk cap of the log (``512Mi``, ``2G``, bytes); the oldest segments go first, uploaded ones before the rest |
+| ``EDGE_NAME`` | the host name | this edge location's name: in every record, and the log's repository ``<prefix>/logs/<pipeline>/<edge>`` |
 | ``CONFIG_CPUS`` | ``1`` | onnxruntime intra-op threads, and the decode pool's size |
 | ``DEBUG`` | ``false`` | debug logging |
 | ``PIPELINE_URL`` | (none) | edge mode: the published pipeline to pull (``registry/repo:tag``) |
@@ -94,6 +102,56 @@ def _cpus(env: Mapping[str, str]) -> int:
     return max(1, int(value))
 
 
+def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise SettingsError(f"{key}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def parse_size(raw: str, what: str = "LOCAL_INFERENCE_STORAGE") -> int:
+    """``1Gi``, ``512Mi``, ``10M``, ``2G``, ``1e9`` or plain bytes -> bytes."""
+    units = {
+        "": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+        "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40,
+    }  # fmt: skip
+    text = raw.strip()
+    number = text.rstrip("KMGTkmgtiIbB")
+    unit = text[len(number) :].lower().removesuffix("b")
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in units or value <= 0:
+        raise ValueError(f"{what}={raw!r}: expected a size such as 512Mi, 2Gi or 100000000")
+    return int(value * units[unit])
+
+
+def _size(env: Mapping[str, str], key: str, default: str) -> int:
+    try:
+        return parse_size(env.get(key) or default, key)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _edge_name(env: Mapping[str, str]) -> str | None:
+    from edgepipe.resources import check_edges
+
+    raw = env.get("EDGE_NAME") or None
+    if raw is not None:
+        try:
+            check_edges([raw])
+        except ValueError as exc:
+            raise SettingsError(f"EDGE_NAME: {exc}".replace("edges[0]: ", "")) from None
+    return raw
+
+
 @dataclass(frozen=True)
 class OciSettings:
     pipeline_url: str
@@ -139,6 +197,14 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache/edgepipe/engine")
     drain_seconds: int = 0
     shutdown_timeout: int = 20
+    log_inferences: bool | None = None  # None: on in edge mode
+    log_inputs: bool = False
+    log_dir: Path | None = None
+    log_segment_records: int = 1000
+    log_segment_seconds: float = 10.0
+    log_upload_seconds: float = 10.0
+    local_storage: int = 2**30
+    edge_name: str | None = None
     oci: OciSettings | None = None  # set in edge mode (PIPELINE_URL)
     registry: OciSettings = field(default_factory=lambda: OciSettings(pipeline_url=""))
 
@@ -183,6 +249,14 @@ class Settings:
             cache_dir=path("CACHE_DIR") or defaults.cache_dir,
             drain_seconds=_int(env, PREFIX + "DRAIN_SECONDS", defaults.drain_seconds),
             shutdown_timeout=_int(env, PREFIX + "SHUTDOWN_TIMEOUT", defaults.shutdown_timeout),
+            log_inferences=_bool(env, PREFIX + "LOG_INFERENCES", oci is not None),
+            log_inputs=_bool(env, PREFIX + "LOG_INPUTS", False),
+            log_dir=path("LOG_DIR"),
+            log_segment_records=_int(env, PREFIX + "LOG_SEGMENT_RECORDS", 1000, 1),
+            log_segment_seconds=_seconds(env, PREFIX + "LOG_SEGMENT_SECONDS", 10.0),
+            log_upload_seconds=_seconds(env, PREFIX + "LOG_UPLOAD_SECONDS", 10.0),
+            local_storage=_size(env, "LOCAL_INFERENCE_STORAGE", "1Gi"),
+            edge_name=_edge_name(env),
             oci=oci,
             registry=registry,
         )

@@ -1,6 +1,6 @@
 """``edgepipe``: the command line for models, pipelines, inference and publishing.
 
-One module per command group (``model``, ``pipeline``, ``infer``, ``publish``); each
+One module per command group (``model``, ``pipeline``, ``infer``, ``publish``, ``logs``); each
 command only parses its options, calls the library and prints. Errors are one line on
 stderr and a non-zero exit (``run`` turns them into that); ``--debug`` shows tracebacks.
 Registry credentials come from ``--username``/``--password`` or ``OCI_USERNAME``/
@@ -17,6 +17,7 @@ from edgepipe import __version__
 
 from .common import expected_errors
 from .infer import infer_cmd
+from .logs import logs_cmd
 from .model import model
 from .pipeline import pipeline
 from .publish import publish
@@ -35,6 +36,7 @@ main.add_command(model)
 main.add_command(pipeline)
 main.add_command(infer_cmd)
 main.add_command(publish)
+main.add_command(logs_cmd)
 
 
 def run() -> None:

@@ -158,5 +158,5 @@ def pipeline_rollback(
 @output_option
 def pipeline_logs(name: str, tail: int, kubeconfig, namespace, context, output: str) -> None:
     """Print the logs of a Pipeline's engine pods."""
-    logs = cluster(kubeconfig, namespace, context).logs(name, tail)
+    logs = cluster(kubeconfig, namespace, context).engine_logs(name, tail)
     emit(logs, output, lambda ls: "\n".join(f"==> {p} <==\n{t}" for p, t in ls.items()))

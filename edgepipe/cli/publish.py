@@ -165,6 +165,8 @@ def publish_push(
 @click.option("--secret", help="Secret with the registry's username and password.")
 @click.option("--plain-http", is_flag=True, help="The registry speaks plain HTTP.")
 @click.option("--version", "version", help="Pipeline version (default: current).")
+@click.option("--edge", "edges", multiple=True, help="An edge location's name (repeatable).")
+@click.option("--sign-secret", help="Secret whose 'key' signs the pipeline and the chart.")
 @click.option("--timeout", type=float, default=600, show_default=True)
 @kube_options
 @output_option
@@ -175,6 +177,8 @@ def publish_create(
     secret,
     plain_http,
     version,
+    edges,
+    sign_secret,
     timeout,
     kubeconfig,
     namespace,
@@ -189,10 +193,66 @@ def publish_create(
         secret=secret,
         plain_http=plain_http,
         version=version,
+        edges=list(edges),
+        signing_secret=sign_secret,
         timeout=timeout,
         progress=wait_progress(f"publish {name}"),
     )
     emit(st, output, fields_text)
+
+
+def _edge_command(change: str):
+    @click.argument("name")
+    @click.argument("edge")
+    @click.option("--timeout", type=float, default=600, show_default=True)
+    @kube_options
+    @output_option
+    def command(name, edge, timeout, kubeconfig, namespace, context, output) -> None:
+        st = cluster(kubeconfig, namespace, context).set_edges(
+            name, change, edge, timeout=timeout, progress=wait_progress(f"publish {name}")
+        )
+        if output != "text":
+            emit(st, output)
+            return
+        click.echo(
+            f"publish {name}: edges {', '.join(e['name'] for e in st.get('edges') or []) or '-'}"
+        )
+        for e in st.get("edges") or []:
+            if e["name"] == edge:
+                click.echo(
+                    f"\nRun it at edge {edge}:\n  " + e["dockerRunCommand"].replace("\n", "\n  ")
+                )
+
+    return command
+
+
+publish.command("add-edge", help="Add an edge location (EDGE_NAME) to a Publish.")(
+    _edge_command("add")
+)
+publish.command("remove-edge", help="Remove an edge location from a Publish.")(
+    _edge_command("remove")
+)
+
+
+@publish.command("keygen")
+@click.argument("prefix", type=click.Path(dir_okay=False, path_type=Path))
+def publish_keygen(prefix: Path) -> None:
+    """Write a signing key pair: PREFIX.key (PEM EC P-256, mode 600) and PREFIX.pub."""
+    from edgepipe.oci import signing
+
+    key, pub = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
+    for path in (key, pub):
+        if path.exists():
+            raise CliError(f"{path} exists; not overwriting a key")
+    signer = signing.Signer.generate()
+    key.touch(mode=0o600)
+    key.write_text(signer.private_pem())
+    pub.write_text(signer.public_pem())
+    click.echo(
+        f"private key: {key} (sign with: edgepipe publish push --sign-key {key}, or\n"
+        f"  kubectl create secret generic edge-signing --from-file=key={key})"
+    )
+    click.echo(f'public key:  {pub} (at the edge: OCI_VERIFY_KEY="$(cat {pub})")')
 
 
 @publish.command("get")
@@ -241,17 +301,40 @@ def publish_show(name: str, kubeconfig, namespace, context, output: str) -> None
     registry_url = obj["spec"]["registry"]["url"]
     registry = registry_url.split("/", 1)[0]
     plain = bool(obj["spec"]["registry"].get("plainHttp"))
-    shown = {
+    shown: dict[str, Any] = {
         "dockerRun": status["dockerRunCommand"],
         "composeYaml": compose_yaml(status, registry, plain),
         "localValuesYaml": local_values_yaml(registry, plain),
         "helmInstall": helm_install_command(status, obj["spec"]["pipeline"], plain),
+        "publicKey": status.get("publicKey"),
+        # One set per edge location, each starting the engine under its name.
+        "edges": [
+            {
+                "name": e["name"],
+                "lastUpload": e.get("lastUpload"),
+                "dockerRun": e["dockerRunCommand"],
+                "composeYaml": compose_yaml(status, registry, plain, e["name"]),
+                "localValuesYaml": local_values_yaml(registry, plain, e["name"]),
+                "helmInstall": helm_install_command(status, e["name"], plain),
+            }
+            for e in status.get("edges") or []
+        ],
     }
-    emit(
-        shown,
-        output,
-        lambda d: (
-            f"# docker run\n{d['dockerRun']}\n\n# compose.yaml\n{d['composeYaml']}\n"
-            f"# local-values.yaml\n{d['localValuesYaml']}\n# helm install\n{d['helmInstall']}"
-        ),
-    )
+    emit(shown, output, _show_text)
+
+
+def _show_text(d: dict[str, Any]) -> str:
+    def block(x: dict[str, Any], title: str) -> str:
+        return (
+            f"# docker run{title}\n{x['dockerRun']}\n\n# compose.yaml{title}\n{x['composeYaml']}\n"
+            f"# local-values.yaml{title}\n{x['localValuesYaml']}\n# helm install{title}\n"
+            f"{x['helmInstall']}"
+        )
+
+    parts = [block(e, f" (edge {e['name']})") for e in d["edges"]] or [block(d, "")]
+    if d.get("publicKey"):
+        parts.append(
+            "# signed: the engine verifies with OCI_VERIFY_KEY, this public key\n"
+            + d["publicKey"].rstrip()
+        )
+    return "\n\n".join(parts)

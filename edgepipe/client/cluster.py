@@ -14,6 +14,8 @@ from typing import Any
 
 from edgepipe.resources import API_VERSION, GROUP, VERSION
 
+from .publishes import PublishMixin
+
 Progress = Callable[[dict[str, Any]], None]
 
 # A wait gives up early when nothing has acted on the object for this long: no operator.
@@ -29,7 +31,9 @@ class ClusterError(RuntimeError):
     """A Kubernetes call failed, or a wait ended in failure or timed out."""
 
 
-class Client:
+class Client(PublishMixin):
+    """Pipelines and Publishes in a cluster, as a data scientist uses them."""
+
     def __init__(
         self,
         kubeconfig: str | None = None,
@@ -271,7 +275,7 @@ class Client:
             progress=progress,
         )
 
-    def logs(self, name: str, tail: int = 200) -> dict[str, str]:
+    def engine_logs(self, name: str, tail: int = 200) -> dict[str, str]:
         """The last ``tail`` lines of each of a pipeline's engine pods, by pod name."""
         self.get("pipelines", name)  # a name that is not there says so
         selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/name=edgepipe-engine"
@@ -293,49 +297,6 @@ class Client:
             )
             for pod in pods
         }
-
-    # -- publishes ------------------------------------------------------------------------
-
-    def publish(
-        self,
-        name: str,
-        pipeline: str,
-        registry: str,
-        *,
-        secret: str | None = None,
-        plain_http: bool = False,
-        version: str | None = None,
-        engine_config: dict | None = None,
-        chart_name: str | None = None,
-        timeout: float = 600,
-        progress: Progress | None = None,
-    ) -> dict:
-        """Create (or update) a Publish and wait until it is Published."""
-        spec: dict[str, Any] = {
-            "pipeline": pipeline,
-            "registry": {"url": registry, "plainHttp": plain_http},
-        }
-        if secret:
-            spec["registry"]["secretRef"] = {"name": secret}
-        if version:
-            spec["version"] = version
-        if engine_config:
-            spec["engineConfig"] = engine_config
-        if chart_name:
-            spec["chartName"] = chart_name
-        self.apply({"kind": "Publish", "metadata": {"name": name}, "spec": spec})
-        return self.wait(
-            "publishes",
-            name,
-            done=lambda o: _current(o) and o["status"].get("phase") == "Published",
-            failed=lambda o: (
-                _current(o)
-                and o["status"].get("phase") == "Failed"
-                and f"{o['status'].get('reason')}: {o['status'].get('message')}"
-            ),
-            timeout=timeout,
-            progress=progress,
-        )
 
 
 _warned: list[str] = []

@@ -160,6 +160,13 @@ class Client:
         )
         return container, self.reg._get_location(start, container)
 
+    def check_push(self, repository: str) -> None:
+        """AuthError unless these credentials may push to ``repository`` (an upload session
+        is opened and cancelled; nothing is written)."""
+        _, location = self._start_upload(repository)
+        if location:
+            self.reg.do_request(location, "DELETE")
+
     def repositories(self) -> list[str]:
         """Every repository (the registry's ``_catalog``)."""
         repos: list[str] = []

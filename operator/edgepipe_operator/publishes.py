@@ -26,7 +26,7 @@ from . import builders as b
 from . import history
 from .kube import Kube
 from .pipelines import ModelUnreachable, make_resolver, pipeline_login
-from .registry import SecretProblem, login_from_secret
+from .registry import SecretProblem, login_from_secret, signer_from_secret
 
 # Waiting for a Pipeline that does not exist yet (a GitOps apply of both at once).
 PIPELINE_RETRIES = 6
@@ -226,6 +226,13 @@ def _publish(
             creds = login_from_secret(kube.read_secret(name, namespace), name).credentials
         except SecretProblem as exc:
             raise PublishFailed(exc.reason, exc.message) from None
+    signer = None
+    if parsed.signing is not None:
+        name = parsed.signing.secret_ref.name
+        try:
+            signer = signer_from_secret(kube.read_secret(name, namespace), name)
+        except SecretProblem as exc:
+            raise PublishFailed(exc.reason, exc.message) from None
     target = oci.Target.parse(parsed.registry.url, creds, parsed.registry.plain_http)
     try:
         return publish(
@@ -236,6 +243,8 @@ def _publish(
             chart_name=parsed.chart_name,
             created_at=created,
             log=lambda m: logger.info(m),
+            signer=signer,
+            edges=parsed.edges,
         )
     except oci.CredentialsRequired as exc:
         raise PublishFailed("CredentialsRequired", str(exc)) from None

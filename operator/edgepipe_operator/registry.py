@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from edgepipe import oci
+from edgepipe.oci import signing
 from edgepipe.resources import ModelRegistry
 
 AUTH_DIR = "/etc/edgepipe/registry"
@@ -83,3 +84,24 @@ def pod_registry(
         volumes.append({"name": "registry-login", "secret": {"secretName": login.secret}})
         mounts.append({"name": "registry-login", "mountPath": AUTH_DIR, "readOnly": True})
     return env, volumes, mounts
+
+
+def signer_from_secret(secret: dict[str, Any] | None, name: str) -> signing.Signer:
+    """The signing key a Secret holds: ``key`` (PEM EC P-256), and ``password`` when the
+    key is encrypted."""
+    if secret is None:
+        raise SecretProblem(
+            "SecretNotFound",
+            f"signing secret {name!r} not found; create it with kubectl create secret "
+            f"generic {name} --from-file=key=signing.pem",
+        )
+    data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+    if "key" not in data:
+        raise SecretProblem(
+            "SigningKeyInvalid",
+            f"signing secret {name!r} has no 'key' (found: {', '.join(sorted(data)) or 'nothing'})",
+        )
+    try:
+        return signing.Signer.load(data["key"], data.get("password"))
+    except signing.KeyProblem as exc:
+        raise SecretProblem("SigningKeyInvalid", f"signing secret {name!r}: {exc}") from None

@@ -1,0 +1,55 @@
+"""``edgepipe logs``: the inference logs a pipeline's edges uploaded, as one table."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import registry_options, target
+
+
+def _text(df) -> str:
+    if df.empty:
+        return "no inference logs uploaded (yet) for this pipeline and filter"
+    shown = df[["time", "edge", "id", "model_name", "elapsed_ns", "outputs"]].copy()
+    shown["elapsed_ms"] = (shown.pop("elapsed_ns") / 1e6).round(2)
+    shown["outputs"] = shown["outputs"].str.slice(0, 60)
+    return shown.to_string(index=False)
+
+
+@click.command("logs")
+@click.argument("pipeline")
+@registry_options
+@click.option("--edge", help="Only this edge location's records.")
+@click.option(
+    "--since", help="Only records from this time on (ISO 8601 with a zone, or Unix seconds)."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["text", "json", "arrow"]),
+    default="text",
+    show_default=True,
+    help="arrow: an Arrow IPC stream on stdout (pyarrow.ipc.open_stream reads it).",
+)
+def logs_cmd(pipeline, registry, username, password, plain_http, edge, since, output) -> None:
+    """Read PIPELINE's inference logs, uploaded by its edges to --registry."""
+    from edgepipe.client.logs import read_logs
+
+    table = read_logs(
+        target(registry, username, password, plain_http), pipeline, edge=edge, since=since
+    )
+    if output == "arrow":
+        import pyarrow as pa
+
+        if sys.stdout.isatty():
+            raise click.UsageError("-o arrow writes binary: redirect it to a file or a pipe")
+        with pa.ipc.new_stream(sys.stdout.buffer, table.schema) as writer:
+            writer.write_table(table)
+        return
+    df = table.to_pandas()
+    if output == "json":
+        click.echo(df.to_json(orient="records", date_format="iso", date_unit="ns"))
+        return
+    click.echo(_text(df))

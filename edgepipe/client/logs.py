@@ -1,0 +1,84 @@
+"""Central read of edge inference logs: every edge's uploaded segments as one table.
+
+Segments are read from ``<prefix>/logs/<pipeline>/<edge>`` on the publish registry; the
+``edge`` column names where each record was made (like Wallaroo's ``metadata.partition``).
+A record is in exactly one segment, and a segment is stored once (its tag comes from its
+content); ids are still checked, so that a table never shows a record twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from edgepipe import edgelog, oci
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def since_ms(since: str | datetime | None) -> int | None:
+    """An ISO 8601 time (with its zone), a datetime, or Unix seconds -> ms; None stays."""
+    if since is None or since == "":
+        return None
+    if isinstance(since, datetime):
+        parsed = since
+    else:
+        try:
+            return int(float(since) * 1000)
+        except ValueError:
+            pass
+        try:
+            parsed = datetime.fromisoformat(str(since).replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"since {since!r}: expected an ISO 8601 time (2026-11-27T10:00:00Z) or Unix seconds"
+            ) from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"since {since!r}: give a time zone (Z or +01:00)")
+    return int(parsed.timestamp() * 1000)
+
+
+def read_logs(
+    target: oci.Target,
+    pipeline: str,
+    *,
+    edge: str | None = None,
+    since: str | datetime | None = None,
+) -> pa.Table:
+    """Every uploaded record of ``pipeline`` (one edge's with ``edge``), from ``since`` on,
+    oldest first."""
+    client = target.client()
+    floor = since_ms(since)
+    names = [edge] if edge else edgelog.edges(client, target.prefix, pipeline)
+    tables = []
+    for name in names:
+        repo = edgelog.repository(target.prefix, pipeline, name)
+        for segment in edgelog.segments(client, repo, floor):
+            data = edgelog.fetch_segment(client, repo, segment)
+            tables.append(pa.ipc.open_file(pa.BufferReader(data)).read_all())
+    if not tables:
+        return edgelog.arrow_schema().empty_table()
+    table = pa.concat_tables(tables, promote_options="default")
+    if floor is not None:
+        times = table.column("time").cast(pa.int64()).to_numpy()
+        table = table.filter(pa.array(times >= floor * 10**6))
+    table = table.sort_by([("time", "ascending"), ("id", "ascending")])
+    _, first = np.unique(table.column("id").to_numpy(zero_copy_only=False), return_index=True)
+    if len(first) != table.num_rows:
+        table = table.take(pa.array(np.sort(first)))
+    return table
+
+
+def logs_dataframe(
+    target: oci.Target,
+    pipeline: str,
+    *,
+    edge: str | None = None,
+    since: str | datetime | None = None,
+) -> pd.DataFrame:
+    """``read_logs`` as a pandas DataFrame (``time`` as UTC timestamps)."""
+    return read_logs(target, pipeline, edge=edge, since=since).to_pandas()

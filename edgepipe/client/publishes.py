@@ -1,0 +1,159 @@
+"""Publishes through the Kubernetes API: create one, manage its edge locations, and read the
+inference logs its edges uploaded (a mixin of ``cluster.Client``)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from edgepipe import oci
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .cluster import Progress
+
+
+class PublishMixin:
+    namespace: str
+
+    def publish(
+        self,
+        name: str,
+        pipeline: str,
+        registry: str,
+        *,
+        secret: str | None = None,
+        plain_http: bool = False,
+        version: str | None = None,
+        engine_config: dict | None = None,
+        chart_name: str | None = None,
+        edges: list[str] | None = None,
+        signing_secret: str | None = None,
+        timeout: float = 600,
+        progress: Progress | None = None,
+    ) -> dict:
+        """Create (or update) a Publish and wait until it is Published."""
+        spec: dict[str, Any] = {
+            "pipeline": pipeline,
+            "registry": {"url": registry, "plainHttp": plain_http},
+        }
+        if secret:
+            spec["registry"]["secretRef"] = {"name": secret}
+        if version:
+            spec["version"] = version
+        if engine_config:
+            spec["engineConfig"] = engine_config
+        if chart_name:
+            spec["chartName"] = chart_name
+        if edges:
+            spec["edges"] = list(edges)
+        if signing_secret:
+            spec["signing"] = {"secretRef": {"name": signing_secret}}
+        self.apply({"kind": "Publish", "metadata": {"name": name}, "spec": spec})  # type: ignore[attr-defined]
+        return self._wait_published(name, timeout, progress)
+
+    def _wait_published(self, name: str, timeout: float, progress: Progress | None) -> dict:
+        from .cluster import _current
+
+        return self.wait(  # type: ignore[attr-defined]
+            "publishes",
+            name,
+            done=lambda o: _current(o) and o["status"].get("phase") == "Published",
+            failed=lambda o: (
+                _current(o)
+                and o["status"].get("phase") == "Failed"
+                and f"{o['status'].get('reason')}: {o['status'].get('message')}"
+            ),
+            timeout=timeout,
+            progress=progress,
+        )
+
+    def set_edges(
+        self,
+        name: str,
+        change: str,
+        edge: str,
+        timeout: float = 600,
+        progress: Progress | None = None,
+    ) -> dict:
+        """Add (``change="add"``) or remove an edge location of a Publish, then wait until
+        the Publish shows it. The list is replaced only if nobody changed it meanwhile."""
+        from edgepipe.resources import check_edges
+
+        from .cluster import ClusterError
+
+        for _ in range(5):
+            obj = self.get("publishes", name)  # type: ignore[attr-defined]
+            edges = list((obj.get("spec") or {}).get("edges") or [])
+            if change == "add":
+                if edge in edges:
+                    raise ClusterError(f"publish {name!r} already lists edge {edge!r}")
+                edges = check_edges([*edges, edge])
+            else:
+                if edge not in edges:
+                    known = ", ".join(edges) or "none"
+                    raise ClusterError(f"publish {name!r} has no edge {edge!r} (edges: {known})")
+                edges.remove(edge)
+            patch = {
+                "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                "spec": {"edges": edges},
+            }
+            try:
+                self._merge("publishes", name, patch)  # type: ignore[attr-defined]
+                break
+            except ClusterError as exc:
+                if "modified" not in str(exc) and "conflict" not in str(exc).lower():
+                    raise
+        else:
+            raise ClusterError(f"publish {name!r} kept changing; try again")
+        return self._wait_published(name, timeout, progress)
+
+    def logs(
+        self,
+        pipeline: str,
+        *,
+        registry: str | None = None,
+        edge: str | None = None,
+        since: str | datetime | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        plain_http: bool | None = None,
+    ) -> pd.DataFrame:
+        """The inference logs ``pipeline``'s edges uploaded, as one DataFrame with an
+        ``edge`` column. Without ``registry``, the pipeline's Publish names it (and its
+        Secret the login, when this user may read it; else ``OCI_USERNAME``/``OCI_PASSWORD``)."""
+        from .logs import logs_dataframe
+
+        creds = oci.Credentials(username, password)
+        if not creds.username:
+            creds = oci.Credentials.from_env()
+        if registry is None:
+            registry, secret_creds, plain = self._publish_registry(pipeline)
+            creds = secret_creds or creds
+            plain_http = plain if plain_http is None else plain_http
+        target = oci.Target.parse(registry, creds, plain_http)
+        return logs_dataframe(target, pipeline, edge=edge, since=since)
+
+    def _publish_registry(self, pipeline: str) -> tuple[str, oci.Credentials | None, bool]:
+        from .cluster import ClusterError
+
+        found = [p for p in self.list("publishes") if p["spec"].get("pipeline") == pipeline]  # type: ignore[attr-defined]
+        if not found:
+            raise ClusterError(
+                f"no Publish of pipeline {pipeline!r} in namespace {self.namespace}; "
+                "give registry=… to read logs from a registry directly"
+            )
+        reg = found[0]["spec"]["registry"]
+        creds = None
+        ref = (reg.get("secretRef") or {}).get("name")
+        if ref:
+            try:
+                secret = self.core.read_namespaced_secret(ref, self.namespace)  # type: ignore[attr-defined]
+                data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+                if "username" in data:
+                    creds = oci.Credentials(data["username"], data.get("password"))
+            except Exception:  # not allowed to read Secrets: the caller's own login
+                creds = None
+        return reg["url"], creds, bool(reg.get("plainHttp"))
