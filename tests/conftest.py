@@ -244,6 +244,8 @@ def operator(cluster: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         {
             "EDGEPIPE_OPERATOR_ENGINE_IMAGE": "edgepipe:test",
             "EDGEPIPE_OPERATOR_PROBE_ENGINES": "false",
+            # Edges' log uploads show in a Publish's status within a second.
+            "EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS": "1",
         },
     ).start()
     yield op

@@ -250,6 +250,25 @@ def test_the_chart_needs_only_the_three_registry_values(chart, auth_registry, tm
     assert env["OCI_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
     assert env["CONFIG_CPUS"]["value"] == "1"
     assert env["EDGEPIPE_ENGINE_GRPC_PORT"]["value"] == "8081"
+    # Unsigned: no verification key; the edge is named after the release unless set.
+    assert "OCI_VERIFY_KEY" not in env
+    assert env["EDGE_NAME"]["value"] == "edge"
+    assert env["LOCAL_INFERENCE_STORAGE"]["value"] == "1Gi"
+    named = _helm(
+        "template", "edge", str(chart), "--values", str(values), "--set", "edgeName=store-9"
+    )
+    assert 'value: "store-9"' in named.stdout
+    bad = _helm(
+        "template",
+        "edge",
+        str(chart),
+        "--values",
+        str(values),
+        "--set",
+        "edgeName=Store_9",
+        check=False,
+    )
+    assert bad.returncode != 0 and "edgeName" in bad.stderr
     svc = next(d for d in rendered if d and d["kind"] == "Service")
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8080, "grpc": 8081}
     # Without the required values, or with a wrong type, helm says what is wrong.

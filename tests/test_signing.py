@@ -143,6 +143,33 @@ def test_signed_publish_is_verified_at_the_edge_online_and_offline(own_registry,
     own_registry.start()
 
 
+def test_a_signed_chart_carries_the_public_key(tmp_path) -> None:
+    import yaml
+
+    from edgepipe.config import PipelineConfig
+    from edgepipe.publish import render_chart
+    from edgepipe.resources import DeploymentConfig
+    from tests.test_publish import _helm
+
+    signer = signing.Signer.generate()
+    config = PipelineConfig.model_validate(
+        {"name": "c", "steps": [{"model": {"name": "m", "path": "m.onnx", "sha256": "0" * 64}}]}
+    ).with_version()
+    chart = render_chart(
+        tmp_path, chart_name="c", config=config, pipeline_url="r:5000/p/pipelines/c:v",
+        target=oci.Target.parse("r:5000/p"), engine_image="edgepipe-engine:0.1.0",
+        deployment=DeploymentConfig(), public_key=signer.public_pem(),
+    )  # fmt: skip
+    assert yaml.safe_load((chart / "values.yaml").read_text())["verifyKey"] == signer.public_pem()
+    out = _helm("template", "e", str(chart), "--set", "ociRegistry.registry=r",
+                "--set", "ociRegistry.username=u", "--set", "ociRegistry.password=p")  # fmt: skip
+    dep = next(d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Deployment")
+    env = {
+        e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["OCI_VERIFY_KEY"] == signer.public_pem()
+
+
 def test_unsigned_and_tampered_pipelines_are_refused(own_registry, tmp_path) -> None:
     key, pub = keypair(tmp_path, "edge")
     unsigned = push(own_registry, tmp_path, name="plain")

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"edgepipe-operator: {exc}")
     import kopf
 
-    from . import pipelines, publishes  # noqa: F401 - registers the handlers
+    from . import edges, pipelines, publishes  # noqa: F401 - registers the handlers
     from .kube import load_config
 
     try:
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         clusterwide=namespace is None,
         namespaces=[namespace] if namespace else [],
         liveness_endpoint=args.liveness,
+        memo=kopf.Memo(watch_namespace=namespace),  # None: every namespace
     )
 
 

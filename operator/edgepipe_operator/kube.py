@@ -122,6 +122,14 @@ class Kube:
                 return None
             raise
 
+    def list_custom(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        """Every object of a kind, in one namespace or (None) in all."""
+        if namespace:
+            out = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        else:
+            out = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+        return out["items"]
+
     def get_custom(self, plural: str, name: str, namespace: str) -> dict[str, Any] | None:
         try:
             return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)

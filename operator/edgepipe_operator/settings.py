@@ -6,6 +6,7 @@
 | ``EDGEPIPE_OPERATOR_IMAGE_PULL_POLICY`` | ``IfNotPresent`` | the engine containers' pull policy |
 | ``EDGEPIPE_OPERATOR_NAMESPACE`` | (all) | watch one namespace instead of the whole cluster |
 | ``EDGEPIPE_OPERATOR_RESYNC_SECONDS`` | ``10`` | how often a deployed Pipeline's status is re-read from its Deployment |
+| ``EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS`` | ``60`` | how often each Publish's edges' last log uploads are read from the registry |
 | ``EDGEPIPE_OPERATOR_MODEL_CHECK_TIMEOUT`` | ``5`` | seconds to wait for a model URL to answer |
 | ``EDGEPIPE_OPERATOR_PROBE_ENGINES`` | ``true`` | ask a running but unready engine pod for its ``/health/ready`` reason (needs the operator to reach pod IPs) |
 | ``EDGEPIPE_OPERATOR_WORKERS`` | ``8`` | handlers run at once (threads, and API connections for them) |
@@ -31,6 +32,7 @@ class OperatorSettings:
     model_check_timeout: float = 5.0
     probe_engines: bool = True
     workers: int = 8
+    edge_poll_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -52,6 +54,7 @@ class OperatorSettings:
                 model_check_timeout=float(get("MODEL_CHECK_TIMEOUT", str(d.model_check_timeout))),
                 probe_engines=get("PROBE_ENGINES", "true").lower() in ("1", "true", "yes"),
                 workers=int(workers),
+                edge_poll_seconds=float(get("EDGE_POLL_SECONDS", str(d.edge_poll_seconds))),
             )
         except ValueError as exc:
             raise ValueError(f"{PREFIX}*: {exc}") from None

@@ -1,0 +1,114 @@
+"""Each Publish's edge locations in its status, with their last inference-log upload.
+
+Edges push their logs to the registry, not to the cluster, so the operator reads the
+registry: every ``EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS`` one background task lists the
+Published Publishes that name edges and lists each edge's log tags (the tags alone say
+when and how much; no blob is fetched). A status is written only when it changed.
+(A background task, not a kopf timer: timers put a finalizer on every Publish.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from edgepipe import edgelog, oci
+
+from .kube import Kube
+from .registry import SecretProblem, login_from_secret
+from .settings import OperatorSettings
+
+log = logging.getLogger("edgepipe.operator")
+UPLOAD_FIELDS = ("lastUpload", "lastUploadRecords", "uploadedSegments")
+
+
+def merge_uploads(
+    edges: list[dict[str, Any]], uploads: dict[str, dict[str, Any] | None]
+) -> list[dict[str, Any]]:
+    """The status's edges with each one's upload fields replaced by what was read."""
+    out = []
+    for edge in edges:
+        entry = {k: v for k, v in edge.items() if k not in UPLOAD_FIELDS}
+        entry.update(uploads.get(edge["name"]) or {})
+        out.append(entry)
+    return out
+
+
+def read_uploads(target: oci.Target, pipeline: str, edges: list[str]) -> dict[str, Any]:
+    client = target.client()
+    return {
+        e: edgelog.last_upload(client, edgelog.repository(target.prefix, pipeline, e))
+        for e in edges
+    }
+
+
+def refresh(kube: Kube, obj: dict[str, Any]) -> bool:
+    """Read one Publish's edges' uploads and write them when they changed; True if written."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    edges = status.get("edges") or []
+    if status.get("phase") != "Published" or not edges:
+        return False
+    meta = obj["metadata"]
+    creds = oci.Credentials()
+    secret = ((spec.get("registry") or {}).get("secretRef") or {}).get("name")
+    if secret:
+        creds = login_from_secret(kube.read_secret(secret, meta["namespace"]), secret).credentials
+    reg = spec["registry"]
+    target = oci.Target.parse(reg["url"], creds, reg.get("plainHttp"))
+    merged = merge_uploads(edges, read_uploads(target, spec["pipeline"], [e["name"] for e in edges]))
+    if merged == edges:
+        return False
+    kube.patch_status(
+        "publishes",
+        meta["name"],
+        meta["namespace"],
+        {"edges": merged},
+        resource_version=meta["resourceVersion"],  # a re-publish in between wins
+    )
+    return True
+
+
+def refresh_all(kube: Kube, namespace: str | None) -> None:
+    for obj in kube.list_custom("publishes", namespace):
+        name = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+        try:
+            refresh(kube, obj)
+        except (oci.OciError, SecretProblem) as exc:
+            log.info("publish %s: cannot read its edges' log uploads: %s", name, exc)
+        except ApiException as exc:
+            if exc.status != 409:
+                log.warning("publish %s: %s", name, exc)
+
+
+async def poll(memo: kopf.Memo) -> None:
+    # Its own settings and API connection: the other startup handler, which makes the
+    # handlers' ones, may still be running.
+    settings = OperatorSettings.from_env()
+    kube, interval = Kube(pool_size=2), settings.edge_poll_seconds
+    namespace = memo.get("watch_namespace") or settings.namespace
+    while True:
+        try:
+            await asyncio.to_thread(refresh_all, kube, namespace)
+        except (ApiException, Urllib3Error) as exc:
+            log.warning("reading Publishes for their edges: %s", exc)
+        await asyncio.sleep(interval)
+
+
+@kopf.on.startup()
+async def start_edge_poll(memo: kopf.Memo, **_: Any) -> None:
+    memo.edge_poll = asyncio.create_task(poll(memo))
+
+
+@kopf.on.cleanup()
+async def stop_edge_poll(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("edge_poll")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
