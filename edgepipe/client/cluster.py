@@ -15,8 +15,9 @@ from typing import Any
 from edgepipe.resources import API_VERSION, GROUP, VERSION
 
 from .publishes import PublishMixin
+from .status import ClusterError, Progress, current
 
-Progress = Callable[[dict[str, Any]], None]
+__all__ = ["Client", "ClusterError", "Progress"]
 
 # A wait gives up early when nothing has acted on the object for this long: no operator.
 NO_OPERATOR_AFTER = 15.0
@@ -25,10 +26,6 @@ START_OPERATOR = (
     "'helm install edgepipe charts/edgepipe -n edgepipe-system --create-namespace'"
 )
 SINGULAR = {"pipelines": "pipeline", "publishes": "publish"}
-
-
-class ClusterError(RuntimeError):
-    """A Kubernetes call failed, or a wait ended in failure or timed out."""
 
 
 class Client(PublishMixin):
@@ -192,7 +189,7 @@ class Client(PublishMixin):
             if why:
                 raise ClusterError(f"{what}: {why}")
             waited = time.monotonic() - start
-            if not _current(obj) and waited > min(NO_OPERATOR_AFTER, timeout):
+            if not current(obj) and waited > min(NO_OPERATOR_AFTER, timeout):
                 seen = "has no status" if not status else "has a status older than its spec"
                 raise ClusterError(
                     f"{what} {seen} after {waited:.0f}s: no edgepipe operator seems to be "
@@ -213,7 +210,7 @@ class Client(PublishMixin):
         return self.wait(
             "pipelines",
             name,
-            done=lambda o: _current(o) and o["status"].get("phase") == "Running",
+            done=lambda o: current(o) and o["status"].get("phase") == "Running",
             failed=_error_message,
             timeout=timeout,
             progress=progress,
@@ -224,7 +221,7 @@ class Client(PublishMixin):
         return self.wait(
             "pipelines",
             name,
-            done=lambda o: _current(o) and o["status"].get("phase") == "Undeployed",
+            done=lambda o: current(o) and o["status"].get("phase") == "Undeployed",
             failed=lambda o: None,
             timeout=timeout,
             progress=progress,
@@ -262,7 +259,7 @@ class Client(PublishMixin):
 
         def settled(o: dict) -> bool:
             st = o.get("status") or {}
-            if not _current(o) or st.get("phase") not in ("Running", "Undeployed"):
+            if not current(o) or st.get("phase") not in ("Running", "Undeployed"):
                 return False
             return target is None or st.get("version") == target
 
@@ -324,12 +321,6 @@ def _warn_if_insecure(config) -> None:
 def _error_message(obj: dict) -> str | None:
     """Why a Pipeline whose status is its spec's is in Error, else None."""
     status = obj.get("status") or {}
-    if _current(obj) and status.get("phase") == "Error":
+    if current(obj) and status.get("phase") == "Error":
         return status.get("message")
     return None
-
-
-def _current(obj: dict[str, Any]) -> bool:
-    """The status describes the object's latest spec."""
-    status = obj.get("status") or {}
-    return bool(status) and status.get("observedGeneration") == obj["metadata"].get("generation")

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from edgepipe import oci
 
+from .status import ClusterError, Progress, current
+
 if TYPE_CHECKING:
     import pandas as pd
-
-    from .cluster import Progress
 
 
 class PublishMixin:
@@ -55,14 +55,12 @@ class PublishMixin:
         return self._wait_published(name, timeout, progress)
 
     def _wait_published(self, name: str, timeout: float, progress: Progress | None) -> dict:
-        from .cluster import _current
-
         return self.wait(  # type: ignore[attr-defined]
             "publishes",
             name,
-            done=lambda o: _current(o) and o["status"].get("phase") == "Published",
+            done=lambda o: current(o) and o["status"].get("phase") == "Published",
             failed=lambda o: (
-                _current(o)
+                current(o)
                 and o["status"].get("phase") == "Failed"
                 and f"{o['status'].get('reason')}: {o['status'].get('message')}"
             ),
@@ -81,8 +79,6 @@ class PublishMixin:
         """Add (``change="add"``) or remove an edge location of a Publish, then wait until
         the Publish shows it. The list is replaced only if nobody changed it meanwhile."""
         from edgepipe.resources import check_edges
-
-        from .cluster import ClusterError
 
         for _ in range(5):
             obj = self.get("publishes", name)  # type: ignore[attr-defined]
@@ -137,8 +133,6 @@ class PublishMixin:
         return logs_dataframe(target, pipeline, edge=edge, since=since)
 
     def _publish_registry(self, pipeline: str) -> tuple[str, oci.Credentials | None, bool]:
-        from .cluster import ClusterError
-
         found = [p for p in self.list("publishes") if p["spec"].get("pipeline") == pipeline]  # type: ignore[attr-defined]
         if not found:
             raise ClusterError(

@@ -61,7 +61,9 @@ def refresh(kube: Kube, obj: dict[str, Any]) -> bool:
         creds = login_from_secret(kube.read_secret(secret, meta["namespace"]), secret).credentials
     reg = spec["registry"]
     target = oci.Target.parse(reg["url"], creds, reg.get("plainHttp"))
-    merged = merge_uploads(edges, read_uploads(target, spec["pipeline"], [e["name"] for e in edges]))
+    merged = merge_uploads(
+        edges, read_uploads(target, spec["pipeline"], [e["name"] for e in edges])
+    )
     if merged == edges:
         return False
     kube.patch_status(
