@@ -15,7 +15,7 @@ from typing import Any
 from edgepipe.resources import API_VERSION, GROUP, VERSION
 
 from .publishes import PublishMixin
-from .status import ClusterError, Progress, current
+from .status import ClusterError, Progress, status_is_current
 
 __all__ = ["Client", "ClusterError", "Progress"]
 
@@ -189,7 +189,7 @@ class Client(PublishMixin):
             if why:
                 raise ClusterError(f"{what}: {why}")
             waited = time.monotonic() - start
-            if not current(obj) and waited > min(NO_OPERATOR_AFTER, timeout):
+            if not status_is_current(obj) and waited > min(NO_OPERATOR_AFTER, timeout):
                 seen = "has no status" if not status else "has a status older than its spec"
                 raise ClusterError(
                     f"{what} {seen} after {waited:.0f}s: no edgepipe operator seems to be "
@@ -210,7 +210,7 @@ class Client(PublishMixin):
         return self.wait(
             "pipelines",
             name,
-            done=lambda o: current(o) and o["status"].get("phase") == "Running",
+            done=lambda o: status_is_current(o) and o["status"].get("phase") == "Running",
             failed=_error_message,
             timeout=timeout,
             progress=progress,
@@ -221,7 +221,7 @@ class Client(PublishMixin):
         return self.wait(
             "pipelines",
             name,
-            done=lambda o: current(o) and o["status"].get("phase") == "Undeployed",
+            done=lambda o: status_is_current(o) and o["status"].get("phase") == "Undeployed",
             failed=lambda o: None,
             timeout=timeout,
             progress=progress,
@@ -259,7 +259,7 @@ class Client(PublishMixin):
 
         def settled(o: dict) -> bool:
             st = o.get("status") or {}
-            if not current(o) or st.get("phase") not in ("Running", "Undeployed"):
+            if not status_is_current(o) or st.get("phase") not in ("Running", "Undeployed"):
                 return False
             return target is None or st.get("version") == target
 
@@ -321,6 +321,6 @@ def _warn_if_insecure(config) -> None:
 def _error_message(obj: dict) -> str | None:
     """Why a Pipeline whose status is its spec's is in Error, else None."""
     status = obj.get("status") or {}
-    if current(obj) and status.get("phase") == "Error":
+    if status_is_current(obj) and status.get("phase") == "Error":
         return status.get("message")
     return None

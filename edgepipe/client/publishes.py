@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgepipe import oci
 
-from .status import ClusterError, Progress, current
+from .status import ClusterError, Progress, status_is_current
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,9 +58,9 @@ class PublishMixin:
         return self.wait(  # type: ignore[attr-defined]
             "publishes",
             name,
-            done=lambda o: current(o) and o["status"].get("phase") == "Published",
+            done=lambda o: status_is_current(o) and o["status"].get("phase") == "Published",
             failed=lambda o: (
-                current(o)
+                status_is_current(o)
                 and o["status"].get("phase") == "Failed"
                 and f"{o['status'].get('reason')}: {o['status'].get('message')}"
             ),

@@ -13,7 +13,7 @@ class ClusterError(RuntimeError):
     """A Kubernetes call failed, or a wait ended in failure or timed out."""
 
 
-def current(obj: dict[str, Any]) -> bool:
+def status_is_current(obj: dict[str, Any]) -> bool:
     """The status describes the object's latest spec."""
     status = obj.get("status") or {}
     return bool(status) and status.get("observedGeneration") == obj["metadata"].get("generation")

@@ -1,0 +1,246 @@
+"""Edge fleet benchmark: the inference log's cost, uploads after an outage, verification.
+
+Run with ``make bench-edge`` (or ``.venv/bin/python bench/edge_bench.py``). In one run:
+
+* latency of Arrow requests with the inference log on against off (engines side by side,
+  interleaved blocks, each variant's least-disturbed block), and both against
+  onnxruntime's ``session.run`` in this process, for a 1x4 model, the YOLOv8n-shaped model
+  with its postprocess (boxes logged), and the same without it (the raw [1,84,8400]
+  output, 2.8 MB, logged as JSON: the heavy case);
+* upload throughput after an outage: an edge engine serves requests with its registry
+  stopped, then the registry comes back; records per second from its return until every
+  record is uploaded;
+* what signature verification adds to an edge cold start (process start to ready, fresh
+  cache, from the registry) and to an offline start from the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.engine_bench import ARROW, Client, arrow_request, timed  # noqa: E402
+from edgepipe.localengine import EngineProcess  # noqa: E402
+from edgepipe.oci import signing  # noqa: E402
+from tests import onnx_models as m  # noqa: E402
+from tests.registry import Registry  # noqa: E402
+from tests.test_edge_logs import metric  # noqa: E402
+
+
+def tensor_request(name: str, x: np.ndarray) -> bytes:
+    import pyarrow as pa
+
+    table = pa.table({name: pa.FixedShapeTensorArray.from_numpy_ndarray(x)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def logging_latency(tmp: Path, blocks: int, n: int) -> list[tuple[str, float, float, float]]:
+    small = m.add_constant(tmp / "add.onnx", 1.0)
+    yolo = m.yolov8n_shaped(tmp / "yolov8n.onnx")
+    cases = [
+        ("1x4 add", small, None, "x", np.ones((1, 4), np.float32)),
+        ("YOLOv8n + postprocess (boxes logged)", yolo, {"kind": "yolov8"}, "images", None),
+        ("YOLOv8n raw [1,84,8400] (2.8 MB logged)", yolo, None, "images", None),
+    ]
+    rows = []
+    rng = np.random.default_rng(0)
+    for label, model, post, field, x in cases:
+        if x is None:
+            x = rng.random((1, 3, 640, 640), dtype=np.float32)
+        sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: x}
+        step: dict = {"model": {"name": "m", "path": str(model)}}
+        if post:
+            step["postprocess"] = post
+        config = tmp / f"{label[:4].strip()}.yaml"
+        config.write_text(yaml.safe_dump({"name": "p", "steps": [step]}))
+        body = tensor_request(field, x) if field == "x" else arrow_request(x)
+        engines = {}
+        for mode in ("off", "on"):
+            env = {
+                "EDGEPIPE_ENGINE_LOG_INFERENCES": "true" if mode == "on" else "false",
+                "EDGEPIPE_ENGINE_CACHE_DIR": str(tmp / f"cache-{mode}"),
+                "CONFIG_CPUS": "1",
+            }
+            engines[mode] = EngineProcess("--config", str(config), env=env).start()
+        try:
+            clients = {k: Client(e.port) for k, e in engines.items()}
+            for c in clients.values():  # warm-up
+                for _ in range(5):
+                    c.post("/pipelines/p", body, ARROW, ARROW)
+            best = {"ort": [], "off": [], "on": []}
+            for _ in range(blocks):
+                best["ort"].append(
+                    statistics.median(timed(lambda s=sess, f=feed: s.run(None, f), n))
+                )
+                for mode, c in clients.items():
+                    best[mode].append(
+                        statistics.median(
+                            timed(lambda c=c, b=body: c.post("/pipelines/p", b, ARROW, ARROW), n)
+                        )
+                    )
+        finally:
+            for e in engines.values():
+                e.stop()
+        ort_ms, off_ms, on_ms = (min(best[k]) * 1000 for k in ("ort", "off", "on"))
+        rows.append((label, ort_ms, off_ms, on_ms))
+    return rows
+
+
+def publish(reg: Registry, tmp: Path, model: Path, name: str, key: Path | None) -> dict:
+    import subprocess
+
+    config = tmp / f"{name}.json"
+    config.write_text(
+        json.dumps({"name": name, "steps": [{"model": {"name": "m", "path": str(model)}}]})
+    )
+    args = [sys.executable, "-m", "edgepipe.cli", "publish", "push", str(config),
+            "--registry", f"{reg.host}/edge", "-o", "json"]  # fmt: skip
+    if key:
+        args += ["--sign-key", str(key)]
+    env = {"OCI_USERNAME": reg.username, "OCI_PASSWORD": reg.password, "PATH": "/usr/bin:/bin"}
+    return json.loads(
+        subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+    )
+
+
+def edge_env(reg: Registry, status: dict, cache: Path) -> dict[str, str]:
+    return {
+        "PIPELINE_URL": status["pipelineUrl"], "OCI_REGISTRY": reg.host,
+        "OCI_USERNAME": reg.username or "", "OCI_PASSWORD": reg.password or "",
+        "OCI_PLAIN_HTTP": "true", "EDGEPIPE_ENGINE_CACHE_DIR": str(cache), "EDGE_NAME": "bench",
+    }  # fmt: skip
+
+
+def upload_after_outage(tmp: Path, records: int) -> tuple[int, int, float]:
+    reg = Registry(tmp / "reg-outage", auth=True).start()
+    try:
+        status = publish(reg, tmp, m.add_constant(tmp / "one.onnx", 1.0), "outage", None)
+        env = {
+            **edge_env(reg, status, tmp / "cache-outage"),
+            "EDGEPIPE_ENGINE_LOG_SEGMENT_RECORDS": "100",
+            "EDGEPIPE_ENGINE_LOG_SEGMENT_SECONDS": "0.5",
+            "EDGEPIPE_ENGINE_LOG_UPLOAD_SECONDS": "0.2",
+        }
+        with EngineProcess(env=env) as engine:
+            reg.stop()
+            body = tensor_request("x", np.ones((1, 4), np.float32))
+            c = Client(engine.port)
+            for _ in range(records):
+                c.post("/pipelines/outage", body, ARROW, ARROW)
+            while metric(engine, "edgepipe_log_records_total") < records:
+                time.sleep(0.1)
+            segments = len(list((tmp / "cache-outage" / "logs" / "pending").glob("*.arrow")))
+            reg.start()
+            t0 = time.perf_counter()
+            while metric(engine, "edgepipe_log_uploaded_records_total") < records:
+                time.sleep(0.02)
+            took = time.perf_counter() - t0
+    finally:
+        reg.stop()
+    return records, segments, took
+
+
+def cold_starts(tmp: Path, runs: int) -> dict[str, float]:
+    reg = Registry(tmp / "reg-sign", auth=True).start()
+    signer = signing.Signer.generate()
+    (tmp / "k.pem").write_text(signer.private_pem())
+    times: dict[str, list[float]] = {
+        k: [] for k in ("fresh", "fresh+verify", "cached", "cached+verify")
+    }
+    try:
+        status = publish(reg, tmp, m.yolov8n_shaped(tmp / "y.onnx"), "signed", tmp / "k.pem")
+        for i in range(runs):
+            for verify in (False, True):
+                env = edge_env(reg, status, tmp / f"c{i}{verify}")
+                env["EDGEPIPE_ENGINE_LOG_INFERENCES"] = "false"
+                if verify:
+                    env["OCI_VERIFY_KEY"] = signer.public_pem()
+                label = "fresh+verify" if verify else "fresh"
+                t0 = time.perf_counter()
+                EngineProcess(env=env, timeout=120).start().stop()
+                times[label].append(time.perf_counter() - t0)
+        reg.stop()
+        for i in range(runs):
+            for verify in (False, True):
+                env = edge_env(reg, status, tmp / f"c{i}{verify}")
+                env["EDGEPIPE_ENGINE_LOG_INFERENCES"] = "false"
+                if verify:
+                    env["OCI_VERIFY_KEY"] = signer.public_pem()
+                label = "cached+verify" if verify else "cached"
+                t0 = time.perf_counter()
+                EngineProcess(env=env, timeout=120).start().stop()
+                times[label].append(time.perf_counter() - t0)
+    finally:
+        reg.stop()
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def verify_alone(n: int) -> float:
+    """Milliseconds to check one signature (parse the manifest, ECDSA P-256 verify)."""
+    signer = signing.Signer.generate()
+    digest = "sha256:" + "a" * 64
+    body = signing.payload("r/p", digest)
+    layer_digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    layer = {
+        "mediaType": signing.SIMPLE_SIGNING,
+        "digest": layer_digest,
+        "annotations": {signing.SIGNATURE_ANNOTATION: base64.b64encode(signer.sign(body)).decode()},
+    }
+    sigs = signing.Signatures(json.dumps({"layers": [layer]}).encode(), {layer_digest: body})
+    key = signing.load_public_key(signer.public_pem())
+    return statistics.median(timed(lambda: signing.verify(sigs, digest, key, "x"), n)) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--blocks", type=int, default=5)
+    ap.add_argument("--n", type=int, default=40, help="requests per block")
+    ap.add_argument("--records", type=int, default=3000)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        print(
+            "| Arrow request, one client | onnxruntime in-process | log off | log on | on/off | off/ort | on/ort |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for label, o, off, on in logging_latency(tmp, args.blocks, args.n):
+            print(
+                f"| {label} | {o:.3f} ms | {off:.3f} ms | {on:.3f} ms | {on / off:.3f}x | {off / o:.2f}x | {on / o:.2f}x |"
+            )
+        records, segments, took = upload_after_outage(tmp, args.records)
+        print(f"\nupload after the outage: {records} records in {segments} segments, "
+              f"{took:.2f} s from the registry's return: {records / took:.0f} records/s")  # fmt: skip
+        starts = cold_starts(tmp, args.runs)
+        print("\n| edge start (process to ready), median | without verification | with | added |")
+        print("|---|---:|---:|---:|")
+        for kind in ("fresh", "cached"):
+            a, b = starts[kind], starts[kind + "+verify"]
+            print(
+                f"| {kind} ({'registry' if kind == 'fresh' else 'offline, from the cache'}) | {a:.2f} s | {b:.2f} s | {1000 * (b - a):+.0f} ms ({b / a:.2f}x) |"
+            )
+        print(
+            f"\nverify one signature in process (parse, ECDSA P-256 check): {verify_alone(200):.3f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
