@@ -182,6 +182,17 @@ def test_unsigned_and_tampered_pipelines_are_refused(own_registry, tmp_path) -> 
     assert "is not signed" in refused(
         own_registry, signed, tmp_path / "c2", tmp_path / "b.log", pub
     )
+    # A byte flipped in the config blob as the registry stores it (same digest, other bytes).
+    third = push(own_registry, tmp_path, "--sign-key", str(key), name="third")
+    ref = oci.Reference.parse(third["pipelineUrl"])
+    manifest, _ = client(own_registry).get_manifest(ref)
+    hexd = manifest["config"]["digest"].removeprefix("sha256:")
+    stored = own_registry.base / "data/docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+    data = bytearray(stored.read_bytes())
+    data[data.index(b'"add"') + 2] ^= 0x01
+    stored.write_bytes(bytes(data))
+    message = refused(own_registry, third, tmp_path / "c4", tmp_path / "d.log", pub)
+    assert "digest" in message and not (tmp_path / "c4" / "blobs").exists()
     # Without a verification key the same engine would have served it: the check is what refuses.
     np.testing.assert_array_equal(
         serve(own_registry, signed, tmp_path / "c3", tmp_path / "c.log", None), X[0]["x"] + 1
@@ -338,4 +349,28 @@ def test_the_engine_accepts_what_cosign_signed(cosign, own_registry, tmp_path) -
     _, other_pub = keypair(tmp_path, "other")
     assert "does not verify" in refused(
         own_registry, status, tmp_path / "c2", tmp_path / "b.log", other_pub
+    )
+
+
+def test_one_key_for_both_tools(cosign, own_registry, tmp_path) -> None:
+    """edgepipe's PEM key, imported into cosign's format, signs with cosign; the engine
+    verifies with the same public key."""
+    env = cosign_env(own_registry, tmp_path)
+    cli("publish", "keygen", str(tmp_path / "fleet"))
+    imported = subprocess.run(
+        [str(cosign), "import-key-pair", "--key", str(tmp_path / "fleet.key"), "-y"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    assert (tmp_path / "import-cosign.pub").read_text() == (tmp_path / "fleet.pub").read_text()
+    status = push(own_registry, tmp_path, name="shared")
+    image = by_digest(own_registry, status["pipelineUrl"])
+    signed = run_cosign(
+        cosign, env, "sign", "--key", str(tmp_path / "import-cosign.key"),
+        "--tlog-upload=false", "--allow-http-registry", "-y", image,
+    )  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    np.testing.assert_array_equal(
+        serve(own_registry, status, tmp_path / "c", tmp_path / "a.log", tmp_path / "fleet.pub"),
+        X[0]["x"] + 1,
     )

@@ -50,4 +50,6 @@ def test_the_readme_walkthrough_finds_people_with_class_names(tmp_path) -> None:
     lines = [ln for ln in out.splitlines() if " score " in ln]
     assert lines and lines[0].startswith("Normal"), out
     assert "box [" in lines[0]
+    logged = [ln for ln in out.splitlines() if ln.startswith("lab-1 {'detections'")]
+    assert logged, out
     assert (ROOT / "out" / "walkthrough.png").stat().st_size > 10_000
