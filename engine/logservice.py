@@ -180,11 +180,33 @@ class LogService:
 
     # -- GET /logs -------------------------------------------------------------------------
 
-    async def read(self, since: str | None) -> pa.Table:
+    async def read(self, since: str | None, limit: str | None, as_json: bool) -> tuple[Any, bool]:
+        """The oldest ``limit`` records from ``since`` on (as a table, or as JSON rows),
+        and whether there are more; read and converted off the event loop."""
         since_ms = parse_since(since)
+        count = parse_limit(limit)
         buffered = list(self.log.buffer)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.writer, self.log.read, since_ms, buffered)
+
+        def read() -> tuple[Any, bool]:
+            table = self.log.read(since_ms, buffered)
+            more = table.num_rows > count
+            table = table.slice(0, count)
+            return (records_json(table) if as_json else table), more
+
+        return await asyncio.get_running_loop().run_in_executor(self.writer, read)
+
+
+# One answer holds at most this many records unless ``limit`` asks for more; the next page
+# starts at the last record's time (``since``).
+DEFAULT_LIMIT = 10_000
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or int(raw) < 1:
+        raise BadRequest(f"limit={raw!r}: expected a whole number of records, at least 1", "limit")
+    return int(raw)
 
 
 def parse_since(raw: str | None) -> int | None:

@@ -235,15 +235,18 @@ async def logs(request: web.Request) -> web.Response:
     )
     if fmt not in ("json", "arrow"):
         raise BadRequest(f"format={fmt!r}: expected json or arrow", "format")
-    table = await service.read(request.query.get("since"))
-    if fmt == "arrow":
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        return web.Response(
-            body=memoryview(sink.getvalue()), content_type="application/vnd.apache.arrow.stream"
-        )
-    return json_response({"records": logservice.records_json(table), "count": table.num_rows})
+    q = request.query
+    found, more = await service.read(q.get("since"), q.get("limit"), fmt == "json")
+    if fmt == "json":
+        return json_response({"records": found, "count": len(found), "more": more})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, found.schema) as writer:
+        writer.write_table(found)
+    return web.Response(
+        body=memoryview(sink.getvalue()),
+        content_type="application/vnd.apache.arrow.stream",
+        headers={"X-Edgepipe-More": str(more).lower()},
+    )
 
 
 async def _grpc_ctx(app: web.Application) -> AsyncIterator[None]:

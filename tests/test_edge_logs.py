@@ -216,12 +216,19 @@ def test_logs_endpoint_rejects_bad_input(tmp_path) -> None:
     }
     with EngineProcess("--model", str(model), env=env, log_path=tmp_path / "on.log") as engine:
         send(engine, "add", range(3))
-        for query, field in (("since=yesterday", "since"), ("format=xml", "format")):
+        for query, field in (
+            ("since=yesterday", "since"),
+            ("format=xml", "format"),
+            ("limit=0", "limit"),
+        ):
             with pytest.raises(urllib.error.HTTPError) as bad:
                 urllib.request.urlopen(f"{engine.url}/logs?{query}", timeout=5)
             assert bad.value.code == 400 and json.loads(bad.value.read())["field"] == field
         body = json.loads(urllib.request.urlopen(engine.url + "/logs", timeout=5).read())
-        assert body["count"] == 3
+        assert body["count"] == 3 and body["more"] is False
+        page = json.loads(urllib.request.urlopen(engine.url + "/logs?limit=2", timeout=5).read())
+        assert page["count"] == 2 and page["more"] is True
+        assert [r["id"] for r in page["records"]] == [r["id"] for r in body["records"][:2]]
         assert [r["inputs"]["x"] for r in body["records"]] == [[[float(i)] * 4] for i in range(3)]
         assert body["records"][0]["time"].endswith("Z")
     for bad_env, message in (
