@@ -50,6 +50,17 @@ def _importable(image: str, modules: list[str]) -> dict[str, bool]:
     return json.loads(podman("run", "--rm", image, "python3", "-c", code, *modules).stdout)
 
 
+def _signs_and_verifies(image: str) -> bool:
+    """cryptography's (stripped) module signs and verifies inside the image."""
+    code = (
+        "from edgepipe.oci import signing\n"
+        "s = signing.Signer.generate(); d = 'sha256:' + 'a' * 64; p = signing.payload('r/x', d)\n"
+        "signing.load_public_key(s.public_pem()).verify(s.sign(p), p, "
+        "signing.ec.ECDSA(signing.hashes.SHA256())); print('verified')\n"
+    )
+    return podman("run", "--rm", image, "python3", "-c", code).stdout.strip() == "verified"
+
+
 def _inspect(image: str) -> dict:
     return json.loads(podman("image", "inspect", image).stdout)[0]
 
@@ -64,6 +75,7 @@ def test_the_engine_image_holds_the_engine_only(image) -> None:
         **dict.fromkeys(present, True),
         **dict.fromkeys(absent, False),
     }
+    assert _signs_and_verifies(image)
     for program in ("helm", "edgepipe-operator", "edgepipe"):
         assert podman("run", "--rm", image, program, check=False).returncode != 0, program
     info = _inspect(image)
@@ -85,6 +97,7 @@ def test_the_operator_image_holds_the_operator_only(operator_image) -> None:
         **dict.fromkeys(absent, False),
     }
     assert podman("run", "--rm", image, "helm", check=False).returncode != 0
+    assert _signs_and_verifies(image)
     info = _inspect(image)
     assert info["Config"]["User"] == "10001"
     assert info["Config"]["Cmd"] == ["edgepipe-operator", "run"]
