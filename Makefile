@@ -1,5 +1,5 @@
 # Entry points; each calls a script so that CI and users run the same thing.
-.PHONY: demo test lint format bench soak scale footprint generate image
+.PHONY: demo test lint format bench bench-edge soak scale footprint generate image
 
 demo:
 	scripts/demo
@@ -20,6 +20,10 @@ bench:
 	.venv/bin/python bench/engine_bench.py
 	.venv/bin/python bench/image_bench.py
 	.venv/bin/python bench/experiments_bench.py
+
+bench-edge:
+	scripts/setup --dev
+	.venv/bin/python bench/edge_bench.py
 
 generate:
 	.venv/bin/python -m edgepipe.crds --write

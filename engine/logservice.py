@@ -129,6 +129,8 @@ class LogService:
     def upload_pass(self) -> None:
         t = self.target
         assert t is not None
+        if self.checked and not self.log.pending():
+            return  # nothing waits: no request to the registry
         try:
             client = oci.Client(t.registry, t.credentials, plain_http=t.plain_http)
             if not self.checked:

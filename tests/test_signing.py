@@ -110,6 +110,13 @@ def test_signed_publish_is_verified_at_the_edge_online_and_offline(own_registry,
     (payload,) = sigs.payloads.values()
     assert json.loads(payload)["critical"]["image"]["docker-manifest-digest"] == digest
 
+    # Publishing the same again with the same key adds no second signature.
+    assert (
+        push(own_registry, tmp_path, "--sign-key", str(key))["signatures"] == status["signatures"]
+    )
+    again = signing.fetch_signatures(client(own_registry), ref.repository, digest)
+    assert again.manifest == sigs.manifest
+
     cache = tmp_path / "cache"
     np.testing.assert_array_equal(
         serve(own_registry, status, cache, tmp_path / "a.log", pub), X[0]["x"] + 1

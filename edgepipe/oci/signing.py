@@ -199,10 +199,7 @@ def verify(signatures: Signatures, digest: str, key: ec.EllipticCurvePublicKey, 
         if data is None or "sha256:" + hashlib.sha256(data).hexdigest() != layer["digest"]:
             reasons.append("a payload does not match its digest")
             continue
-        sig = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION, "")
-        try:
-            key.verify(base64.b64decode(sig), data, ec.ECDSA(hashes.SHA256()))
-        except (InvalidSignature, ValueError):
+        if not _valid(key, (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION, ""), data):
             reasons.append("a signature does not verify with this key")
             continue
         try:
@@ -220,6 +217,14 @@ def verify(signatures: Signatures, digest: str, key: ec.EllipticCurvePublicKey, 
     )
 
 
+def _valid(key: ec.EllipticCurvePublicKey, signature_b64: str, data: bytes) -> bool:
+    try:
+        key.verify(base64.b64decode(signature_b64), data, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
 def sign(client: Client, repository: str, digest: str, signer: Signer) -> str:
     """Sign ``repository@digest`` as cosign does: add a simple-signing layer to the
     ``sha256-<hex>.sig`` manifest (keeping other signatures there); its reference."""
@@ -229,11 +234,17 @@ def sign(client: Client, repository: str, digest: str, signer: Signer) -> str:
     tag = signature_tag(digest)
     try:
         existing = fetch_signatures(client, repository, digest)
-        # cosign's own signature of the same payload (by another key) has the same layer
-        # digest; it stays beside this one, as cosign keeps it.
-        kept = [old for old in _signature_layers(json.loads(existing.manifest)) if old != layer]
+        old_layers = _signature_layers(json.loads(existing.manifest))
     except SignatureError:
-        kept = []
+        old_layers = []
+    public = signer.key.public_key()
+    for old in old_layers:  # already signed by this key (a re-publish): nothing to add
+        sig = (old.get("annotations") or {}).get(SIGNATURE_ANNOTATION, "")
+        if old["digest"] == layer["digest"] and _valid(public, sig, body):
+            return f"{client.registry}/{repository}:{tag}"
+    # cosign's own signature of the same payload (by another key) has the same layer digest;
+    # it stays beside this one, as cosign keeps it.
+    kept = old_layers
     layers = [*kept, layer]
     config = {
         "architecture": "",
