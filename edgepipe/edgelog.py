@@ -12,6 +12,7 @@ skips old segments without downloading them.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +27,24 @@ _TAG = re.compile(r"^(\d+)-(\d+)-(\d+)-([0-9a-f]{16})$")
 
 def arrow_schema() -> Any:
     """The records' Arrow schema (pyarrow is imported here: the engine and the client
-    have it, the plain library does not)."""
+    have it, the plain library does not).
+
+    Outputs and inputs are tensors as they are (name, dtype, shape and raw bytes), not
+    text: logging a raw YOLOv8 output (2.8 MB) as JSON costs more than the inference.
+    ``to_arrays`` and ``records_json`` turn them back into arrays or lists.
+    """
     import pyarrow as pa
 
+    tensors = pa.list_(
+        pa.struct(
+            [
+                ("name", pa.string()),
+                ("dtype", pa.string()),  # numpy's name; "json" for strings (their values)
+                ("shape", pa.list_(pa.int64())),
+                ("data", pa.large_binary()),
+            ]
+        )
+    )
     return pa.schema(
         [
             ("id", pa.string()),  # <engine boot>-<request>-<row>: unique across restarts
@@ -39,12 +55,40 @@ def arrow_schema() -> Any:
             ("model_name", pa.string()),  # the model that answered (a split's variant)
             ("model_version", pa.string()),
             ("models", pa.string()),  # JSON: each step's model name and version
-            ("outputs", pa.string()),  # JSON: output name -> values (boxes with a postprocess)
+            ("outputs", tensors),  # each output (the boxes with a postprocess)
             ("check_failures", pa.list_(pa.string())),
             ("elapsed_ns", pa.int64()),
-            ("inputs", pa.string()),  # JSON, only with EDGEPIPE_ENGINE_LOG_INPUTS
+            ("inputs", tensors),  # only with EDGEPIPE_ENGINE_LOG_INPUTS
         ]
     )
+
+
+def to_arrays(tensors: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """A record's ``outputs`` (or ``inputs``) as numpy arrays by name."""
+    import numpy as np
+
+    if tensors is None:
+        return None
+    out = {}
+    for t in tensors:
+        if t["dtype"] == "json":
+            out[t["name"]] = np.array(json.loads(t["data"]), dtype=object).reshape(t["shape"])
+        else:
+            out[t["name"]] = np.frombuffer(t["data"], dtype=t["dtype"]).reshape(t["shape"])
+    return out
+
+
+def records_json(table: Any) -> list[dict[str, Any]]:
+    """Records as JSON-ready dicts: times in ISO 8601, ``models`` parsed, tensors as
+    nested lists by name."""
+    rows = table.to_pylist()
+    for row in rows:
+        row["time"] = row["time"].isoformat().replace("+00:00", "Z")
+        row["models"] = json.loads(row["models"])
+        for key in ("outputs", "inputs"):
+            arrays = to_arrays(row[key])
+            row[key] = None if arrays is None else {k: v.tolist() for k, v in arrays.items()}
+    return rows
 
 
 def repository(prefix: str, pipeline: str, edge: str) -> str:

@@ -132,10 +132,10 @@ class InferenceLog:
                 cols["model_name"].append(result.answered_by.name)
                 cols["model_version"].append(result.answered_by.version)
                 cols["models"].append(models)
-                cols["outputs"].append(_json(dict(zip(names, outs, strict=True))))
+                cols["outputs"].append(_tensors(dict(zip(names, outs, strict=True))))
                 cols["check_failures"].append(list(result.check_failures[i]))
                 cols["elapsed_ns"].append(elapsed)
-                cols["inputs"].append(_json(inputs[i]) if inputs is not None else None)
+                cols["inputs"].append(_tensors(inputs[i]) if inputs is not None else None)
         return pa.table(cols, schema=SCHEMA)
 
     def write(self, batch: list[tuple[Any, ...]]) -> SegmentFile | None:
@@ -222,18 +222,17 @@ class InferenceLog:
         return table
 
 
-def _json(arrays: dict[str, Any]) -> str:
-    return orjson.dumps(
-        {k: np.ascontiguousarray(v) for k, v in arrays.items()},
-        option=orjson.OPT_SERIALIZE_NUMPY,
-        default=_tolist,  # what orjson cannot take natively (strings in object arrays)
-    ).decode()
-
-
-def _tolist(value: Any) -> Any:
-    if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
-    raise TypeError(f"cannot log a {type(value).__name__}")
+def _tensors(arrays: dict[str, Any]) -> list[dict[str, Any]]:
+    """Arrays as the log stores them: their bytes, dtype and shape (one copy, no text)."""
+    out = []
+    for name, value in arrays.items():
+        a = np.asarray(value)
+        if a.dtype.kind in "OUS":  # strings: their values, as JSON
+            data, dtype = orjson.dumps(a.tolist()), "json"
+        else:
+            data, dtype = np.ascontiguousarray(a).tobytes(), a.dtype.name
+        out.append({"name": name, "dtype": dtype, "shape": list(a.shape), "data": data})
+    return out
 
 
 def _size(path: Path) -> int:

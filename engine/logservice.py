@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pyarrow as pa
-
 from edgepipe import edgelog, oci
 
 from .errors import BadRequest
@@ -193,7 +191,7 @@ class LogService:
             table = self.log.read(since_ms, buffered)
             more = table.num_rows > count
             table = table.slice(0, count)
-            return (records_json(table) if as_json else table), more
+            return (edgelog.records_json(table) if as_json else table), more
 
         return await asyncio.get_running_loop().run_in_executor(self.writer, read)
 
@@ -279,16 +277,3 @@ async def lifecycle(service: LogService) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await service.close()
-
-
-def records_json(table: pa.Table) -> list[dict[str, Any]]:
-    """Rows for a JSON answer: times as ISO 8601, the JSON columns parsed."""
-    import orjson
-
-    rows = table.to_pylist()
-    for row in rows:
-        row["time"] = row["time"].isoformat().replace("+00:00", "Z")
-        for key in ("models", "outputs", "inputs"):
-            if row[key] is not None:
-                row[key] = orjson.loads(row[key])
-    return rows

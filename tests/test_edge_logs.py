@@ -68,7 +68,7 @@ def local(engine: EngineProcess, **query: str) -> pa.Table:
 
 def first_values(table: pa.Table) -> list[int]:
     """Each record's request number: the input was i, the model adds 1."""
-    return [int(json.loads(o)["y"][0][0]) - 1 for o in table.column("outputs").to_pylist()]
+    return [int(edgelog.to_arrays(o)["y"][0][0]) - 1 for o in table.column("outputs").to_pylist()]
 
 
 def test_an_outage_loses_nothing_and_duplicates_nothing(own_registry, tmp_path) -> None:
@@ -125,6 +125,18 @@ def test_an_outage_loses_nothing_and_duplicates_nothing(own_registry, tmp_path) 
     # The DataFrame names the edge; the CLI reads the same table.
     df = logs_dataframe(target, "counter")
     assert set(df["edge"]) == {"store-1"} and len(df) == 300
+    (y,) = df.loc[df["id"] == here.column("id")[0].as_py(), "outputs"].iloc[0].values()
+    np.testing.assert_array_equal(y, np.full((1, 4), 1.0, np.float32))  # request 0: 0 + 1
+    text = cli(
+        "logs",
+        "counter",
+        "--registry",
+        f"{own_registry.host}/edge",
+        "--edge",
+        "store-1",
+        env=creds_env(own_registry),
+    ).stdout
+    assert "store-1" in text and "y[1, 4]" in text
     out = cli(
         "logs",
         "counter",

@@ -9,12 +9,16 @@ import click
 from .common import registry_options, target
 
 
-def _text(df) -> str:
-    if df.empty:
+def _text(table) -> str:
+    """One line per record: time, edge, id, model, milliseconds, and the outputs' shapes."""
+    if table.num_rows == 0:
         return "no inference logs uploaded (yet) for this pipeline and filter"
-    shown = df[["time", "edge", "id", "model_name", "elapsed_ns", "outputs"]].copy()
+    shown = table.select(["time", "edge", "id", "model_name", "elapsed_ns"]).to_pandas()
     shown["elapsed_ms"] = (shown.pop("elapsed_ns") / 1e6).round(2)
-    shown["outputs"] = shown["outputs"].str.slice(0, 60)
+    shown["outputs"] = [
+        ", ".join(f"{t['name']}{list(t['shape'])}" for t in tensors)
+        for tensors in table.column("outputs").to_pylist()
+    ]
     return shown.to_string(index=False)
 
 
@@ -48,8 +52,11 @@ def logs_cmd(pipeline, registry, username, password, plain_http, edge, since, ou
         with pa.ipc.new_stream(sys.stdout.buffer, table.schema) as writer:
             writer.write_table(table)
         return
-    df = table.to_pandas()
     if output == "json":
-        click.echo(df.to_json(orient="records", date_format="iso", date_unit="ns"))
+        import json
+
+        from edgepipe import edgelog
+
+        click.echo(json.dumps(edgelog.records_json(table)))
         return
-    click.echo(_text(df))
+    click.echo(_text(table))

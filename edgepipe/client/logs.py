@@ -80,5 +80,10 @@ def logs_dataframe(
     edge: str | None = None,
     since: str | datetime | None = None,
 ) -> pd.DataFrame:
-    """``read_logs`` as a pandas DataFrame (``time`` as UTC timestamps)."""
-    return read_logs(target, pipeline, edge=edge, since=since).to_pandas()
+    """``read_logs`` as a pandas DataFrame: ``time`` as UTC timestamps, ``outputs`` (and
+    ``inputs``) as dicts of numpy arrays by name."""
+    table = read_logs(target, pipeline, edge=edge, since=since)
+    df = table.drop_columns(["outputs", "inputs"]).to_pandas()
+    for key in ("outputs", "inputs"):
+        df[key] = [edgelog.to_arrays(v) for v in table.column(key).to_pylist()]
+    return df
