@@ -88,7 +88,9 @@ class InferenceLog:
         self.warned_at = -1e9
         files = self.files()
         self.seq = max((f.seq for f in files), default=0) + 1
-        self.metrics.log_bytes.set(sum(_size(f.path) for f in files))
+        # Kept up to date by the writer, so a write under the cap lists no directory.
+        self.total_bytes = sum(_size(f.path) for f in files)
+        self.metrics.log_bytes.set(self.total_bytes)
 
     # -- on the event loop: cheap ----------------------------------------------------------
 
@@ -156,7 +158,10 @@ class InferenceLog:
             Path(tmp).unlink(missing_ok=True)
             raise
         self.metrics.log_records.inc(table.num_rows)
-        self.enforce_cap()
+        self.total_bytes += _size(self.pending_dir / name)
+        self.metrics.log_bytes.set(self.total_bytes)
+        if self.total_bytes > self.settings.cap_bytes:
+            self.enforce_cap()
         return SegmentFile.parse(self.pending_dir / name)
 
     def files(self) -> list[SegmentFile]:
@@ -196,6 +201,7 @@ class InferenceLog:
                         self.settings.cap_bytes,
                         f.records,
                     )
+            self.total_bytes = total
             self.metrics.log_bytes.set(total)
 
     def mark_uploaded(self, f: SegmentFile) -> None:
