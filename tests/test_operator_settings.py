@@ -19,3 +19,13 @@ def test_defaults_and_overrides() -> None:
 def test_bad_workers_name_the_variable(value: str) -> None:
     with pytest.raises(ValueError, match=r"EDGEPIPE_OPERATOR_WORKERS=.*at least 1"):
         OperatorSettings.from_env({"EDGEPIPE_OPERATOR_WORKERS": value})
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_bad_edge_poll_names_the_variable(value: str) -> None:
+    with pytest.raises(ValueError, match=r"EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS=.*positive"):
+        OperatorSettings.from_env({"EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS": value})
+    assert (
+        OperatorSettings.from_env({"EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS": "2.5"}).edge_poll_seconds
+        == 2.5
+    )

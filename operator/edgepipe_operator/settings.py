@@ -45,6 +45,14 @@ class OperatorSettings:
         workers = get("WORKERS", str(d.workers))
         if not workers.isdigit() or int(workers) < 1:
             raise ValueError(f"{PREFIX}WORKERS={workers!r}: expected a whole number, at least 1")
+        poll = get("EDGE_POLL_SECONDS", str(d.edge_poll_seconds))
+        try:
+            if float(poll) <= 0:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"{PREFIX}EDGE_POLL_SECONDS={poll!r}: expected a positive number of seconds"
+            ) from None
         try:
             return cls(
                 engine_image=get("ENGINE_IMAGE", d.engine_image),
@@ -54,7 +62,7 @@ class OperatorSettings:
                 model_check_timeout=float(get("MODEL_CHECK_TIMEOUT", str(d.model_check_timeout))),
                 probe_engines=get("PROBE_ENGINES", "true").lower() in ("1", "true", "yes"),
                 workers=int(workers),
-                edge_poll_seconds=float(get("EDGE_POLL_SECONDS", str(d.edge_poll_seconds))),
+                edge_poll_seconds=float(poll),
             )
         except ValueError as exc:
             raise ValueError(f"{PREFIX}*: {exc}") from None
