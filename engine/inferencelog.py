@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from edgepipe import edgelog
 
+from .errors import StartupError
 from .metrics import Metrics
 from .pipeline import Pipeline, RunResult
 
@@ -78,8 +79,15 @@ class InferenceLog:
         self.metrics = metrics
         self.pending_dir = settings.directory / "pending"
         self.uploaded_dir = settings.directory / "uploaded"
-        for d in (self.pending_dir, self.uploaded_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        try:
+            for d in (self.pending_dir, self.uploaded_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(
+                f"inference log: cannot create {settings.directory} ({exc.strerror}); set "
+                "EDGEPIPE_ENGINE_LOG_DIR to a writable folder, or "
+                "EDGEPIPE_ENGINE_LOG_INFERENCES=false"
+            ) from None
         self.lock = threading.Lock()  # file moves: the writer's cap against the uploader
         self.buffer: list[tuple[Any, ...]] = []
         self.buffer_bytes = 0
@@ -141,9 +149,19 @@ class InferenceLog:
         return pa.table(cols, schema=SCHEMA)
 
     def write(self, batch: list[tuple[Any, ...]]) -> SegmentFile | None:
-        """Write a batch as a segment, atomically, then keep the disk under the cap."""
+        """Write a batch as a segment, atomically, then keep the disk under the cap. A
+        failed write (a full disk) loses the batch, counted as dropped, and says why."""
         if not batch:
             return None
+        try:
+            return self._write(batch)
+        except OSError as exc:
+            rows = sum(len(item[4].outputs) for item in batch)
+            self.metrics.log_dropped.labels("false").inc(rows)
+            log.error("inference log: cannot write %d records (%s); dropped", rows, exc)
+            return None
+
+    def _write(self, batch: list[tuple[Any, ...]]) -> SegmentFile | None:
         table = self.table(batch)
         times = table.column("time").cast(pa.int64()).to_numpy()
         first, last = int(times.min()) // 10**6, int(times.max()) // 10**6

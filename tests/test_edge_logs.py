@@ -247,8 +247,39 @@ def test_logs_endpoint_rejects_bad_input(tmp_path) -> None:
         ({"LOCAL_INFERENCE_STORAGE": "lots"}, "expected a size"),
         ({"EDGE_NAME": "Store_1"}, "EDGE_NAME"),
         ({"EDGEPIPE_ENGINE_LOG_SEGMENT_SECONDS": "0"}, "positive number of seconds"),
+        (
+            {"EDGEPIPE_ENGINE_LOG_DIR": str(model / "logs")},
+            "cannot create .*EDGEPIPE_ENGINE_LOG_DIR",
+        ),
     ):
         with pytest.raises(RuntimeError, match=message):
             EngineProcess(
                 "--model", str(model), env={**env, **bad_env}, log_path=tmp_path / "bad.log"
             ).start()
+
+
+def test_a_failed_segment_write_is_counted_and_said(tmp_path, caplog) -> None:
+    """A full or broken disk loses the batch it could not write, counted as dropped."""
+    from types import SimpleNamespace
+
+    from edgepipe.engine.inferencelog import InferenceLog, LogSettings
+    from edgepipe.engine.metrics import Metrics
+
+    metrics = Metrics()
+    ilog = InferenceLog(LogSettings(tmp_path / "logs", "e", 10**6), metrics)
+    model = SimpleNamespace(name="m", version="1")
+    result = SimpleNamespace(
+        outputs=[[np.ones((1, 4), np.float32)]] * 2,
+        output_specs=[SimpleNamespace(name="y")],
+        answered_by=model,
+        check_failures=[[], []],
+    )
+    pipeline = SimpleNamespace(name="p", steps=[SimpleNamespace(name="s", model=model)])
+    batch = [(time.time_ns(), 1, pipeline, "v", result, None, 10)]
+    assert ilog.write(batch) is not None  # two rows written
+    (tmp_path / "blocked").write_text("a file where the folder was")
+    ilog.pending_dir = tmp_path / "blocked"
+    assert ilog.write(batch) is None
+    assert metrics.log_dropped.labels("false")._value.get() == 2
+    assert metrics.log_records._value.get() == 2
+    assert "cannot write 2 records" in caplog.text
