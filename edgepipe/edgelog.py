@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from edgepipe import oci
@@ -61,6 +62,39 @@ def arrow_schema() -> Any:
             ("inputs", tensors),  # only with EDGEPIPE_ENGINE_LOG_INPUTS
         ]
     )
+
+
+def since_ms(since: str | datetime | None) -> int | None:
+    """``since`` (an ISO 8601 time with its zone, a datetime, or Unix seconds) in ms since
+    the epoch; None when not given; ValueError naming what was expected."""
+    if since is None or since == "":
+        return None
+    if isinstance(since, datetime):
+        parsed = since
+    else:
+        try:
+            return int(float(since) * 1000)
+        except ValueError:
+            pass
+        try:
+            parsed = datetime.fromisoformat(str(since).replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"since {since!r}: expected an ISO 8601 time (2026-11-27T10:00:00Z) or Unix seconds"
+            ) from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"since {since!r}: give a time zone (Z or +01:00)")
+    return int(parsed.timestamp() * 1000)
+
+
+def from_time(table: Any, floor_ms: int | None) -> Any:
+    """The records of ``table`` made at ``floor_ms`` or later (all of them for None)."""
+    if floor_ms is None:
+        return table
+    import pyarrow as pa
+
+    times = table.column("time").cast(pa.int64()).to_numpy()
+    return table.filter(pa.array(times >= floor_ms * 10**6))
 
 
 def to_arrays(tensors: list[dict[str, Any]] | None) -> dict[str, Any] | None:
@@ -183,8 +217,6 @@ def last_upload(client: oci.Client, repo: str) -> dict[str, Any] | None:
     found = segments(client, repo)
     if not found:
         return None
-    from datetime import UTC, datetime
-
     newest = max(found, key=lambda s: s.last_ms)
     at = datetime.fromtimestamp(newest.last_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"lastUpload": at, "lastUploadRecords": newest.records, "uploadedSegments": len(found)}

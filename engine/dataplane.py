@@ -275,9 +275,10 @@ class DataPlane:
         state = RunState(len(rows), frames, self._choose(pipeline, headers))
         result: RunResult = await self._run(pipeline, rows, state, arrived)
         self._record(pipeline, state, result)
+        nbytes = _nbytes(result)
         if self.inference_log is not None:
             elapsed = int((asyncio.get_running_loop().time() - arrived) * 1e9)
-            self.inference_log.add(pipeline, version, result, rows, elapsed)
+            self.inference_log.add(pipeline, version, result, rows, elapsed, nbytes)
         response = Response(
             pipeline_name=pipeline.name,
             pipeline_version=version,
@@ -288,7 +289,7 @@ class DataPlane:
             original=decoded.original,
             request=decoded.request,
         )
-        return await self._off_loop(_nbytes(result), codec.encode, response)
+        return await self._off_loop(nbytes, codec.encode, response)
 
     async def _run(
         self, pipeline: Pipeline, rows: list[dict[str, np.ndarray]], state: RunState, arrived

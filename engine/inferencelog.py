@@ -102,14 +102,23 @@ class InferenceLog:
 
     # -- on the event loop: cheap ----------------------------------------------------------
 
-    def add(self, pipeline: Pipeline, version: str, result: RunResult, rows, elapsed_ns: int):
-        """Remember one answered request; True when the buffer should be written now."""
+    def add(
+        self,
+        pipeline: Pipeline,
+        version: str,
+        result: RunResult,
+        rows,
+        elapsed_ns: int,
+        nbytes: int,
+    ):
+        """Remember one answered request (``nbytes``: its outputs' size, which the data plane
+        has computed); True when the buffer should be written now."""
         self.requests += 1
         inputs = rows if self.settings.inputs else None
         self.buffer.append(
             (time.time_ns(), self.requests, pipeline, version, result, inputs, elapsed_ns)
         )
-        self.buffer_bytes += sum(o.nbytes for outs in result.outputs for o in outs)
+        self.buffer_bytes += nbytes
         return (
             len(self.buffer) >= self.settings.segment_records
             or self.buffer_bytes >= MAX_BUFFER_BYTES
@@ -240,10 +249,7 @@ class InferenceLog:
         if buffered:
             tables.append(self.table(buffered))
         table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-        if since_ms is not None:
-            times = table.column("time").cast(pa.int64()).to_numpy()
-            table = table.filter(pa.array(times >= since_ms * 10**6))
-        return table
+        return edgelog.from_time(table, since_ms)
 
 
 def _tensors(arrays: dict[str, Any]) -> list[dict[str, Any]]:

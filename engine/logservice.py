@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from edgepipe import edgelog, oci
@@ -25,7 +24,6 @@ from edgepipe import edgelog, oci
 from .errors import BadRequest
 from .inferencelog import InferenceLog, LogSettings
 from .metrics import Metrics
-from .pipeline import Pipeline, RunResult
 from .settings import Settings
 
 log = logging.getLogger("edgepipe.engine")
@@ -57,12 +55,12 @@ class LogService:
         self.checked = False  # push rights probed
         self.down_since: float | None = None
         self.backlog = (0, 0)  # segments, records uploaded since the registry came back
-        self.tasks: list[asyncio.Task] = []
 
     # -- the request path ------------------------------------------------------------------
 
-    def add(self, pipeline: Pipeline, version: str, result: RunResult, rows, elapsed_ns: int):
-        if self.log.add(pipeline, version, result, rows, elapsed_ns):
+    def add(self, *record: Any) -> None:
+        """``InferenceLog.add``, and the buffer written once it is full."""
+        if self.log.add(*record):
             self.flush_soon()
 
     def flush_soon(self) -> asyncio.Future:
@@ -211,22 +209,10 @@ def parse_limit(raw: str | None) -> int:
 
 def parse_since(raw: str | None) -> int | None:
     """``since``: an ISO 8601 time (``2026-11-27T10:00:00Z``) or Unix seconds -> ms."""
-    if not raw:
-        return None
     try:
-        return int(float(raw) * 1000)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(
-            f"since={raw!r}: expected an ISO 8601 time (2026-11-27T10:00:00Z) or Unix seconds",
-            "since",
-        ) from None
-    if parsed.tzinfo is None:
-        raise BadRequest(f"since={raw!r}: give a time zone (Z or +01:00)", "since")
-    return int(parsed.timestamp() * 1000)
+        return edgelog.since_ms(raw)
+    except ValueError as exc:
+        raise BadRequest(str(exc).replace("since ", "since=", 1), "since") from None
 
 
 def build(settings: Settings, pipelines: list[str], metrics: Metrics) -> LogService | None:

@@ -20,28 +20,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def since_ms(since: str | datetime | None) -> int | None:
-    """An ISO 8601 time (with its zone), a datetime, or Unix seconds -> ms; None stays."""
-    if since is None or since == "":
-        return None
-    if isinstance(since, datetime):
-        parsed = since
-    else:
-        try:
-            return int(float(since) * 1000)
-        except ValueError:
-            pass
-        try:
-            parsed = datetime.fromisoformat(str(since).replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(
-                f"since {since!r}: expected an ISO 8601 time (2026-11-27T10:00:00Z) or Unix seconds"
-            ) from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"since {since!r}: give a time zone (Z or +01:00)")
-    return int(parsed.timestamp() * 1000)
-
-
 def read_logs(
     target: oci.Target,
     pipeline: str,
@@ -52,7 +30,7 @@ def read_logs(
     """Every uploaded record of ``pipeline`` (one edge's with ``edge``), from ``since`` on,
     oldest first."""
     client = target.client()
-    floor = since_ms(since)
+    floor = edgelog.since_ms(since)
     names = [edge] if edge else edgelog.edges(client, target.prefix, pipeline)
     tables = []
     for name in names:
@@ -63,10 +41,7 @@ def read_logs(
     if not tables:
         return edgelog.arrow_schema().empty_table()
     table = pa.concat_tables(tables, promote_options="default")
-    if floor is not None:
-        times = table.column("time").cast(pa.int64()).to_numpy()
-        table = table.filter(pa.array(times >= floor * 10**6))
-    table = table.sort_by([("time", "ascending"), ("id", "ascending")])
+    table = edgelog.from_time(table, floor).sort_by([("time", "ascending"), ("id", "ascending")])
     _, first = np.unique(table.column("id").to_numpy(zero_copy_only=False), return_index=True)
     if len(first) != table.num_rows:
         table = table.take(pa.array(np.sort(first)))

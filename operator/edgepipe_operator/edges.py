@@ -19,9 +19,10 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe import edgelog, oci
+from edgepipe.resources import PublishSpec
 
 from .kube import Kube
-from .registry import SecretProblem, login_from_secret
+from .registry import SecretProblem, publish_target
 from .settings import OperatorSettings
 
 log = logging.getLogger("edgepipe.operator")
@@ -55,12 +56,8 @@ def refresh(kube: Kube, obj: dict[str, Any]) -> bool:
     if status.get("phase") != "Published" or not edges:
         return False
     meta = obj["metadata"]
-    creds = oci.Credentials()
-    secret = ((spec.get("registry") or {}).get("secretRef") or {}).get("name")
-    if secret:
-        creds = login_from_secret(kube.read_secret(secret, meta["namespace"]), secret).credentials
-    reg = spec["registry"]
-    target = oci.Target.parse(reg["url"], creds, reg.get("plainHttp"))
+    registry = PublishSpec.model_validate(spec).registry
+    target = publish_target(kube, registry, meta["namespace"])
     merged = merge_uploads(
         edges, read_uploads(target, spec["pipeline"], [e["name"] for e in edges])
     )
@@ -81,7 +78,7 @@ def refresh_all(kube: Kube, namespace: str | None) -> None:
         name = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
         try:
             refresh(kube, obj)
-        except (oci.OciError, SecretProblem) as exc:
+        except (oci.OciError, SecretProblem, ValueError) as exc:  # ValueError: a bad spec
             log.info("publish %s: cannot read its edges' log uploads: %s", name, exc)
         except ApiException as exc:
             if exc.status != 409:

@@ -26,7 +26,7 @@ from . import builders as b
 from . import history
 from .kube import Kube
 from .pipelines import ModelUnreachable, make_resolver, pipeline_login
-from .registry import SecretProblem, login_from_secret, signer_from_secret
+from .registry import SecretProblem, publish_target, signer_from_secret
 
 # Waiting for a Pipeline that does not exist yet (a GitOps apply of both at once).
 PIPELINE_RETRIES = 6
@@ -219,21 +219,14 @@ def _publish(
             f"pipeline {parsed.pipeline!r} is at version {config.version}; version "
             f"{parsed.version} is not among its kept versions ({kept})",
         )
-    creds = oci.Credentials()
-    if parsed.registry.secret_ref:
-        name = parsed.registry.secret_ref.name
-        try:
-            creds = login_from_secret(kube.read_secret(name, namespace), name).credentials
-        except SecretProblem as exc:
-            raise PublishFailed(exc.reason, exc.message) from None
     signer = None
-    if parsed.signing is not None:
-        name = parsed.signing.secret_ref.name
-        try:
+    try:
+        target = publish_target(kube, parsed.registry, namespace)
+        if parsed.signing is not None:
+            name = parsed.signing.secret_ref.name
             signer = signer_from_secret(kube.read_secret(name, namespace), name)
-        except SecretProblem as exc:
-            raise PublishFailed(exc.reason, exc.message) from None
-    target = oci.Target.parse(parsed.registry.url, creds, parsed.registry.plain_http)
+    except SecretProblem as exc:
+        raise PublishFailed(exc.reason, exc.message) from None
     try:
         return publish(
             config,

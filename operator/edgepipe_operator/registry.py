@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from edgepipe import oci
 from edgepipe.oci import signing
-from edgepipe.resources import ModelRegistry
+from edgepipe.resources import ModelRegistry, RegistryRef
 
 AUTH_DIR = "/etc/edgepipe/registry"
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
@@ -84,6 +84,15 @@ def pod_registry(
         volumes.append({"name": "registry-login", "secret": {"secretName": login.secret}})
         mounts.append({"name": "registry-login", "mountPath": AUTH_DIR, "readOnly": True})
     return env, volumes, mounts
+
+
+def publish_target(kube: Any, registry: RegistryRef, namespace: str) -> oci.Target:
+    """Where a Publish pushes (and its edges upload logs), with its Secret's login."""
+    creds = oci.Credentials()
+    if registry.secret_ref:
+        name = registry.secret_ref.name
+        creds = login_from_secret(kube.read_secret(name, namespace), name).credentials
+    return oci.Target.parse(registry.url, creds, registry.plain_http)
 
 
 def signer_from_secret(secret: dict[str, Any] | None, name: str) -> signing.Signer:
