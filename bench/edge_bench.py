@@ -34,23 +34,12 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.engine_bench import ARROW, Client, timed  # noqa: E402
+from bench.engine_bench import ARROW, Client, arrow_request, timed  # noqa: E402
 from edgepipe.localengine import EngineProcess  # noqa: E402
 from edgepipe.oci import signing  # noqa: E402
 from tests import onnx_models as m  # noqa: E402
 from tests.registry import Registry  # noqa: E402
 from tests.test_edge_logs import metric  # noqa: E402
-
-
-def tensor_request(name: str, x: np.ndarray) -> bytes:
-    import pyarrow as pa
-
-    table = pa.table({name: pa.FixedShapeTensorArray.from_numpy_ndarray(x)})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema) as w:
-        w.write_table(table)
-    return sink.getvalue().to_pybytes()
-
 
 # Both engines on the same core and this client on another: the two engines see the same
 # machine, and the logging engine's writer thread competes with its own requests, as on a
@@ -88,7 +77,7 @@ def logging_latency(tmp: Path, blocks: int, n: int) -> list[tuple[str, float, fl
             step["postprocess"] = post
         config = tmp / f"case{len(rows)}.yaml"
         config.write_text(yaml.safe_dump({"name": "p", "steps": [step]}))
-        body = tensor_request(field, x)
+        body = arrow_request(x, field)
         engines = {}
         for mode in ("off", "on"):
             env = {
@@ -172,7 +161,7 @@ def upload_after_outage(tmp: Path, records: int) -> tuple[int, int, float]:
         }
         with EngineProcess(env=env) as engine:
             reg.stop()
-            body = tensor_request("x", np.ones((1, 4), np.float32))
+            body = arrow_request(np.ones((1, 4), np.float32), "x")
             c = Client(engine.port)
             for _ in range(records):
                 c.post("/pipelines/outage", body, ARROW, ARROW)
@@ -196,29 +185,24 @@ def cold_starts(tmp: Path, runs: int) -> dict[str, float]:
     times: dict[str, list[float]] = {
         k: [] for k in ("fresh", "fresh+verify", "cached", "cached+verify")
     }
+
+    def start(kind: str, i: int, verify: bool) -> None:
+        env = edge_env(reg, status, tmp / f"c{i}{verify}")
+        env["EDGEPIPE_ENGINE_LOG_INFERENCES"] = "false"
+        if verify:
+            env["OCI_VERIFY_KEY"] = signer.public_pem()
+        t0 = time.perf_counter()
+        EngineProcess(env=env, timeout=120).start().stop()
+        times[kind + ("+verify" if verify else "")].append(time.perf_counter() - t0)
+
     try:
         status = publish(reg, tmp, m.yolov8n_shaped(tmp / "y.onnx"), "signed", tmp / "k.pem")
-        for i in range(runs):
-            for verify in (False, True):
-                env = edge_env(reg, status, tmp / f"c{i}{verify}")
-                env["EDGEPIPE_ENGINE_LOG_INFERENCES"] = "false"
-                if verify:
-                    env["OCI_VERIFY_KEY"] = signer.public_pem()
-                label = "fresh+verify" if verify else "fresh"
-                t0 = time.perf_counter()
-                EngineProcess(env=env, timeout=120).start().stop()
-                times[label].append(time.perf_counter() - t0)
-        reg.stop()
-        for i in range(runs):
-            for verify in (False, True):
-                env = edge_env(reg, status, tmp / f"c{i}{verify}")
-                env["EDGEPIPE_ENGINE_LOG_INFERENCES"] = "false"
-                if verify:
-                    env["OCI_VERIFY_KEY"] = signer.public_pem()
-                label = "cached+verify" if verify else "cached"
-                t0 = time.perf_counter()
-                EngineProcess(env=env, timeout=120).start().stop()
-                times[label].append(time.perf_counter() - t0)
+        for kind in ("fresh", "cached"):  # from the registry, then with it stopped
+            if kind == "cached":
+                reg.stop()
+            for i in range(runs):
+                for verify in (False, True):
+                    start(kind, i, verify)
     finally:
         reg.stop()
     return {k: statistics.median(v) for k, v in times.items()}

@@ -82,8 +82,8 @@ def timed(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
-def arrow_request(x: np.ndarray) -> bytes:
-    table = pa.table({"images": pa.FixedShapeTensorArray.from_numpy_ndarray(x)})
+def arrow_request(x: np.ndarray, field: str = "images") -> bytes:
+    table = pa.table({field: pa.FixedShapeTensorArray.from_numpy_ndarray(x)})
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema) as w:
         w.write_table(table)

@@ -16,28 +16,9 @@ from edgepipe.oci import signing
 from tests.kube import wait_for
 from tests.test_operator import pipeline, wait_phase
 from tests.test_publish import cli
-from tests.test_publish_operator import publish_status, push_add1, wait_publish
+from tests.test_publish_operator import apply_publish, publish_status, push_add1, wait_publish
 
 pytestmark = pytest.mark.cluster
-
-
-def apply_publish(kubectl, reg, name: str, **spec) -> None:
-    kubectl.apply(
-        {
-            "apiVersion": "edgepipe.io/v1alpha1",
-            "kind": "Publish",
-            "metadata": {"name": name},
-            "spec": {
-                "pipeline": "adder",
-                "registry": {
-                    "url": f"{reg.host}/edge",
-                    "secretRef": {"name": "registry-creds"},
-                    "plainHttp": True,
-                },
-                **spec,
-            },
-        }
-    )
 
 
 def test_signed_publish_with_edges(

@@ -38,6 +38,12 @@ def setup(kubectl, reg, models_dir, *, password: str | None = None, name: str = 
     steps = [{"model": {"name": "add1", "url": model.reference, "sha256": model.sha256}}]
     kubectl.apply(pipeline("adder", steps=steps))
     wait_phase(kubectl, "adder", "Running")
+    apply_publish(kubectl, reg, name, engineConfig={"replicas": 1, "cpus": 2, "memory": "256Mi"})
+    return model
+
+
+def apply_publish(kubectl, reg, name: str, **spec) -> None:
+    """A Publish of the pipeline "adder" to ``reg`` with the "registry-creds" Secret."""
     kubectl.apply(
         {
             "apiVersion": "edgepipe.io/v1alpha1",
@@ -50,11 +56,10 @@ def setup(kubectl, reg, models_dir, *, password: str | None = None, name: str = 
                     "secretRef": {"name": "registry-creds"},
                     "plainHttp": True,
                 },
-                "engineConfig": {"replicas": 1, "cpus": 2, "memory": "256Mi"},
+                **spec,
             },
         }
     )
-    return model
 
 
 def publish_status(kubectl, name: str = "pub") -> dict:

@@ -258,6 +258,36 @@ def run_cosign(cosign: Path, env: dict, *args: str) -> subprocess.CompletedProce
     )
 
 
+def cosign_verify(cosign: Path, env: dict, key: Path, image: str) -> subprocess.CompletedProcess:
+    """``cosign verify --key`` without a transparency log (none is reachable here)."""
+    return run_cosign(
+        cosign,
+        env,
+        "verify",
+        "--key",
+        str(key),
+        "--insecure-ignore-tlog",
+        "--allow-http-registry",
+        image,
+    )
+
+
+def cosign_sign(cosign: Path, env: dict, key: Path, image: str) -> None:
+    """``cosign sign --key`` without uploading to a transparency log."""
+    signed = run_cosign(
+        cosign,
+        env,
+        "sign",
+        "--key",
+        str(key),
+        "--tlog-upload=false",
+        "--allow-http-registry",
+        "-y",
+        image,
+    )
+    assert signed.returncode == 0, signed.stderr
+
+
 def by_digest(reg, url: str) -> str:
     ref = oci.Reference.parse(url)
     _, digest = client(reg).get_manifest(ref)
@@ -271,43 +301,16 @@ def test_cosign_verifies_what_edgepipe_signed(cosign, own_registry, tmp_path) ->
     env = cosign_env(own_registry, tmp_path)
     chart = status["helmChartReference"]
     for image in (by_digest(own_registry, status["pipelineUrl"]), chart):
-        ok = run_cosign(
-            cosign,
-            env,
-            "verify",
-            "--key",
-            str(pub),
-            "--insecure-ignore-tlog",
-            "--allow-http-registry",
-            image,
-        )
+        ok = cosign_verify(cosign, env, pub, image)
         assert ok.returncode == 0, ok.stderr
         (claim,) = json.loads(ok.stdout)
         assert claim["critical"]["image"]["docker-manifest-digest"] == image.split("@")[1]
-        bad = run_cosign(
-            cosign,
-            env,
-            "verify",
-            "--key",
-            str(other_pub),
-            "--insecure-ignore-tlog",
-            "--allow-http-registry",
-            image,
-        )
+        bad = cosign_verify(cosign, env, other_pub, image)
         assert bad.returncode != 0
     # A flipped config byte makes a new manifest that cosign, too, finds unsigned.
     retag_with_flipped_config(own_registry, status["pipelineUrl"])
     tampered = by_digest(own_registry, status["pipelineUrl"])
-    bad = run_cosign(
-        cosign,
-        env,
-        "verify",
-        "--key",
-        str(pub),
-        "--insecure-ignore-tlog",
-        "--allow-http-registry",
-        tampered,
-    )
+    bad = cosign_verify(cosign, env, pub, tampered)
     assert bad.returncode != 0 and "no signatures found" in bad.stderr.lower(), bad.stderr
 
 
@@ -325,11 +328,7 @@ def test_the_engine_accepts_what_cosign_signed(cosign, own_registry, tmp_path) -
     assert gen.returncode == 0, gen.stderr
     status = push(own_registry, tmp_path, name="bycosign")
     image = by_digest(own_registry, status["pipelineUrl"])
-    signed = run_cosign(
-        cosign, env, "sign", "--key", str(tmp_path / "cosign.key"), "--tlog-upload=false",
-        "--allow-http-registry", "-y", image,
-    )  # fmt: skip
-    assert signed.returncode == 0, signed.stderr
+    cosign_sign(cosign, env, tmp_path / "cosign.key", image)
     np.testing.assert_array_equal(
         serve(own_registry, status, tmp_path / "c1", tmp_path / "a.log", tmp_path / "cosign.pub"),
         X[0]["x"] + 1,
@@ -341,16 +340,7 @@ def test_the_engine_accepts_what_cosign_signed(cosign, own_registry, tmp_path) -
         client(own_registry), ref.repository, image.split("@")[1], signing.Signer.load(key)
     )
     for verifier in (pub, tmp_path / "cosign.pub"):
-        ok = run_cosign(
-            cosign,
-            env,
-            "verify",
-            "--key",
-            str(verifier),
-            "--insecure-ignore-tlog",
-            "--allow-http-registry",
-            image,
-        )
+        ok = cosign_verify(cosign, env, verifier, image)
         assert ok.returncode == 0, ok.stderr
     # cosign's signature of another key is refused by the engine.
     _, other_pub = keypair(tmp_path, "other")
@@ -372,11 +362,7 @@ def test_one_key_for_both_tools(cosign, own_registry, tmp_path) -> None:
     assert (tmp_path / "import-cosign.pub").read_text() == (tmp_path / "fleet.pub").read_text()
     status = push(own_registry, tmp_path, name="shared")
     image = by_digest(own_registry, status["pipelineUrl"])
-    signed = run_cosign(
-        cosign, env, "sign", "--key", str(tmp_path / "import-cosign.key"),
-        "--tlog-upload=false", "--allow-http-registry", "-y", image,
-    )  # fmt: skip
-    assert signed.returncode == 0, signed.stderr
+    cosign_sign(cosign, env, tmp_path / "import-cosign.key", image)
     np.testing.assert_array_equal(
         serve(own_registry, status, tmp_path / "c", tmp_path / "a.log", tmp_path / "fleet.pub"),
         X[0]["x"] + 1,
