@@ -367,3 +367,14 @@ def test_one_key_for_both_tools(cosign, own_registry, tmp_path) -> None:
         serve(own_registry, status, tmp_path / "c", tmp_path / "a.log", tmp_path / "fleet.pub"),
         X[0]["x"] + 1,
     )
+
+
+def test_keygen_writes_a_pair_and_never_overwrites(tmp_path) -> None:
+    out = cli("publish", "keygen", str(tmp_path / "k")).stdout
+    assert "OCI_VERIFY_KEY" in out
+    assert (tmp_path / "k.key").stat().st_mode & 0o077 == 0  # the private key: owner only
+    signer = signing.Signer.load(tmp_path / "k.key")
+    assert signer.public_pem() == (tmp_path / "k.pub").read_text()
+    again = cli("publish", "keygen", str(tmp_path / "k"), check=False)
+    assert again.returncode != 0 and "exists; not overwriting a key" in again.stderr
+    assert signing.Signer.load(tmp_path / "k.key").public_pem() == signer.public_pem()
