@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 from bench.engine_bench import ARROW, Client, arrow_request, timed  # noqa: E402
 from edgepipe.localengine import EngineProcess  # noqa: E402
 from edgepipe.oci import signing  # noqa: E402
-from tests import onnx_models as m  # noqa: E402
-from tests.registry import Registry  # noqa: E402
-from tests.test_edge_logs import metric  # noqa: E402
+from tests.helpers import onnx_models as m  # noqa: E402
+from tests.helpers.engine_http import metric  # noqa: E402
+from tests.helpers.oci_registry import Registry  # noqa: E402
 
 # Both engines on the same core and this client on another: the two engines see the same
 # machine, and the logging engine's writer thread competes with its own requests, as on a

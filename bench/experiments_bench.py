@@ -51,7 +51,7 @@ def latency(config: dict, tmp: Path, body: bytes, ctype: str, accept: str | None
 
 def main() -> None:
     from edgepipe.demo import astronaut_path, trained_model_path
-    from tests import onnx_models
+    from tests.helpers import onnx_models
 
     tmp = Path(tempfile.mkdtemp(prefix="edgepipe-bench-"))
     small = onnx_models.yolov8n_shaped(tmp / "y.onnx")

@@ -187,7 +187,7 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=10.0)
     args = parser.parse_args()
     from edgepipe.demo import trained_model_path
-    from tests import onnx_models
+    from tests.helpers import onnx_models
 
     cpus = args.cpus
     model = trained_model_path()

@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from edgepipe.localengine import free_port  # noqa: E402
-from tests.emulation import arm64_cpuinfo_mount  # noqa: E402
-from tests.registry import Registry  # noqa: E402
+from tests.helpers.arm64_emulation import arm64_cpuinfo_mount  # noqa: E402
+from tests.helpers.oci_registry import Registry  # noqa: E402
 
 PODMAN = str(ROOT / "scripts" / "podman")
 SITE = "/opt/edgepipe/lib/python3.11/site-packages"
@@ -121,7 +121,9 @@ def cold_starts(image: str, status: dict, body: bytes, runs: int, reg: Registry,
     words = shlex.split(status["dockerRunCommand"].replace("\\\n", " "))
     path = pipeline_path(status)
     arch = json.loads(podman("image", "inspect", image))[0]["Architecture"]
-    emulated = arm64_cpuinfo_mount(tmp) if arch == "arm64" else []  # see tests/emulation.py
+    emulated = (
+        arm64_cpuinfo_mount(tmp) if arch == "arm64" else []
+    )  # see tests/helpers/arm64_emulation.py
     fresh, cached = [], []
     for i in range(runs):
         name, volume, port = (
@@ -215,7 +217,7 @@ def main() -> None:
     body = json.dumps([{"images": x.tolist()}]).encode()
     with tempfile.TemporaryDirectory() as tmp:
         if args.test_model:
-            from tests import onnx_models
+            from tests.helpers import onnx_models
 
             args.model = onnx_models.yolov8n_shaped(Path(tmp) / "yolov8n.onnx")
         reg = Registry(Path(tmp) / "registry", auth=True).start()

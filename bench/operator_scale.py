@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.scale import (  # the harness lives with the tests
+from tests.helpers.scale_cluster import (  # the harness lives with the tests
     ProcStats,
     ScaleCluster,
     pipeline,

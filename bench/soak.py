@@ -124,7 +124,7 @@ def one(conn: http.client.HTTPConnection, kind: int, rng: np.random.Generator) -
 
 def soak(requests: int, clients: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="edgepipe-soak-"))
-    from tests import onnx_models as m
+    from tests.helpers import onnx_models as m
 
     m.add_constant(tmp / "add1.onnx", 1.0)
     m.scale(tmp / "double.onnx", 2.0)

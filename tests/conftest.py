@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from edgepipe.localengine import EngineProcess
-from tests.kube import OperatorProcess
+from tests.helpers.engines import EngineFactory
+from tests.helpers.kube import OperatorProcess
+from tests.helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -32,7 +33,7 @@ def yolov8n_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bytes checked against a known digest (the clone alone is enough to run the tests)."""
     import hashlib
 
-    from tests import onnx_models as m
+    from tests.helpers import onnx_models as m
 
     path = m.yolov8n_shaped(tmp_path_factory.mktemp("yolov8n") / "yolov8n.onnx")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -61,7 +62,7 @@ def astronaut_path() -> Path:
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests import onnx_models as m
+    from tests.helpers import onnx_models as m
 
     d = tmp_path_factory.mktemp("models")
     m.add_constant(d / "add1.onnx", 1.0)
@@ -78,23 +79,6 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]:
         m.identity(d / f"id_{name}.onnx", dtype)
     return d
-
-
-EngineFactory = Callable[..., EngineProcess]
-
-
-def chain_config(models_dir: Path) -> dict:
-    """Two steps, z = (x + 1) * 2 on float32 [N, 4]; the second batches its rows."""
-    return {
-        "name": "chain",
-        "steps": [
-            {"model": {"name": "add1", "path": str(models_dir / "add1.onnx")}},
-            {
-                "model": {"name": "double", "path": str(models_dir / "double.onnx")},
-                "batchConfig": "batch",
-            },
-        ],
-    }
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +118,7 @@ def operator_image(images: dict[str, str]) -> str:
 def _registry(tmp_path_factory: pytest.TempPathFactory, auth: bool):
     import shutil
 
-    from tests.registry import Registry
+    from tests.helpers.oci_registry import Registry
 
     if shutil.which("docker-registry") is None:
         if IN_CI:
@@ -228,7 +212,7 @@ def namespace(cluster: dict, request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def kubectl(cluster: dict, namespace: str):
-    from tests.kube import Kubectl
+    from tests.helpers.kube import Kubectl
 
     return Kubectl(cluster["kubeconfig"], namespace)
 

@@ -15,9 +15,9 @@ import pytest
 
 from edgepipe.config import parse_config
 from edgepipe.engine.wiring import load_pipeline
-from tests import onnx_models as m
-from tests.conftest import EngineFactory
-from tests.test_engine_process import JSON, get, post
+from tests.helpers import onnx_models as m
+from tests.helpers.engine_http import JSON, get, post
+from tests.helpers.engines import EngineFactory
 
 
 def batched_config(model: Path, name: str, size: int, delay_ms: float) -> dict:

@@ -15,9 +15,8 @@ import yaml
 from edgepipe import oci
 from edgepipe.localengine import free_port
 from edgepipe.publish.chart import package_chart, push_chart
-from tests.conftest import ROOT
+from tests.helpers.helm import HELM
 
-HELM = str(ROOT / ".venv" / "bin" / "helm")
 VERSION = "0.0.1-abc123+build.7"
 
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import EngineFactory
+from tests.helpers.cli import ep, one_line_error
+from tests.helpers.engines import EngineFactory
 
 COMMANDS = [
     [],
@@ -34,23 +32,6 @@ COMMANDS = [
     ["publish", "show"],
     ["publish", "push"],
 ]
-
-
-def ep(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edgepipe.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def one_line_error(proc: subprocess.CompletedProcess, words: str) -> None:
-    assert proc.returncode != 0
-    assert words in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("Error")]) == 1
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "edgepipe")
@@ -143,7 +124,7 @@ def test_model_list(auth_registry, models_dir) -> None:
 def test_pipeline_and_publish_commands(
     operator, cluster, namespace, auth_registry, models_dir, kubectl, tmp_path: Path
 ) -> None:
-    from tests.test_publish_operator import push_add1
+    from tests.helpers.publishes import push_add1
 
     model = push_add1(auth_registry, models_dir)
     kube = ["--kubeconfig", str(cluster["kubeconfig"]), "-n", namespace]

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from edgepipe.client import EngineClient, EngineClientError
-from tests.conftest import EngineFactory, chain_config
+from tests.helpers.engines import EngineFactory, chain_config
 
 COLUMNS = [
     "time",

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.scale import OWNED, WRITES, ScaleCluster, owned_writes, pipeline, wait_until
+from tests.helpers.scale_cluster import (
+    OWNED,
+    WRITES,
+    ScaleCluster,
+    owned_writes,
+    pipeline,
+    wait_until,
+)
 
 pytestmark = pytest.mark.cluster
 

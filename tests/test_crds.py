@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from edgepipe.crds import build_crds, render
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 def test_committed_crds_match_the_models() -> None:

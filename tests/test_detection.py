@@ -9,7 +9,7 @@ import pytest
 
 from edgepipe import yolo
 from edgepipe.client import EngineClient
-from tests.conftest import EngineFactory
+from tests.helpers.engines import EngineFactory
 
 
 def test_trained_model_finds_the_astronaut(

@@ -15,9 +15,8 @@ import onnxruntime as ort
 from edgepipe.client import EngineClient
 from edgepipe.client.engine import outputs_of
 from edgepipe.localengine import EngineProcess
-from tests import onnx_models as m
-from tests.test_edge_versions import publish
-from tests.test_publish import edge_env
+from tests.helpers import onnx_models as m
+from tests.helpers.publishing import edge_env, publish
 
 
 class CuttingProxy:

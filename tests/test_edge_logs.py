@@ -4,7 +4,6 @@ through an outage exactly once, and read back centrally as one table naming each
 from __future__ import annotations
 
 import json
-import re
 import time
 import urllib.request
 from pathlib import Path
@@ -17,8 +16,10 @@ from edgepipe import edgelog, oci
 from edgepipe.client import EngineClient
 from edgepipe.client.logs import logs_dataframe, read_logs
 from edgepipe.localengine import EngineProcess
-from tests import onnx_models as m
-from tests.test_publish import cli, creds_env, edge_env
+from tests.helpers import onnx_models as m
+from tests.helpers.cli import cli
+from tests.helpers.engine_http import metric, wait_metric
+from tests.helpers.publishing import creds_env, edge_env
 
 FAST = {
     "EDGEPIPE_ENGINE_LOG_SEGMENT_RECORDS": "25",
@@ -41,22 +42,6 @@ def send(engine: EngineProcess, pipeline: str, values: range) -> None:
     client = EngineClient(engine.url)
     for i in values:
         client.infer_records(pipeline, [{"x": np.full((1, 4), i, dtype=np.float32)}])
-
-
-def metric(engine: EngineProcess, name: str) -> float:
-    text = urllib.request.urlopen(engine.url + "/metrics", timeout=5).read().decode()
-    found = re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M)
-    return sum(map(float, found))
-
-
-def wait_metric(engine: EngineProcess, name: str, at_least: float, timeout: float = 60) -> float:
-    deadline = time.monotonic() + timeout
-    while (value := metric(engine, name)) < at_least:
-        assert time.monotonic() < deadline, (
-            f"{name} stayed at {value} (< {at_least}): {engine.log()}"
-        )
-        time.sleep(0.2)
-    return value
 
 
 def local(engine: EngineProcess, **query: str) -> pa.Table:

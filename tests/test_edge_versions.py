@@ -3,25 +3,15 @@ models) in its cache, so pointing PIPELINE_URL back at one starts with the regis
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import yaml
 
 from edgepipe.client import EngineClient
 from edgepipe.client.engine import outputs_of
 from edgepipe.localengine import EngineProcess
-from tests import onnx_models as m
-from tests.test_publish import cli, creds_env, edge_env
+from tests.helpers import onnx_models as m
+from tests.helpers.publishing import edge_env, publish
 
 X = [{"x": np.arange(4, dtype=np.float32).reshape(1, 4)}]
-
-
-def publish(config: dict, folder, registry) -> dict:
-    path = folder / f"{config['name']}-{len(list(folder.iterdir()))}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    args = ["publish", "push", str(path), "--registry", f"{registry.host}/edge", "-o", "json"]
-    return json.loads(cli(*args, env=creds_env(registry)).stdout)
 
 
 def answer(env: dict, log) -> np.ndarray:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -14,38 +12,8 @@ import pytest
 
 from edgepipe.client import EngineClient
 from edgepipe.client.engine import outputs_of
-from tests.conftest import EngineFactory
-
-JSON = "application/json; format=pandas-records"
-ARROW = "application/vnd.apache.arrow.file"
-
-
-def post(url: str, body: bytes, content_type: str = JSON, accept: str | None = None):
-    headers = {"Content-Type": content_type}
-    if accept:
-        headers["Accept"] = accept
-    req = urllib.request.Request(url, data=body, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return resp.status, resp.headers["Content-Type"], resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers["Content-Type"], exc.read()
-
-
-def get(url: str):
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def arrow_table_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema) as w:
-        w.write_table(table)
-    return sink.getvalue().to_pybytes()
-
+from tests.helpers.engine_http import ARROW, JSON, arrow_table_bytes, get, post
+from tests.helpers.engines import EngineFactory
 
 # -- yolov8n ------------------------------------------------------------------------------
 

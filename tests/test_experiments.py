@@ -12,9 +12,9 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from tests import onnx_models as m
-from tests.conftest import EngineFactory
-from tests.test_engine_process import JSON, arrow_table_bytes, get, post
+from tests.helpers import onnx_models as m
+from tests.helpers.engine_http import JSON, arrow_table_bytes, get, post
+from tests.helpers.engines import EngineFactory
 
 ARROW = "application/vnd.apache.arrow.file"
 

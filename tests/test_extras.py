@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 CASES = [
     ("edgepipe.engine.launch", "main", "onnxruntime", "edgepipe-engine", "engine"),

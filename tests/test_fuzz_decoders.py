@@ -5,7 +5,6 @@ error, never anything that would be a 500."""
 from __future__ import annotations
 
 import base64
-import io
 import struct
 
 import numpy as np
@@ -13,7 +12,6 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from edgepipe.config import ImagePreprocess
 from edgepipe.engine.codecs import image as image_codec
@@ -25,6 +23,12 @@ from edgepipe.engine.oip import codec as grpc_codec
 from edgepipe.engine.oip import messages as pb
 from edgepipe.engine.preprocess import ImageInput
 from edgepipe.engine.runtime import ENCODED, TensorSpec
+from tests.helpers.fuzz_inputs import (
+    ARROW_SAMPLE,
+    DATATYPES,
+    JSON_VALUES,
+    SAMPLES,
+)
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -34,16 +38,6 @@ def image_field(max_pixels: int = 4_000_000) -> InputField:
         ImagePreprocess(), "images", (1, 3, 64, 64), np.dtype(np.float32), max_pixels, "fuzz"
     )
     return InputField("images", TensorSpec("images", ENCODED, (1,)), image=pre)
-
-
-def encoded(fmt: str) -> bytes:
-    rng = np.random.default_rng(0)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(buf, fmt)
-    return buf.getvalue()
-
-
-SAMPLES = {fmt: encoded(fmt) for fmt in ("JPEG", "PNG", "WEBP")}
 
 
 def decodes_or_4xx(decode) -> None:
@@ -97,9 +91,6 @@ def test_base64_strings_in_json(text: str) -> None:
     field = image_field()
     body = orjson.dumps([{"images": text}])
     decodes_or_4xx(lambda: prepare_rows(json_records.decode(body, [field], False), [field], False))
-
-
-DATATYPES = ["FP32", "FP64", "INT64", "UINT8", "BOOL", "BYTES", "FP16", "nope", ""]
 
 
 @FUZZ
@@ -163,19 +154,6 @@ def test_v2_rest_bodies_with_lying_headers_and_sizes(header, datatype, shape, si
 
 
 TENSOR = InputField("x", TensorSpec("x", np.dtype(np.float32), (None, 4)))
-JSON_VALUES = st.recursive(
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(-(2**63), 2**63 - 1),
-        st.floats(allow_nan=False),
-        st.text(max_size=5),
-    ),
-    lambda inner: (
-        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
-    ),
-    max_leaves=30,
-)
 
 
 @FUZZ
@@ -203,20 +181,6 @@ def test_json_numbers_and_nesting_beyond_range(body: bytes) -> None:
 @given(st.binary(max_size=2048))
 def test_arbitrary_bytes_as_json(body: bytes) -> None:
     decodes_or_4xx(lambda: prepare_rows(json_records.decode(body, [TENSOR], True), [TENSOR], False))
-
-
-def arrow_sample() -> bytes:
-    import pyarrow as pa
-
-    x = np.arange(12, dtype=np.float32).reshape(3, 4)
-    table = pa.table({"x": pa.FixedShapeTensorArray.from_numpy_ndarray(x)})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as w:
-        w.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-ARROW_SAMPLE = arrow_sample()
 
 
 @FUZZ

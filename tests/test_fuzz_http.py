@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from edgepipe.engine.server import create_app
 from edgepipe.engine.settings import Settings
-from tests import onnx_models as m
-from tests.conftest import chain_config
-from tests.test_fuzz_decoders import ARROW_SAMPLE, DATATYPES, JSON_VALUES, SAMPLES
+from tests.helpers import onnx_models as m
+from tests.helpers.engines import chain_config
+from tests.helpers.fuzz_inputs import ARROW_SAMPLE, DATATYPES, JSON_VALUES, SAMPLES
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 RECORDS = "application/json; format=pandas-records"

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, EngineFactory, chain_config
+from tests.helpers.engines import EngineFactory, chain_config
+from tests.helpers.paths import ROOT
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402

@@ -9,10 +9,10 @@ import json
 import pytest
 
 from edgepipe.config import PipelineConfig
-from tests.kube import wait_for
-from tests.test_cli import ep
-from tests.test_operator import SHA, pipeline, status, wait_phase
-from tests.test_publish_operator import push_add1, wait_publish
+from tests.helpers.cli import ep
+from tests.helpers.kube import wait_for
+from tests.helpers.pipelines import SHA, pipeline, status, wait_phase
+from tests.helpers.publishes import push_add1, wait_publish
 
 pytestmark = pytest.mark.cluster
 

@@ -11,8 +11,8 @@ import time
 
 import orjson
 
-from tests.conftest import EngineFactory
-from tests.test_engine_process import JSON, post
+from tests.helpers.engine_http import JSON, post
+from tests.helpers.engines import EngineFactory
 
 BODY = b'[{"x": [[1, 2, 3, 4]]}]'
 

@@ -8,7 +8,6 @@ import shlex
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 
 import numpy as np
@@ -17,18 +16,7 @@ import pytest
 from edgepipe.client import EngineClient
 from edgepipe.client.engine import outputs_of
 from edgepipe.localengine import free_port
-from tests.conftest import ROOT
-from tests.kube import wait_for
-
-PODMAN = str(ROOT / "scripts" / "podman")
-
-
-def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run([PODMAN, *args], capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args)}: {proc.stderr}")
-    return proc
-
+from tests.helpers.podman import PODMAN, inspect_image, podman, wait_engine_ready
 
 # Budgets from the footprint issue (uncompressed, as podman reports them).
 ENGINE_BUDGET_MB = 400
@@ -61,10 +49,6 @@ def _signs_and_verifies(image: str) -> bool:
     return podman("run", "--rm", image, "python3", "-c", code).stdout.strip() == "verified"
 
 
-def _inspect(image: str) -> dict:
-    return json.loads(podman("image", "inspect", image).stdout)[0]
-
-
 def test_the_engine_image_holds_the_engine_only(image) -> None:
     assert podman("run", "--rm", image, "id", "-u").stdout.strip() == "10001"
     engine = podman("run", "--rm", image, "edgepipe-engine", "--help").stdout
@@ -78,7 +62,7 @@ def test_the_engine_image_holds_the_engine_only(image) -> None:
     assert _signs_and_verifies(image)
     for program in ("helm", "edgepipe-operator", "edgepipe"):
         assert podman("run", "--rm", image, program, check=False).returncode != 0, program
-    info = _inspect(image)
+    info = inspect_image(image)
     assert info["Config"]["User"] == "10001"
     assert info["Config"]["Cmd"] == ["edgepipe-engine"]
     healthcheck = info.get("Healthcheck") or info["Config"].get("Healthcheck") or {}
@@ -98,7 +82,7 @@ def test_the_operator_image_holds_the_operator_only(operator_image) -> None:
     }
     assert podman("run", "--rm", image, "helm", check=False).returncode != 0
     assert _signs_and_verifies(image)
-    info = _inspect(image)
+    info = inspect_image(image)
     assert info["Config"]["User"] == "10001"
     assert info["Config"]["Cmd"] == ["edgepipe-operator", "run"]
     print(f"\noperator image {image}: {info['Size'] / 1e6:.0f} MB")
@@ -127,20 +111,6 @@ def _docker_run_as_podman(docker_run: str, name: str, port: int, volume: str) ->
     cmd = [PODMAN, "run", *extra, *words[2:]]
     # The printed line leaves $OCI_USERNAME/$OCI_PASSWORD to the shell; so does this.
     return [os.path.expandvars(w) for w in cmd]
-
-
-def _ready(port: int, timeout: float = 60) -> float:
-    t0 = time.monotonic()
-
-    def ok() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    wait_for(f"the engine on port {port}", ok, timeout, interval=0.05)
-    return time.monotonic() - t0
 
 
 def test_edge_journey_as_the_tutorial_types_it(
@@ -176,7 +146,7 @@ def test_edge_journey_as_the_tutorial_types_it(
     cmd = _docker_run_as_podman(status["dockerRunCommand"], name, port, volume)
     try:
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-        _ready(port, timeout=120)
+        wait_engine_ready(port, timeout=120)
         x = np.random.default_rng(7).random((1, 3, 640, 640), dtype=np.float32)
         (inside,) = EngineClient(f"http://127.0.0.1:{port}").infer_records(
             "yolov8n", [{"images": x}]
@@ -204,7 +174,7 @@ def test_edge_journey_as_the_tutorial_types_it(
         podman("stop", "-t", "5", name)
         t0 = time.monotonic()
         podman("start", name)
-        _ready(port, timeout=60)
+        wait_engine_ready(port, timeout=60)
         (again,) = EngineClient(f"http://127.0.0.1:{port}").infer_records(
             "yolov8n", [{"images": x}]
         )
@@ -239,7 +209,7 @@ def test_the_operator_in_a_container(operator_image, cluster, kubectl) -> None:
             f"EDGEPIPE_OPERATOR_NAMESPACE={kubectl.namespace}",
             operator_image,  # its default command: edgepipe-operator run
         )
-        from tests.test_operator import pipeline, wait_phase
+        from tests.helpers.pipelines import pipeline, wait_phase
 
         kubectl.apply(pipeline("boxed"))
         st = wait_phase(kubectl, "boxed", "Running", timeout=90)

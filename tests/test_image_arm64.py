@@ -15,9 +15,9 @@ import pytest
 from edgepipe.client import EngineClient
 from edgepipe.client.engine import outputs_of
 from edgepipe.localengine import free_port
-from tests.conftest import ROOT
-from tests.emulation import arm64_cpuinfo_mount
-from tests.test_image import _inspect, _ready, podman
+from tests.helpers.arm64_emulation import arm64_cpuinfo_mount
+from tests.helpers.paths import ROOT
+from tests.helpers.podman import inspect_image, podman, wait_engine_ready
 
 ARCH_BUDGET = 1.10  # the arm64 image within 10% of the amd64 one
 
@@ -44,7 +44,7 @@ def _serving(name: str, port: int) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < 600:
         try:
-            _ready(port, timeout=2)
+            wait_engine_ready(port, timeout=2)
             return time.monotonic() - t0
         except AssertionError:
             state = podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
@@ -63,7 +63,7 @@ def test_a_manifest_list_serves_each_platform_the_same_answer(
 ) -> None:
     import onnxruntime as ort
 
-    amd64, arm64 = _inspect(image), _inspect(arm64_image)
+    amd64, arm64 = inspect_image(image), inspect_image(arm64_image)
     assert (amd64["Architecture"], arm64["Architecture"]) == ("amd64", "arm64")
     print(f"\nengine image amd64 {amd64['Size'] / 1e6:.0f} MB, arm64 {arm64['Size'] / 1e6:.0f} MB")
     assert arm64["Size"] <= amd64["Size"] * ARCH_BUDGET
@@ -86,7 +86,7 @@ def test_a_manifest_list_serves_each_platform_the_same_answer(
         for platform, machine in (("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")):
             # Each platform is pulled from the list by name, as a device of that kind would.
             podman("pull", "--platform", platform, *creds, ref, timeout=600)
-            assert _inspect(ref)["Architecture"] == platform.split("/")[1]
+            assert inspect_image(ref)["Architecture"] == platform.split("/")[1]
             uname = podman(
                 "run", "--rm", "--platform", platform, "--pull=never", ref, "uname", "-m"
             )

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from edgepipe.engine.server import create_app
 from edgepipe.engine.settings import Settings
-from tests.conftest import chain_config
+from tests.helpers.engines import chain_config
 
 JSON = "application/json; format=pandas-records"
 
@@ -97,8 +97,8 @@ def test_handlers_are_wired_under_kopf_runner(cluster, kubectl, monkeypatch) -> 
     from edgepipe_operator.kube import load_config
     from kopf.testing import KopfRunner
 
-    from tests.kube import wait_for
-    from tests.test_operator import pipeline, wait_phase
+    from tests.helpers.kube import wait_for
+    from tests.helpers.pipelines import pipeline, wait_phase
 
     monkeypatch.setenv("KUBECONFIG", str(cluster["kubeconfig"]))
     monkeypatch.setattr(

@@ -8,7 +8,7 @@ import ast
 import subprocess
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 # Folders and the import names they are installed under (pyproject's package-dir).
 ROOTS = {

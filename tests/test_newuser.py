@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, EngineFactory
-from tests.test_cli import ep, one_line_error
+from tests.helpers.cli import ep, one_line_error
+from tests.helpers.engines import EngineFactory
+from tests.helpers.paths import ROOT
 
 
 @pytest.fixture

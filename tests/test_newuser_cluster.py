@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from tests.kube import Kubectl, wait_for
-from tests.test_cli import ep, one_line_error
-from tests.test_publish_operator import push_add1
+from tests.helpers.cli import ep, one_line_error
+from tests.helpers.kube import Kubectl, wait_for
+from tests.helpers.publishes import push_add1
 
 pytestmark = pytest.mark.cluster
 

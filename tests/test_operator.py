@@ -11,46 +11,11 @@ import pytest
 import yaml
 
 from edgepipe.config import PipelineConfig
-from tests.conftest import ROOT
-from tests.kube import Kubectl, wait_for
+from tests.helpers.kube import Kubectl, wait_for
+from tests.helpers.paths import ROOT
+from tests.helpers.pipelines import pipeline, status, wait_phase
 
 pytestmark = pytest.mark.cluster
-SHA = "5aa0186d1e6a373f4ea94afe91d26cc88c5e8e54bb61f5cb9005f283020ace1b"
-
-
-def pipeline(
-    name: str, *, deployed: bool = True, replicas: int = 1, steps=None, **deployment
-) -> dict:
-    return {
-        "apiVersion": "edgepipe.io/v1alpha1",
-        "kind": "Pipeline",
-        "metadata": {"name": name},
-        "spec": {
-            "deployed": deployed,
-            "steps": steps
-            or [
-                {
-                    "model": {"name": "yolov8n", "path": "/models/yolov8n.onnx", "sha256": SHA},
-                    "tensorFields": ["images"],
-                }
-            ],
-            "deployment": {"replicas": replicas, **deployment},
-        },
-    }
-
-
-def status(kubectl: Kubectl, name: str) -> dict:
-    obj = kubectl.get("pipeline", name)
-    return (obj or {}).get("status") or {}
-
-
-def wait_phase(kubectl: Kubectl, name: str, phase: str, timeout: float = 60, **fields) -> dict:
-    def check():
-        st = status(kubectl, name)
-        ok = st.get("phase") == phase and all(st.get(k) == v for k, v in fields.items())
-        return st if ok else None
-
-    return wait_for(f"pipeline {name} to be {phase} {fields}", check, timeout)
 
 
 def test_crds_are_established_and_accept_the_examples(cluster, kubectl) -> None:
@@ -310,7 +275,7 @@ def test_operator_chart_installs_into_the_cluster(cluster, kubectl, namespace) -
         ],
         capture_output=True, text=True, env=env, timeout=60, check=True,
     ).stdout  # fmt: skip
-    assert "image: reg.example:5000/team/edgepipe-operator:1.2" in moved
+    assert 'image: "reg.example:5000/team/edgepipe-operator:1.2"' in moved
     assert 'value: "reg.example:5000/team/edgepipe-engine:1.2"' in moved
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "ep-edgepipe"
     assert kubectl.get("serviceaccount", "ep-edgepipe") is not None

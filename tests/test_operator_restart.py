@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tests.kube import wait_for
-from tests.test_operator import pipeline, wait_phase
+from tests.helpers.kube import wait_for
+from tests.helpers.pipelines import pipeline, wait_phase
 
 pytestmark = pytest.mark.cluster
 

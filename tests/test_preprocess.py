@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from edgepipe import yolo
-from tests.conftest import EngineFactory
-from tests.test_engine_process import JSON, arrow_table_bytes, get, post
+from tests.helpers.engine_http import JSON, arrow_table_bytes, get, post
+from tests.helpers.engines import EngineFactory
 
 ARROW = "application/vnd.apache.arrow.file"
 
@@ -188,7 +188,7 @@ def test_an_image_body_to_a_tensor_pipeline_is_415(
 def test_the_cli_sends_the_image_itself_to_a_preprocess_pipeline(
     detector, astronaut_path: Path, tmp_path: Path
 ) -> None:
-    from tests.test_cli import ep
+    from tests.helpers.cli import ep
 
     out = tmp_path / "boxes.png"
     proc = ep("infer", "detect", "--engine", detector.url, "--image", str(astronaut_path))

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -18,26 +15,9 @@ from edgepipe import oci
 from edgepipe.client import EngineClient
 from edgepipe.client.engine import outputs_of
 from edgepipe.localengine import EngineProcess
-from tests.conftest import ROOT
-
-HELM = str(ROOT / ".venv" / "bin" / "helm")
-
-
-def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgepipe.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"edgepipe {' '.join(args)}: {proc.stderr}")
-    return proc
-
-
-def creds_env(reg) -> dict[str, str]:
-    return {"OCI_USERNAME": reg.username, "OCI_PASSWORD": reg.password}
+from tests.helpers.cli import cli
+from tests.helpers.helm import helm
+from tests.helpers.publishing import creds_env, edge_env
 
 
 def test_push_a_model_and_pull_it_back(auth_registry, yolov8n_path, tmp_path) -> None:
@@ -180,27 +160,12 @@ def test_publish_push_reports_every_field(published, auth_registry) -> None:
     }
 
 
-def _helm(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "HELM_CACHE_HOME": "/tmp/ep-helm/cache",
-        "HELM_CONFIG_HOME": "/tmp/ep-helm/config",
-        "HELM_DATA_HOME": "/tmp/ep-helm/data",
-    }
-    proc = subprocess.run(
-        [HELM, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)}: {proc.stderr}")
-    return proc
-
-
 @pytest.fixture(scope="module")
 def chart(published, auth_registry) -> Path:
     st = published["status"]
     out = published["dir"] / "pulled"
     out.mkdir()
-    _helm(
+    helm(
         "pull",
         f"oci://{st['helmChartUrl']}",
         "--version",
@@ -221,7 +186,7 @@ def chart(published, auth_registry) -> Path:
 
 def test_the_chart_needs_only_the_three_registry_values(chart, auth_registry, tmp_path) -> None:
     assert (
-        _helm(
+        helm(
             "lint",
             str(chart),
             "--set",
@@ -240,7 +205,7 @@ def test_the_chart_needs_only_the_three_registry_values(chart, auth_registry, tm
         )
     )
     rendered = list(
-        yaml.safe_load_all(_helm("template", "edge", str(chart), "--values", str(values)).stdout)
+        yaml.safe_load_all(helm("template", "edge", str(chart), "--values", str(values)).stdout)
     )
     kinds = {(d["kind"], d["metadata"]["name"]) for d in rendered if d}
     assert ("Service", "engine-svc") in kinds and ("Secret", "edge-chain-oci") in kinds
@@ -254,11 +219,11 @@ def test_the_chart_needs_only_the_three_registry_values(chart, auth_registry, tm
     assert "OCI_VERIFY_KEY" not in env
     assert env["EDGE_NAME"]["value"] == "edge"
     assert env["LOCAL_INFERENCE_STORAGE"]["value"] == "1Gi"
-    named = _helm(
+    named = helm(
         "template", "edge", str(chart), "--values", str(values), "--set", "edgeName=store-9"
     )
     assert 'value: "store-9"' in named.stdout
-    bad = _helm(
+    bad = helm(
         "template",
         "edge",
         str(chart),
@@ -272,7 +237,7 @@ def test_the_chart_needs_only_the_three_registry_values(chart, auth_registry, tm
     svc = next(d for d in rendered if d and d["kind"] == "Service")
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8080, "grpc": 8081}
     # Without the required values, or with a wrong type, helm says what is wrong.
-    missing = _helm("template", "edge", str(chart), check=False)
+    missing = helm("template", "edge", str(chart), check=False)
     assert missing.returncode != 0 and "ociRegistry" in missing.stderr
     values.write_text(
         yaml.safe_dump(
@@ -282,23 +247,10 @@ def test_the_chart_needs_only_the_three_registry_values(chart, auth_registry, tm
             }
         )
     )
-    wrong = _helm("template", "edge", str(chart), "--values", str(values), check=False)
+    wrong = helm("template", "edge", str(chart), "--values", str(values), check=False)
     assert wrong.returncode != 0 and "replicaCount" in wrong.stderr
     notes = (chart / "templates" / "NOTES.txt").read_text()
     assert "port-forward svc/" in notes and "curl" in notes
-
-
-def edge_env(published, reg, cache: Path, cpus: str = "1") -> dict[str, str]:
-    """Exactly the env the chart's Deployment sets."""
-    return {
-        "PIPELINE_URL": published["status"]["pipelineUrl"],
-        "OCI_REGISTRY": reg.host,
-        "OCI_USERNAME": reg.username,
-        "OCI_PASSWORD": reg.password,
-        "OCI_PLAIN_HTTP": "true",
-        "CONFIG_CPUS": cpus,
-        "EDGEPIPE_ENGINE_CACHE_DIR": str(cache),
-    }
 
 
 ROWS = [{"x": np.arange(4, dtype=np.float32).reshape(1, 4) + i} for i in range(3)]

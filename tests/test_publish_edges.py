@@ -13,10 +13,10 @@ from edgepipe import oci
 from edgepipe.client import EngineClient
 from edgepipe.localengine import EngineProcess
 from edgepipe.oci import signing
-from tests.kube import wait_for
-from tests.test_operator import pipeline, wait_phase
-from tests.test_publish import cli
-from tests.test_publish_operator import apply_publish, publish_status, push_add1, wait_publish
+from tests.helpers.cli import cli
+from tests.helpers.kube import wait_for
+from tests.helpers.pipelines import pipeline, wait_phase
+from tests.helpers.publishes import apply_publish, publish_status, push_add1, wait_publish
 
 pytestmark = pytest.mark.cluster
 

@@ -10,19 +10,12 @@ import sys
 import pytest
 
 from edgepipe import oci
-from tests.conftest import ROOT
-from tests.kube import wait_for
-from tests.test_operator import pipeline, wait_phase
+from tests.helpers.helm import HELM
+from tests.helpers.kube import wait_for
+from tests.helpers.pipelines import pipeline, wait_phase
+from tests.helpers.publishes import apply_publish, publish_status, push_add1, wait_publish
 
 pytestmark = pytest.mark.cluster
-HELM = str(ROOT / ".venv" / "bin" / "helm")
-
-
-def push_add1(reg, models_dir) -> oci.PushedModel:
-    client = oci.Client(reg.host, oci.Credentials(reg.username, reg.password), plain_http=True)
-    return oci.push_model(
-        client, models_dir / "add1.onnx", name="add1", repository="edge/models/add1"
-    )
 
 
 def setup(kubectl, reg, models_dir, *, password: str | None = None, name: str = "pub"):
@@ -40,38 +33,6 @@ def setup(kubectl, reg, models_dir, *, password: str | None = None, name: str = 
     wait_phase(kubectl, "adder", "Running")
     apply_publish(kubectl, reg, name, engineConfig={"replicas": 1, "cpus": 2, "memory": "256Mi"})
     return model
-
-
-def apply_publish(kubectl, reg, name: str, **spec) -> None:
-    """A Publish of the pipeline "adder" to ``reg`` with the "registry-creds" Secret."""
-    kubectl.apply(
-        {
-            "apiVersion": "edgepipe.io/v1alpha1",
-            "kind": "Publish",
-            "metadata": {"name": name},
-            "spec": {
-                "pipeline": "adder",
-                "registry": {
-                    "url": f"{reg.host}/edge",
-                    "secretRef": {"name": "registry-creds"},
-                    "plainHttp": True,
-                },
-                **spec,
-            },
-        }
-    )
-
-
-def publish_status(kubectl, name: str = "pub") -> dict:
-    return (kubectl.get("publish", name) or {}).get("status") or {}
-
-
-def wait_publish(kubectl, phase: str, name: str = "pub", timeout: float = 90) -> dict:
-    return wait_for(
-        f"publish {name} to be {phase}",
-        lambda: (s := publish_status(kubectl, name)).get("phase") == phase and s,
-        timeout,
-    )
 
 
 def test_publish_reaches_published_with_every_field(
@@ -176,7 +137,7 @@ def test_publish_reaches_published_with_every_field(
 
     # The end of the journey: an engine with only that env pulls the pipeline and answers.
     from edgepipe.client import EngineClient
-    from tests.test_publish import edge_env
+    from tests.helpers.publishing import edge_env
 
     edge = start_engine(env=edge_env({"status": st}, auth_registry, tmp_path / "cache", "2"))
 

@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from edgepipe import yolo
-from tests import realnode as rn
-from tests.kube import Kubectl, wait_for
+from tests.helpers import realnode_steps as rn
+from tests.helpers.kube import Kubectl, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 X = [1.0, 2.0, 3.0, 4.0]
@@ -43,7 +43,7 @@ def operator_pod(node: rn.NodeCluster, operator_image: str):
 
 @pytest.fixture(scope="module")
 def models(registry, models_dir: Path, yolov8n_path: Path) -> dict[str, str]:
-    from tests import onnx_models as m
+    from tests.helpers import onnx_models as m
 
     m.add_constant(models_dir / "add2.onnx", 2.0)
     return {

@@ -17,8 +17,9 @@ from edgepipe.client import EngineClient
 from edgepipe.client.engine import outputs_of
 from edgepipe.localengine import EngineProcess
 from edgepipe.oci import signing
-from tests import onnx_models as m
-from tests.test_publish import cli, creds_env, edge_env
+from tests.helpers import onnx_models as m
+from tests.helpers.cli import cli
+from tests.helpers.publishing import creds_env, edge_env
 
 ROOT = Path(__file__).resolve().parent.parent
 X = [{"x": np.arange(4, dtype=np.float32).reshape(1, 4)}]
@@ -156,7 +157,7 @@ def test_a_signed_chart_carries_the_public_key(tmp_path) -> None:
     from edgepipe.config import PipelineConfig
     from edgepipe.publish import render_chart
     from edgepipe.resources import DeploymentConfig
-    from tests.test_publish import _helm
+    from tests.helpers.helm import helm
 
     signer = signing.Signer.generate()
     config = PipelineConfig.model_validate(
@@ -168,7 +169,7 @@ def test_a_signed_chart_carries_the_public_key(tmp_path) -> None:
         deployment=DeploymentConfig(), public_key=signer.public_pem(),
     )  # fmt: skip
     assert yaml.safe_load((chart / "values.yaml").read_text())["verifyKey"] == signer.public_pem()
-    out = _helm("template", "e", str(chart), "--set", "ociRegistry.registry=r",
+    out = helm("template", "e", str(chart), "--set", "ociRegistry.registry=r",
                 "--set", "ociRegistry.username=u", "--set", "ociRegistry.password=p")  # fmt: skip
     dep = next(d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Deployment")
     env = {

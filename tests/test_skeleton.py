@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 @pytest.mark.parametrize("flags", [[], ["-I"], ["-S"]], ids=["plain", "isolated", "no-site"])

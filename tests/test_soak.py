@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 def test_1000_mixed_requests_every_answer_right_and_nothing_leaks() -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.conftest import EngineFactory, chain_config
-from tests.test_engine_process import get, post
+from tests.helpers.engine_http import get, post
+from tests.helpers.engines import EngineFactory, chain_config
 
 httpclient = pytest.importorskip("tritonclient.http")
 

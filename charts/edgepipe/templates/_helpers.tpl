@@ -39,9 +39,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* The image tag as a string: an all-digit tag given with --set (int64) or in a values
+file (float64, which would print as 2.024e+07) is written back as its digits. */}}
+{{- define "edgepipe.tag" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if kindIs "float64" $tag }}{{ $tag = int64 $tag }}{{ end }}
+{{- toString $tag }}
+{{- end }}
+
 {{/* The operator image. */}}
 {{- define "edgepipe.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" .Values.image.repository (include "edgepipe.tag" .) }}
 {{- end }}
 
 {{/* The engine image: operator.engineImage, else edgepipe-engine beside the operator image
@@ -51,6 +59,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.operator.engineImage }}
 {{- else }}
 {{- $repo := regexReplaceAll "edgepipe-operator$" .Values.image.repository "edgepipe-engine" }}
-{{- printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repo (include "edgepipe.tag" .) }}
 {{- end }}
 {{- end }}

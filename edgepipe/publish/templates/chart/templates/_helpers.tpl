@@ -30,3 +30,11 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 edgepipe.io/pipeline: {{ index .Chart.Annotations "edgepipe.io/pipeline" | quote }}
 {{- end }}
+
+{{/* The engine image. An all-digit tag given with --set (int64) or in a values file
+(float64, which would print as 2.024e+07) is written back as its digits. */}}
+{{- define "engine.image" -}}
+{{- $tag := .Values.image.tag }}
+{{- if kindIs "float64" $tag }}{{ $tag = int64 $tag }}{{ end }}
+{{- printf "%s:%s" .Values.image.repository (toString $tag) }}
+{{- end }}

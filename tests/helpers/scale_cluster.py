@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.kube import Kubectl, OperatorProcess
+from tests.helpers.kube import Kubectl, OperatorProcess
+from tests.helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "testcluster"
 TICKS = os.sysconf("SC_CLK_TCK")
 # The kinds a Pipeline owns, as the audit log names their resources.

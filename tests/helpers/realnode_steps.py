@@ -22,10 +22,10 @@ import orjson
 
 from edgepipe import oci
 from edgepipe.localengine import free_port
-from tests.kube import Kubectl, wait_for
-from tests.registry import Registry
+from tests.helpers.kube import Kubectl, wait_for
+from tests.helpers.oci_registry import Registry
+from tests.helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "testcluster"
 HELM = str(Path(sys.executable).parent / "helm")
 JSON = "application/json; format=pandas-records"

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import orjson
 
-from tests import onnx_models as m
-from tests import realnode as rn
-from tests.kube import wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import onnx_models as m
+from tests.helpers import realnode_steps as rn
+from tests.helpers.kube import wait_for
+from tests.helpers.paths import ROOT
 
 
 def log(msg: str) -> None:
