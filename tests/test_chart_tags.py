@@ -3,8 +3,6 @@ real helm: the tag reaches the image as its digits, not as a number."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,25 +12,16 @@ from edgepipe import oci
 from edgepipe.config import ModelRef, PipelineConfig, Step
 from edgepipe.publish.chart import render_chart
 from edgepipe.resources import DeploymentConfig
-from tests.conftest import ROOT
+from tests.helpers.helm import helm
+from tests.helpers.paths import ROOT
 
-HELM = str(ROOT / ".venv" / "bin" / "helm")
 EDGE_VALUES = ["--set", "ociRegistry.registry=r", "--set", "ociRegistry.username=u"]
 EDGE_VALUES += ["--set", "ociRegistry.password=p"]
 
 
 def _template(chart: Path, *args: str) -> list[dict]:
-    env = {**os.environ, "HELM_CACHE_HOME": "/tmp/ep-helm/cache"}
-    env |= {"HELM_CONFIG_HOME": "/tmp/ep-helm/config", "HELM_DATA_HOME": "/tmp/ep-helm/data"}
-    proc = subprocess.run(
-        [HELM, "template", "t", str(chart), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+    out = helm("template", "t", str(chart), *args).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
 
 
 def _container(docs: list[dict]) -> dict:
