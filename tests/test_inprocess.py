@@ -105,7 +105,7 @@ def test_handlers_are_wired_under_kopf_runner(cluster, kubectl, monkeypatch) -> 
         kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(cluster["kubeconfig"])
     )
     load_config()
-    args = ["run", "--standalone", "--all-namespaces", "-m", "edgepipe_operator.pipelines"]
+    args = ["run", "--standalone", "--all-namespaces", "-m", "edgepipe_operator.startup"]
     with KopfRunner(args, timeout=60) as runner:
         kubectl.apply(pipeline("wired"))
         wait_phase(kubectl, "wired", "Running", timeout=60)

@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"edgepipe-operator: {exc}")
     import kopf
 
-    from . import edges, pipelines, publishes  # noqa: F401 - registers the handlers
     from .kube import load_config
+    from .startup import operator_memo  # registers the handlers
 
     try:
         load_config()
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         clusterwide=namespace is None,
         namespaces=[namespace] if namespace else [],
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(watch_namespace=namespace),  # None: every namespace
+        memo=operator_memo(settings, namespace),  # the settings, read once, for every handler
     )
 
 

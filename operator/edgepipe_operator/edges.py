@@ -10,7 +10,6 @@ when and how much; no blob is fetched). A status is written only when it changed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -86,9 +85,9 @@ def refresh_all(kube: Kube, namespace: str | None) -> None:
 
 
 async def poll(memo: kopf.Memo) -> None:
-    # Its own settings and API connection: the other startup handler, which makes the
-    # handlers' ones, may still be running.
-    settings = OperatorSettings.from_env()
+    """Read every Publish's edges' uploads every ``edge_poll_seconds``, until cancelled."""
+    # Its own API connection: the handlers' ones are theirs.
+    settings: OperatorSettings = memo.settings
     kube, interval = Kube(pool_size=2), settings.edge_poll_seconds
     namespace = memo.get("watch_namespace") or settings.namespace
     while True:
@@ -97,17 +96,3 @@ async def poll(memo: kopf.Memo) -> None:
         except (ApiException, Urllib3Error) as exc:
             log.warning("reading Publishes for their edges: %s", exc)
         await asyncio.sleep(interval)
-
-
-@kopf.on.startup()
-async def start_edge_poll(memo: kopf.Memo, **_: Any) -> None:
-    memo.edge_poll = asyncio.create_task(poll(memo))
-
-
-@kopf.on.cleanup()
-async def stop_edge_poll(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("edge_poll")
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

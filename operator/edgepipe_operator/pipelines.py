@@ -9,23 +9,21 @@
 from __future__ import annotations
 
 import functools
-import urllib.error
-import urllib.request
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from edgepipe.config import ConfigError, ModelRef, PipelineConfig
+from edgepipe.config import ConfigError, PipelineConfig
 from edgepipe.enginepod import now
-from edgepipe.resources import GROUP, VERSION, ModelRegistry, PipelineSpec
+from edgepipe.resources import GROUP, VERSION, PipelineSpec
 
 from . import builders as b
 from . import cache, history
-from .kube import Kube
-from .readiness import probe_ready, sync_from_deployment
-from .registry import Login, SecretProblem, login_from_secret
+from .readiness import sync_from_deployment
+from .registry import Login, SecretProblem
+from .resolve import ModelUnreachable, make_resolver, pipeline_login
 from .settings import OperatorSettings
 
 # A model URL that does not answer is retried this many times (with back-off) before the
@@ -33,80 +31,11 @@ from .settings import OperatorSettings
 MODEL_RETRIES = 3
 
 
-class ModelUnreachable(Exception):
-    """A model reference that did not answer; maybe transient."""
-
-
 def api_error(exc: Exception, what: str) -> kopf.TemporaryError | kopf.PermanentError:
     """Conflicts, throttling, server and network errors are retried; the rest are final."""
     if isinstance(exc, ApiException) and exc.status in (400, 403, 422):
         return kopf.PermanentError(f"{what}: HTTP {exc.status}: {exc.reason}")
     return kopf.TemporaryError(f"{what}: {exc}", delay=5)
-
-
-def make_resolver(
-    settings: OperatorSettings, login: Login | None = None, registry: ModelRegistry | None = None
-):
-    """Checks each model reference the engine will have to fetch.
-
-    ``path`` models live in the engine's image or a volume and cannot be checked from here.
-    ``http(s)`` URLs must answer a HEAD request. ``oci://`` references are resolved to the
-    model file's sha256 through the registry, with the Pipeline's registry login.
-    """
-    credentials = login.credentials if login else None
-    plain_http = True if registry is not None and registry.plain_http else None
-
-    def resolve(field: str, ref: ModelRef) -> ModelRef:
-        if ref.url is None:
-            return ref
-        if ref.url.startswith(("http://", "https://")):
-            req = urllib.request.Request(ref.url, method="HEAD")
-            try:
-                with urllib.request.urlopen(req, timeout=settings.model_check_timeout):
-                    return ref
-            except urllib.error.HTTPError as exc:
-                if exc.code in (404, 410):
-                    raise ConfigError(
-                        f"{field}.url: {ref.url} answered {exc.code}", f"{field}.url"
-                    ) from None
-                raise ModelUnreachable(f"{field}.url: {ref.url}: HTTP {exc.code}") from None
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                raise ModelUnreachable(f"{field}.url: {ref.url} is unreachable: {reason}") from None
-        if ref.url.startswith("oci://") and not ref.sha256:
-            from edgepipe import oci
-
-            try:
-                sha = oci.model_sha256(ref.url, credentials, plain_http)
-                return ref.model_copy(update={"sha256": sha})
-            except oci.RegistryUnavailable as exc:
-                raise ModelUnreachable(f"{field}.url: {exc}") from None
-            except oci.OciError as exc:
-                raise ConfigError(f"{field}.url: {exc}", f"{field}.url") from None
-        return ref
-
-    return resolve
-
-
-@kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # Handler progress lives in annotations under our own prefix, not in status.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.posting.level = 20  # logging.INFO: events for transitions, not debug chatter
-    memo.settings = OperatorSettings.from_env()
-    # Handlers run on this many threads, each with its own API connection. (kopf's own
-    # per-object workers stay unlimited: a limit deadlocks a restart, since workers waiting
-    # for the indices to fill hold every slot the indexing needs.)
-    workers = memo.settings.workers
-    settings.execution.max_workers = workers
-    settings.posting.worker_limit = workers
-    memo.kube = Kube(pool_size=workers + 2)
-    memo.applied = cache.Applied()
-    # Asking unready engines why needs pod IPs this process can reach.
-    memo.probe = probe_ready if memo.settings.probe_engines else None
 
 
 def _error_status(message: str, status: dict, generation: int | None) -> dict[str, Any]:
@@ -123,14 +52,6 @@ def _error_status(message: str, status: dict, generation: int | None) -> dict[st
             ],
         ),
     }
-
-
-def pipeline_login(kube: Kube, spec: PipelineSpec, namespace: str) -> Login | None:
-    """The login of the Pipeline's model registry, from its Secret (None without one)."""
-    if spec.registry is None or spec.registry.secret_ref is None:
-        return None
-    name = spec.registry.secret_ref.name
-    return login_from_secret(kube.read_secret(name, namespace), name)
 
 
 def _unreachable(

@@ -25,8 +25,8 @@ from edgepipe.resources import GROUP, VERSION, PublishSpec
 from . import builders as b
 from . import history
 from .kube import Kube
-from .pipelines import ModelUnreachable, make_resolver, pipeline_login
 from .registry import SecretProblem, publish_target, signer_from_secret
+from .resolve import ModelUnreachable, make_resolver, pipeline_login
 
 # Waiting for a Pipeline that does not exist yet (a GitOps apply of both at once).
 PIPELINE_RETRIES = 6

@@ -1,0 +1,70 @@
+"""Model references checked and resolved before an engine has to fetch them, with the
+Pipeline's registry login (for the Pipeline and the Publish reconcilers alike)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+from edgepipe.config import ConfigError, ModelRef
+from edgepipe.resources import ModelRegistry, PipelineSpec
+
+from .kube import Kube
+from .registry import Login, login_from_secret
+from .settings import OperatorSettings
+
+
+class ModelUnreachable(Exception):
+    """A model reference that did not answer; maybe transient."""
+
+
+def pipeline_login(kube: Kube, spec: PipelineSpec, namespace: str) -> Login | None:
+    """The login of the Pipeline's model registry, from its Secret (None without one)."""
+    if spec.registry is None or spec.registry.secret_ref is None:
+        return None
+    name = spec.registry.secret_ref.name
+    return login_from_secret(kube.read_secret(name, namespace), name)
+
+
+def make_resolver(
+    settings: OperatorSettings, login: Login | None = None, registry: ModelRegistry | None = None
+):
+    """Checks each model reference the engine will have to fetch.
+
+    ``path`` models live in the engine's image or a volume and cannot be checked from here.
+    ``http(s)`` URLs must answer a HEAD request. ``oci://`` references are resolved to the
+    model file's sha256 through the registry, with the Pipeline's registry login.
+    """
+    credentials = login.credentials if login else None
+    plain_http = True if registry is not None and registry.plain_http else None
+
+    def resolve(field: str, ref: ModelRef) -> ModelRef:
+        if ref.url is None:
+            return ref
+        if ref.url.startswith(("http://", "https://")):
+            req = urllib.request.Request(ref.url, method="HEAD")
+            try:
+                with urllib.request.urlopen(req, timeout=settings.model_check_timeout):
+                    return ref
+            except urllib.error.HTTPError as exc:
+                if exc.code in (404, 410):
+                    raise ConfigError(
+                        f"{field}.url: {ref.url} answered {exc.code}", f"{field}.url"
+                    ) from None
+                raise ModelUnreachable(f"{field}.url: {ref.url}: HTTP {exc.code}") from None
+            except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise ModelUnreachable(f"{field}.url: {ref.url} is unreachable: {reason}") from None
+        if ref.url.startswith("oci://") and not ref.sha256:
+            from edgepipe import oci
+
+            try:
+                sha = oci.model_sha256(ref.url, credentials, plain_http)
+                return ref.model_copy(update={"sha256": sha})
+            except oci.RegistryUnavailable as exc:
+                raise ModelUnreachable(f"{field}.url: {exc}") from None
+            except oci.OciError as exc:
+                raise ConfigError(f"{field}.url: {exc}", f"{field}.url") from None
+        return ref
+
+    return resolve
