@@ -1,5 +1,5 @@
-"""Fast in-process checks beside the process tests: the engine's routes through aiohttp's
-test client, and the operator's handler wiring through kopf's KopfRunner."""
+"""The engine's aiohttp app in this process (create_app through aiohttp's test client), a fast
+check beside the process tests: its routes, the v2 routes, and that every error is JSON."""
 
 from __future__ import annotations
 
@@ -86,35 +86,3 @@ def test_v2_routes_in_process(chain_settings: Settings) -> None:
         assert (await client.get("/v2/models/nope/ready")).status == 404
 
     serve(chain_settings, check)
-
-
-@pytest.mark.cluster
-def test_handlers_are_wired_under_kopf_runner(cluster, kubectl, monkeypatch) -> None:
-    """The reconciler, registered as kopf would load it, deploys and undeploys a Pipeline."""
-    # The kubernetes client read KUBECONFIG when it was imported: point its default at the
-    # test cluster, for this process and for kopf's own login alike.
-    import kubernetes
-    from edgepipe_operator.kube import load_config
-    from kopf.testing import KopfRunner
-
-    from tests.helpers.kube import wait_for
-    from tests.helpers.pipelines import pipeline, wait_phase
-
-    monkeypatch.setenv("KUBECONFIG", str(cluster["kubeconfig"]))
-    monkeypatch.setattr(
-        kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(cluster["kubeconfig"])
-    )
-    load_config()
-    args = ["run", "--standalone", "--all-namespaces", "-m", "edgepipe_operator.startup"]
-    with KopfRunner(args, timeout=60) as runner:
-        kubectl.apply(pipeline("wired"))
-        wait_phase(kubectl, "wired", "Running", timeout=60)
-        assert kubectl.get("deployment", "wired-engine") is not None
-        kubectl("patch", "pipeline", "wired", "--type=merge", "-p", '{"spec":{"deployed":false}}')
-        wait_phase(kubectl, "wired", "Undeployed", timeout=60)
-        wait_for(
-            "the engine Deployment to go", lambda: kubectl.get("deployment", "wired-engine") is None
-        )
-    assert runner.exit_code == 0, runner.output
-    assert runner.exception is None
-    assert "Handler 'reconcile_pipeline' succeeded" in runner.output

@@ -1,4 +1,5 @@
-"""The project's layout: the operator folder never shadows the standard library."""
+"""The operator's import name: the operator folder never shadows the standard library's
+``operator``, and the package imports as ``edgepipe_operator``."""
 
 from __future__ import annotations
 
