@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from edgepipe import oci
+from edgepipe import oci, timestamps
 
 LOG_ARTIFACT = "application/vnd.edgepipe.inference-log.v1"
 SEGMENT_LAYER = "application/vnd.apache.arrow.file"
@@ -192,7 +192,7 @@ def segments(client: oci.Client, repo: str, since_ms: int | None = None) -> list
     none when nothing was ever uploaded there."""
     try:
         tags = client.tags(repo)
-    except oci.NotFound:
+    except oci.NotInRegistry:
         return []
     found = sorted(s for s in map(Segment.parse, tags) if s is not None)
     return [s for s in found if since_ms is None or s.last_ms >= since_ms]
@@ -218,5 +218,8 @@ def last_upload(client: oci.Client, repo: str) -> dict[str, Any] | None:
     if not found:
         return None
     newest = max(found, key=lambda s: s.last_ms)
-    at = datetime.fromtimestamp(newest.last_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"lastUpload": at, "lastUploadRecords": newest.records, "uploadedSegments": len(found)}
+    return {
+        "lastUpload": timestamps.from_ms(newest.last_ms),
+        "lastUploadRecords": newest.records,
+        "uploadedSegments": len(found),
+    }

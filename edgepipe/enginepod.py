@@ -7,7 +7,6 @@ Both read them from here, so the two cannot drift apart.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from typing import Any
 
@@ -38,11 +37,6 @@ def cpu_quantity(cpus: float) -> str:
     """A CPU count as a Kubernetes quantity: ``2`` or ``500m``."""
     millis = round(cpus * 1000)
     return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
-
-
-def now() -> str:
-    """The time stamp written into statuses and publish results (UTC, seconds)."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def probes() -> dict[str, dict[str, Any]]:

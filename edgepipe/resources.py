@@ -21,9 +21,10 @@ from .config import (
     Validation,
 )
 
-GROUP = "edgepipe.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+# Defined once, in spec (the base of every document), and re-exported here.
+from .spec import API_VERSION as API_VERSION
+from .spec import GROUP as GROUP
+from .spec import VERSION as VERSION
 
 PipelinePhase = Literal["Pending", "Deploying", "Running", "Undeployed", "Error"]
 PublishPhase = Literal["PendingPublish", "Published", "Failed"]

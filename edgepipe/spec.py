@@ -8,7 +8,11 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-API_VERSION = "edgepipe.io/v1alpha1"
+# The custom resources' group and version, and the pipeline config's apiVersion: defined
+# once here, the base every spec document imports (edgepipe.resources re-exports them).
+GROUP = "edgepipe.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "PipelineConfig"
 
 # A pipeline name becomes `<name>-engine` (a Service, a DNS-1035 label of at most 63).

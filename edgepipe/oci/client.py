@@ -29,7 +29,7 @@ from .refs import (
     Credentials,
     CredentialsRequired,
     DigestMismatch,
-    NotFound,
+    NotInRegistry,
     OciError,
     Progress,
     Reference,
@@ -114,7 +114,7 @@ class Client:
                 f"(HTTP {resp.status_code})"
             )
         if resp.status_code == 404:
-            raise NotFound(f"{what}: not found in {self.registry}")
+            raise NotInRegistry(f"{what}: not found in {self.registry}")
         if resp.status_code >= 500:
             raise RegistryUnavailable(
                 f"{what}: registry {self.registry} answered {resp.status_code}"

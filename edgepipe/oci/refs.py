@@ -23,7 +23,7 @@ __all__ = [
     "Credentials",
     "CredentialsRequired",
     "DigestMismatch",
-    "NotFound",
+    "NotInRegistry",
     "OciError",
     "Progress",
     "Reference",
@@ -71,7 +71,7 @@ class CredentialsRequired(AuthError):
         self.registry = registry
 
 
-class NotFound(OciError):
+class NotInRegistry(OciError):
     """No such repository, tag or blob."""
 
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .client import Client
-from .refs import MANIFEST, NotFound, OciError
+from .refs import MANIFEST, NotInRegistry, OciError
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -174,7 +174,7 @@ def fetch_signatures(client: Client, repository: str, digest: str) -> Signatures
     ref = Reference(client.registry, repository, tag=signature_tag(digest))
     try:
         raw, _ = client.get_manifest_bytes(ref)
-    except NotFound:
+    except NotInRegistry:
         raise SignatureError(
             f"{client.registry}/{repository}@{digest} is not signed (no {signature_tag(digest)})"
         ) from None

@@ -12,9 +12,9 @@ from typing import Any
 
 from edgepipe import oci
 from edgepipe.config import PipelineConfig
-from edgepipe.enginepod import now
 from edgepipe.oci import signing
 from edgepipe.resources import DeploymentConfig
+from edgepipe.timestamps import now
 
 from .artifacts import Log, push_pipeline
 from .chart import CHART_VERSION_PREFIX, push_chart, render_chart

@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from . import builders as b
+from .builders import MANAGED_BY, PIPELINE_LABEL, VERSION_LABEL
 
 APPLIED_ANNOTATION = "edgepipe.io/applied-digest"
 PLURALS = {
@@ -28,10 +28,10 @@ PLURALS = {
     "ConfigMap": "configmaps",
     "ControllerRevision": "controllerrevisions",
 }
-MANAGED = {"app.kubernetes.io/managed-by": b.MANAGED_BY}
-REVISIONS = {b.VERSION_LABEL: kopf.PRESENT}
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+REVISIONS = {VERSION_LABEL: kopf.PRESENT}
 # A pipeline's engine Deployment and pods (the pod index, and the status sync's events).
-ENGINE_OBJECTS = {**MANAGED, b.PIPELINE_LABEL: kopf.PRESENT}
+ENGINE_OBJECTS = {**MANAGED, PIPELINE_LABEL: kopf.PRESENT}
 
 
 def stamp(manifest: dict[str, Any]) -> str:
@@ -93,7 +93,7 @@ def pod_index(
     body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
     meta = {"name": name, "deletionTimestamp": body.metadata.get("deletionTimestamp")}
-    return {(namespace, labels[b.PIPELINE_LABEL]): {"metadata": meta, "status": dict(body.status)}}
+    return {(namespace, labels[PIPELINE_LABEL]): {"metadata": meta, "status": dict(body.status)}}
 
 
 def listed(index: kopf.Index | None, namespace: str, pipeline: str) -> list[dict[str, Any]]:

@@ -12,16 +12,23 @@ from pydantic import ValidationError
 
 from edgepipe.config import ConfigError, PipelineConfig
 
-from . import builders as b
 from . import cache
+from .builders import (
+    VERSION_LABEL,
+    build_revision,
+    next_revision,
+    revision_versions,
+    revisions_to_prune,
+    selector_labels,
+)
 from .kube import Kube
 
 
 def pinned_config(kube: Kube, pipeline: str, namespace: str, version: str) -> PipelineConfig:
     """The kept config of a past version, or a ConfigError naming spec.version."""
-    revisions = kube.list_revisions(namespace, b.selector_labels(pipeline))
+    revisions = kube.list_revisions(namespace, selector_labels(pipeline))
     for rev in revisions:
-        if (rev["metadata"].get("labels") or {}).get(b.VERSION_LABEL) == version:
+        if (rev["metadata"].get("labels") or {}).get(VERSION_LABEL) == version:
             try:
                 return PipelineConfig.model_validate(rev["data"])
             except ValidationError as exc:
@@ -29,7 +36,7 @@ def pinned_config(kube: Kube, pipeline: str, namespace: str, version: str) -> Pi
                     f"spec.version: the kept config of {version} no longer validates: {exc}",
                     "spec.version",
                 ) from None
-    known = ", ".join(b.revision_versions(revisions)) or "none yet"
+    known = ", ".join(revision_versions(revisions)) or "none yet"
     raise ConfigError(
         f"spec.version: {version} is not among this Pipeline's kept versions ({known})",
         "spec.version",
@@ -52,24 +59,24 @@ def remember(
     revisions first, since a new revision's number must not come from a lagging cache.
     """
     if cached is not None and current is not None and len(cached) <= keep:
-        manifest = b.build_revision(config, namespace, b.next_revision(cached, config.version))
+        manifest = build_revision(config, namespace, next_revision(cached, config.version))
         kopf.adopt(manifest, owner=body)
         if current(manifest):
             return
-    revisions = kube.list_revisions(namespace, b.selector_labels(config.name))
-    manifest = b.build_revision(config, namespace, b.next_revision(revisions, config.version))
+    revisions = kube.list_revisions(namespace, selector_labels(config.name))
+    manifest = build_revision(config, namespace, next_revision(revisions, config.version))
     kopf.adopt(manifest, owner=body)
     cache.stamp(manifest)
     kube.apply(manifest)
     # The list as it now stands, without reading it again: this version's one replaced.
     name = manifest["metadata"]["name"]
     revisions = [r for r in revisions if r["metadata"]["name"] != name] + [manifest]
-    for name in b.revisions_to_prune(revisions, keep):
+    for name in revisions_to_prune(revisions, keep):
         kube.delete("ControllerRevision", name, namespace)
 
 
 def kept_versions(kube: Kube, pipeline: str, namespace: str) -> list[str]:
-    return b.revision_versions(kube.list_revisions(namespace, b.selector_labels(pipeline)))
+    return revision_versions(kube.list_revisions(namespace, selector_labels(pipeline)))
 
 
 __all__ = ["kept_versions", "pinned_config", "remember"]

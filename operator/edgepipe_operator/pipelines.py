@@ -16,11 +16,24 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe.config import ConfigError, PipelineConfig
-from edgepipe.enginepod import now
 from edgepipe.resources import GROUP, VERSION, PipelineSpec
+from edgepipe.timestamps import now
 
-from . import builders as b
 from . import cache, history
+from .builders import (
+    build_configmap,
+    build_deployment,
+    build_service,
+    condition,
+    config_digest,
+    configmap_name,
+    engine_name,
+    inference_url,
+    merge_conditions,
+    parse_spec,
+    record_version,
+    resolve_pipeline,
+)
 from .readiness import sync_from_deployment
 from .registry import Login, SecretProblem
 from .resolve import ModelUnreachable, make_resolver, pipeline_login
@@ -44,11 +57,11 @@ def _error_status(message: str, status: dict, generation: int | None) -> dict[st
         "phase": "Error",
         "message": message,
         "observedGeneration": generation,
-        "conditions": b.merge_conditions(
+        "conditions": merge_conditions(
             status.get("conditions"),
             [
-                b.condition("Ready", False, "InvalidSpec", message, t, generation),
-                b.condition("Progressing", False, "InvalidSpec", message, t, generation),
+                condition("Ready", False, "InvalidSpec", message, t, generation),
+                condition("Progressing", False, "InvalidSpec", message, t, generation),
             ],
         ),
     }
@@ -87,13 +100,13 @@ def reconcile_pipeline(
 ) -> None:
     generation = meta.get("generation")
     try:
-        parsed = b.parse_spec(dict(spec))
+        parsed = parse_spec(dict(spec))
         login = pipeline_login(memo.kube, parsed, namespace)
         if parsed.version:  # a rollback: a kept version, not the steps
             config = history.pinned_config(memo.kube, name, namespace, parsed.version)
         else:
             resolve = make_resolver(memo.settings, login, parsed.registry)
-            config = b.resolve_pipeline(name, parsed, resolve)
+            config = resolve_pipeline(name, parsed, resolve)
     except SecretProblem as exc:
         # A Secret may yet be created: retried like a model that does not answer.
         message = f"spec.registry.secretRef: {exc.message}"
@@ -120,8 +133,8 @@ def reconcile_pipeline(
     version_fields = {
         "pinned": bool(parsed.version),
         "version": config.version,
-        "versions": b.record_version(
-            status.get("versions"), config.version, b.config_digest(config), now()
+        "versions": record_version(
+            status.get("versions"), config.version, config_digest(config), now()
         ),
         "observedGeneration": generation,
         "message": None,
@@ -158,7 +171,7 @@ def undeploy(
         try:
             memo.kube.delete(
                 kind,
-                b.engine_name(name) if kind != "ConfigMap" else b.configmap_name(name),
+                engine_name(name) if kind != "ConfigMap" else configmap_name(name),
                 namespace,
             )
         except (ApiException, Urllib3Error) as exc:
@@ -172,11 +185,11 @@ def undeploy(
         "url": None,
         "replicas": 0,
         "readyReplicas": 0,
-        "conditions": b.merge_conditions(
+        "conditions": merge_conditions(
             status.get("conditions"),
             [
-                b.condition("Ready", False, "Undeployed", "spec.deployed is false", t, generation),
-                b.condition("Progressing", False, "Undeployed", "nothing to deploy", t, generation),
+                condition("Ready", False, "Undeployed", "spec.deployed is false", t, generation),
+                condition("Progressing", False, "Undeployed", "nothing to deploy", t, generation),
             ],
         ),
     }
@@ -203,9 +216,9 @@ def deploy(
     name = config.name
     settings: OperatorSettings = memo.settings
     manifests = [
-        b.build_configmap(config, namespace),
-        b.build_service(name, namespace, config.version),
-        b.build_deployment(
+        build_configmap(config, namespace),
+        build_service(name, namespace, config.version),
+        build_deployment(
             config,
             parsed,
             namespace,
@@ -226,7 +239,7 @@ def deploy(
         memo.applied.wrote(manifest)
         if manifest["kind"] == "Deployment":
             deployment = answer
-    extra = {**version_fields, "deployed": True, "url": b.inference_url(name, namespace)}
+    extra = {**version_fields, "deployed": True, "url": inference_url(name, namespace)}
     sync = functools.partial(sync_from_deployment, memo.kube, name, namespace, probe=memo.probe)
     try:
         written = sync(extra=extra, pods=pods, deployment=deployment, pipeline=dict(body))

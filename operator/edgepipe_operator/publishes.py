@@ -18,12 +18,12 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe import oci
 from edgepipe.config import ConfigError, error_field
-from edgepipe.enginepod import now
 from edgepipe.publish import PublishError, publish
 from edgepipe.resources import GROUP, VERSION, PublishSpec
+from edgepipe.timestamps import now
 
-from . import builders as b
 from . import history
+from .builders import condition, parse_spec, resolve_pipeline
 from .kube import Kube
 from .registry import SecretProblem, publish_target, signer_from_secret
 from .resolve import ModelUnreachable, make_resolver, pipeline_login
@@ -49,7 +49,7 @@ def _failed(reason: str, message: str, generation: int | None) -> dict[str, Any]
         "message": message,
         "updatedAt": t,
         "observedGeneration": generation,
-        "conditions": [b.condition("Ready", False, reason, message, t, generation)],
+        "conditions": [condition("Ready", False, reason, message, t, generation)],
     }
 
 
@@ -131,7 +131,7 @@ def reconcile_publish(
             "message": None,
             "observedGeneration": generation,
             "conditions": [
-                b.condition(
+                condition(
                     "Ready",
                     True,
                     "Published",
@@ -194,7 +194,7 @@ def _publish(
             "PipelineNotFound", f"pipeline {parsed.pipeline!r} not found in namespace {namespace}"
         )
     try:
-        pspec = b.parse_spec(pipeline.get("spec") or {})
+        pspec = parse_spec(pipeline.get("spec") or {})
         login = pipeline_login(kube, pspec, namespace)
         current = (pipeline.get("status") or {}).get("version")
         if parsed.version and parsed.version != current:  # a past version: its kept config
@@ -207,7 +207,7 @@ def _publish(
                 ) from None
         else:
             resolve = make_resolver(memo.settings, login, pspec.registry)
-            config = b.resolve_pipeline(parsed.pipeline, pspec, resolve)
+            config = resolve_pipeline(parsed.pipeline, pspec, resolve)
     except SecretProblem as exc:
         raise PublishFailed(exc.reason, f"pipeline {parsed.pipeline!r}: {exc.message}") from None
     except ConfigError as exc:
@@ -247,7 +247,7 @@ def _publish(
             f"registry {target.registry} refused the "
             f"credentials of secret {parsed.registry.secret_ref.name if parsed.registry.secret_ref else '(none)'}: {exc}",
         ) from None
-    except (PublishError, oci.NotFound, oci.DigestMismatch) as exc:
+    except (PublishError, oci.NotInRegistry, oci.DigestMismatch) as exc:
         raise PublishFailed("PublishError", str(exc)) from None
     except oci.RegistryUnavailable:
         raise

@@ -17,10 +17,18 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from edgepipe.enginepod import ENGINE_PORT, now
+from edgepipe.enginepod import ENGINE_PORT
+from edgepipe.timestamps import now
 
-from . import builders as b
 from . import cache, health
+from .builders import (
+    PIPELINE_LABEL,
+    deployment_conditions,
+    deployment_phase,
+    engine_name,
+    merge_conditions,
+    selector_labels,
+)
 from .kube import Kube
 
 
@@ -62,18 +70,18 @@ def sync_from_deployment(
             # spec cannot be deployed and its message stays.
             return None
         if deployment is None:
-            deployment = kube.read_deployment(b.engine_name(name), namespace)
-        phase, fields = b.deployment_phase(deployment)
+            deployment = kube.read_deployment(engine_name(name), namespace)
+        phase, fields = deployment_phase(deployment)
         problem = None
         if phase != "Running":
             if pods is None:
-                pods = kube.list_pods(namespace, b.selector_labels(name))
+                pods = kube.list_pods(namespace, selector_labels(name))
             problem = health.pods_problem(pods, probe=probe)
         fields["message"] = problem
         generation = (extra or {}).get("observedGeneration", status.get("observedGeneration"))
-        conditions = b.merge_conditions(
+        conditions = merge_conditions(
             status.get("conditions"),
-            b.deployment_conditions(deployment, phase, now(), generation, problem),
+            deployment_conditions(deployment, phase, now(), generation, problem),
         )
         changed = (
             any(status.get(k) != v for k, v in (extra or {}).items())
@@ -141,7 +149,7 @@ def engine_changed(
     Deployment's status too; that event carries the news.)"""
     if type == "DELETED":
         return  # an undeploy, a delete or a replaced pod; other events carry the news
-    pipeline = labels[b.PIPELINE_LABEL]
+    pipeline = labels[PIPELINE_LABEL]
     deployment = None
     if body.get("kind") == "Deployment":
         deployment = dict(body)
