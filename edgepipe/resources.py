@@ -57,7 +57,11 @@ class ModelRegistry(SpecModel):
         "kubernetes.io/dockerconfigjson Secret; handed to the engine pods as a reference, "
         "never as a value.",
     )
-    plain_http: bool = Field(default=False, description="The registry speaks plain HTTP, not TLS.")
+    plain_http: bool | None = Field(
+        default=None,
+        description="The registry speaks plain HTTP, not TLS. Default: true for a loopback "
+        "registry (localhost, 127.0.0.1, [::1]), else false.",
+    )
 
 
 class PipelineSpec(SpecModel):
@@ -157,7 +161,11 @@ class RegistryRef(SpecModel):
         default=None,
         description="Secret with 'username' and 'password' keys (or a dockerconfigjson).",
     )
-    plain_http: bool = Field(default=False, description="Speak plain HTTP (a loopback registry).")
+    plain_http: bool | None = Field(
+        default=None,
+        description="Speak plain HTTP, not TLS. Default: true for a loopback registry "
+        "(localhost, 127.0.0.1, [::1]), else false, as the CLI decides.",
+    )
 
 
 # An edge location's name: a DNS label (it names a repository path and a Helm value).

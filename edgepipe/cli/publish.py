@@ -163,7 +163,12 @@ def publish_push(
 @click.option("--pipeline", "pipeline_name", required=True, help="Pipeline to publish.")
 @click.option("--registry", required=True, metavar="HOST[/PREFIX]")
 @click.option("--secret", help="Secret with the registry's username and password.")
-@click.option("--plain-http", is_flag=True, help="The registry speaks plain HTTP.")
+@click.option(
+    "--plain-http",
+    is_flag=True,
+    default=None,
+    help="The registry speaks plain HTTP (default: only on loopback).",
+)
 @click.option("--version", "version", help="Pipeline version (default: current).")
 @click.option("--edge", "edges", multiple=True, help="An edge location's name (repeatable).")
 @click.option("--sign-secret", help="Secret whose 'key' signs the pipeline and the chart.")
@@ -298,9 +303,12 @@ def publish_show(name: str, kubeconfig, namespace, context, output: str) -> None
             f"publish {name!r} is {status.get('phase') or 'not reconciled yet'}"
             + (f": {status.get('message')}" if status.get("message") else "")
         )
-    registry_url = obj["spec"]["registry"]["url"]
-    registry = registry_url.split("/", 1)[0]
-    plain = bool(obj["spec"]["registry"].get("plainHttp"))
+    from edgepipe import oci
+
+    # The transport the operator used for this Publish: the same rule, the same answer.
+    spec_registry = obj["spec"]["registry"]
+    where = oci.Target.parse(spec_registry["url"], plain_http=spec_registry.get("plainHttp"))
+    registry, plain = where.registry, where.plain_http
     shown: dict[str, Any] = {
         "dockerRun": status["dockerRunCommand"],
         "composeYaml": compose_yaml(status, registry, plain),

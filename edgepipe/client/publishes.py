@@ -25,7 +25,7 @@ class PublishMixin:
         registry: str,
         *,
         secret: str | None = None,
-        plain_http: bool = False,
+        plain_http: bool | None = None,
         version: str | None = None,
         engine_config: dict | None = None,
         chart_name: str | None = None,
@@ -37,8 +37,10 @@ class PublishMixin:
         """Create (or update) a Publish and wait until it is Published."""
         spec: dict[str, Any] = {
             "pipeline": pipeline,
-            "registry": {"url": registry, "plainHttp": plain_http},
+            "registry": {"url": registry},
         }
+        if plain_http is not None:  # else: plain HTTP only on loopback (oci.speaks_plain_http)
+            spec["registry"]["plainHttp"] = plain_http
         if secret:
             spec["registry"]["secretRef"] = {"name": secret}
         if version:
@@ -132,7 +134,7 @@ class PublishMixin:
         target = oci.Target.parse(registry, creds, plain_http)
         return logs_dataframe(target, pipeline, edge=edge, since=since)
 
-    def _publish_registry(self, pipeline: str) -> tuple[str, oci.Credentials | None, bool]:
+    def _publish_registry(self, pipeline: str) -> tuple[str, oci.Credentials | None, bool | None]:
         found = [p for p in self.list("publishes") if p["spec"].get("pipeline") == pipeline]  # type: ignore[attr-defined]
         if not found:
             raise ClusterError(
@@ -150,4 +152,4 @@ class PublishMixin:
                     creds = oci.Credentials(data["username"], data.get("password"))
             except Exception:  # not allowed to read Secrets: the caller's own login
                 creds = None
-        return reg["url"], creds, bool(reg.get("plainHttp"))
+        return reg["url"], creds, reg.get("plainHttp")

@@ -20,7 +20,7 @@ from .refs import (
     OciError,
     Progress,
     Reference,
-    is_loopback,
+    speaks_plain_http,
 )
 from .target import file_digest
 
@@ -92,8 +92,8 @@ def model_sha256(
 ) -> str:
     """The ONNX file's sha256 behind an ``oci://`` model reference."""
     ref = Reference.parse(url)
-    if plain_http is None:
-        plain_http = is_loopback(ref.registry)
-    client = Client(ref.registry, credentials, plain_http=plain_http)
+    client = Client(
+        ref.registry, credentials, plain_http=speaks_plain_http(ref.registry, plain_http)
+    )
     manifest, _ = client.get_manifest(ref)
     return model_layer(manifest, ref)["digest"].removeprefix("sha256:")

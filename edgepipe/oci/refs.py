@@ -29,6 +29,7 @@ __all__ = [
     "Reference",
     "RegistryUnavailable",
     "is_loopback",
+    "speaks_plain_http",
 ]
 
 MODEL_ARTIFACT = "application/vnd.edgepipe.model.v1"
@@ -161,5 +162,15 @@ def _host(key: str) -> str:
 
 def is_loopback(registry: str) -> bool:
     """Registries on loopback are assumed to speak plain HTTP, as helm and oras assume."""
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    if registry.startswith("["):  # [::1]:5000
+        host = registry.partition("]")[0] + "]"
+    else:
+        host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
     return host in ("localhost", "127.0.0.1", "[::1]")
+
+
+def speaks_plain_http(registry: str, plain_http: bool | None = None) -> bool:
+    """Whether to speak plain HTTP to ``registry``: ``plain_http`` when it is given (a
+    ``--plain-http`` flag, a Publish's ``plainHttp``, ``OCI_PLAIN_HTTP``), else only on
+    loopback. The CLI, the operator and the engine all decide with this one rule."""
+    return is_loopback(registry) if plain_http is None else plain_http

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .client import Client
-from .refs import CHUNK, Credentials, OciError, is_loopback
+from .refs import CHUNK, Credentials, OciError, speaks_plain_http
 
 
 def file_digest(path: Path) -> tuple[str, int]:
@@ -45,9 +45,8 @@ class Target:
         registry, _, prefix = raw.strip("/").partition("/")
         if not registry:
             raise OciError(f"registry {url!r}: expected host[:port][/prefix]")
-        if plain_http is None:
-            plain_http = is_loopback(registry)
-        return cls(registry, prefix, credentials or Credentials(), plain_http)
+        plain = speaks_plain_http(registry, plain_http)
+        return cls(registry, prefix, credentials or Credentials(), plain)
 
     def repository(self, kind: str, name: str) -> str:
         return "/".join(p for p in (self.prefix, kind, name) if p)

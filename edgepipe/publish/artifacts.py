@@ -58,7 +58,7 @@ def _ensure_model_blob(
         source = (
             client
             if src.registry == target.registry
-            else oci.Client(src.registry, plain_http=oci.is_loopback(src.registry))
+            else oci.Client(src.registry, plain_http=oci.speaks_plain_http(src.registry))
         )
         manifest, _ = source.get_manifest(src)
         layer = oci.model_layer(manifest, src)

@@ -36,7 +36,7 @@ def make_resolver(
     model file's sha256 through the registry, with the Pipeline's registry login.
     """
     credentials = login.credentials if login else None
-    plain_http = True if registry is not None and registry.plain_http else None
+    plain_http = registry.plain_http if registry is not None else None  # None: loopback
 
     def resolve(field: str, ref: ModelRef) -> ModelRef:
         if ref.url is None:

@@ -25,8 +25,9 @@ def apply_publish(kubectl, reg, name: str, **spec) -> None:
                 "pipeline": "adder",
                 "registry": {
                     "url": f"{reg.host}/edge",
+                    # No plainHttp: the registry is on loopback, which speaks plain HTTP
+                    # unless the Publish says otherwise (as the CLI assumes).
                     "secretRef": {"name": "registry-creds"},
-                    "plainHttp": True,
                 },
                 **spec,
             },
