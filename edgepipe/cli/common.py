@@ -4,6 +4,7 @@ where library errors become a one-line failure."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +80,21 @@ def cluster(kubeconfig: str | None, namespace: str | None, context: str | None):
     return Client(kubeconfig=kubeconfig, namespace=namespace, context=context)
 
 
+def timeout_option(fn):
+    """The one ``--timeout`` of every command that waits, with the one default."""
+    from edgepipe.client.status import WAIT_SECONDS
+
+    return click.option(
+        "--timeout",
+        type=float,
+        default=WAIT_SECONDS,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long to wait before giving up; every command that waits has this default, "
+        "and a wait that fails (Error, Failed, no operator) ends at once.",
+    )(fn)
+
+
 def output_option(fn):
     return click.option(
         "-o",
@@ -101,35 +117,73 @@ def emit(obj: Any, output: str, text: Callable[[Any], str] | None = None) -> Non
         click.echo(text(obj) if text else json.dumps(obj, indent=2, default=str))
 
 
-def console():
-    from rich.console import Console
+def say(message: str) -> None:
+    """One plain line on stderr: never wrapped (a reference stays whole), never markup."""
+    click.echo(message, err=True)
 
-    return Console(stderr=True)
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} bytes"
 
 
-def progress_bar(label: str):
-    """A transfer bar on stderr and the ``(done, total)`` callback that moves it."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+class Transfer:
+    """Bytes sent by one command, on stderr. On a terminal, a bar that appears with the
+    first bytes (so a finished or empty transfer never reads ``0/? bytes``); elsewhere
+    (a log, CI) a plain line per quarter of each file: nothing to redraw, nothing wrapped.
+    ``update`` is the ``(done, total)`` callback; ``log`` prints a line above the bar."""
 
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        transient=False,
-        console=console(),
-    )
-    task = bar.add_task(label, total=None)
+    def __init__(self, label: str, terminal: bool | None = None, console: Any = None) -> None:
+        self.label = label
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
+        self._console = console
+        self._bar: Any = None
+        self._task: Any = None
+        self._shown = (-1, -1, -1)  # (total, done, quarter) at the last plain line
 
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total or None)
+    def __enter__(self) -> Transfer:
+        if self.terminal:
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    return bar, update
+            self._bar = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=self._console or Console(stderr=True),
+            )
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def log(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(message, markup=False, highlight=False, soft_wrap=True)
+        else:
+            say(message)
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task(self.label, total=total or None)
+            self._bar.update(self._task, completed=done, total=total or None)
+            return
+        quarter = 4 * done // total if total else 0
+        last_total, last_done, last_quarter = self._shown
+        new_file = total != last_total or done < last_done
+        if new_file or quarter > last_quarter:
+            self._shown = (total, done, quarter)
+            of = f" of {_size(total)} ({100 * done // total}%)" if total else ""
+            say(f"{self.label}: {_size(done)}{of}")
+        else:
+            self._shown = (total, done, last_quarter)
 
 
 def wait_progress(label: str) -> Callable[[dict], None]:
     """Prints each new status line of an object being waited on."""
-    out = console()
     seen: list[str] = []
 
     def show(status: dict) -> None:
@@ -140,6 +194,6 @@ def wait_progress(label: str) -> Callable[[dict], None]:
             line += f" - {status['message']}"
         if not seen or seen[-1] != line:
             seen.append(line)
-            out.print(line)
+            say(line)
 
     return show

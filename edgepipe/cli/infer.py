@@ -43,8 +43,21 @@ def engine_target(target: str, engine: str) -> tuple[str, str | None]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="With --image: save it with the detected boxes and labels.",
 )
-@click.option("--confidence", type=float, default=0.5, show_default=True)
-@click.option("--iou", type=float, default=0.25, show_default=True)
+@click.option(
+    "--confidence",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Lowest score a box is kept with, when the CLI decodes raw YOLOv8 output.",
+)
+@click.option(
+    "--iou",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Overlap (IoU) above which the lower-scored of two boxes is dropped (NMS), when "
+    "the CLI decodes raw YOLOv8 output.",
+)
 @output_option
 def infer_cmd(target, engine, image, input_file, draw, confidence, iou, output) -> None:
     """Send an image or an input file to a pipeline and print the results."""
@@ -58,35 +71,38 @@ def infer_cmd(target, engine, image, input_file, draw, confidence, iou, output) 
     client = EngineClient(base, name)
     if image:
         _infer_image(client, image, draw, confidence, iou, output)
-    elif input_file.suffix == ".arrow":
+        return
+    # Whatever the input file's format, the answer comes back as records and prints alike.
+    result = _infer_file(client, input_file)
+    boxes = _detections(client, result)
+    if boxes is not None:
+        _print_detections(boxes, output)
+        return
+    emit(result, output, records_text)
+
+
+def _infer_file(client, input_file: Path) -> list[dict]:
+    """Send an Arrow IPC file (.arrow) or pandas-records JSON; the answer's records."""
+    if input_file.suffix == ".arrow":
         import pyarrow as pa
 
-        with pa.memory_map(str(input_file)) as src:
-            table = pa.ipc.open_file(src).read_all()
-        result = client.infer_arrow(table)
-        emit(
-            result.to_pylist(),
-            output,
-            lambda _: (
-                f"{result.num_rows} row(s): "
-                + ", ".join(f"{f.name} ({f.type})" for f in result.schema)
-            ),
-        )
-    else:
         try:
-            records = json.loads(input_file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            with pa.memory_map(str(input_file)) as src:
+                table = pa.ipc.open_file(src).read_all()
+        except pa.ArrowInvalid as exc:
             raise click.BadParameter(
-                f"{input_file} is not pandas-records JSON ({exc}); give a .json file of row "
-                "objects, or an Arrow IPC file ending in .arrow",
-                param_hint="--input",
+                f"{input_file} is not an Arrow IPC file ({exc})", param_hint="--input"
             ) from None
-        result = client.infer_records(None, records)
-        boxes = _detections(client, result)
-        if boxes is not None:
-            _print_detections(boxes, output)
-            return
-        emit(result, output, records_text)
+        return client.infer_arrow_records(table)
+    try:
+        records = json.loads(input_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(
+            f"{input_file} is not pandas-records JSON ({exc}); give a .json file of row "
+            "objects, or an Arrow IPC file ending in .arrow",
+            param_hint="--input",
+        ) from None
+    return client.infer_records(None, records)
 
 
 def records_text(records: list[dict]) -> str:

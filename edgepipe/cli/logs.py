@@ -6,13 +6,13 @@ import sys
 
 import click
 
-from .common import registry_options, target
+from .common import emit, registry_options, target
 
 
-def _text(table) -> str:
+def _text(table, pipeline: str) -> str:
     """One line per record: time, edge, id, model, milliseconds, and the outputs' shapes."""
     if table.num_rows == 0:
-        return "no inference logs uploaded (yet) for this pipeline and filter"
+        return f"pipeline {pipeline} is published; no inference logs uploaded (yet) for this filter"
     shown = table.select(["time", "edge", "id", "model_name", "elapsed_ns"]).to_pandas()
     shown["elapsed_ms"] = (shown.pop("elapsed_ns") / 1e6).round(2)
     shown["outputs"] = [
@@ -32,10 +32,10 @@ def _text(table) -> str:
 @click.option(
     "-o",
     "--output",
-    type=click.Choice(["text", "json", "arrow"]),
+    type=click.Choice(["text", "json", "yaml", "arrow"]),
     default="text",
     show_default=True,
-    help="arrow: an Arrow IPC stream on stdout (pyarrow.ipc.open_stream reads it).",
+    help="Output format; arrow: an Arrow IPC stream on stdout (pyarrow.ipc.open_stream reads it).",
 )
 def logs_cmd(pipeline, registry, username, password, plain_http, edge, since, output) -> None:
     """Read PIPELINE's inference logs, uploaded by its edges to --registry."""
@@ -52,11 +52,15 @@ def logs_cmd(pipeline, registry, username, password, plain_http, edge, since, ou
         with pa.ipc.new_stream(sys.stdout.buffer, table.schema) as writer:
             writer.write_table(table)
         return
-    if output == "json":
+    if output in ("json", "yaml"):
         import json
 
         from edgepipe import edgelog
 
-        click.echo(json.dumps(edgelog.records_json(table)))
+        records = edgelog.records_json(table)
+        if output == "yaml":
+            emit(records, output)
+        else:  # one line: outputs hold thousands of numbers, one per line would not read
+            click.echo(json.dumps(records))
         return
-    click.echo(_text(table))
+    click.echo(_text(table, pipeline))

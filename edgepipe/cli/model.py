@@ -8,7 +8,7 @@ import click
 
 from edgepipe import oci
 
-from .common import emit, output_option, progress_bar, registry_options, target
+from .common import Transfer, emit, output_option, registry_options, say, target
 
 
 @click.group()
@@ -37,15 +37,16 @@ def model_push(
 
     name = name or sanitize_name(file.stem)
     dest = target(registry, username, password, plain_http)
-    bar, update = progress_bar(f"pushing {file.name}")
-    with bar:
+    # Hashing a large file takes seconds before the first byte goes: say so.
+    say(f"hashing {file.name} ({file.stat().st_size / 1e6:.1f} MB)")
+    with Transfer(f"pushing {file.name}") as transfer:
         pushed = oci.push_model(
             dest.client(),
             file,
             name=name,
             repository=dest.repository("models", name),
             version=version,
-            progress=update,
+            progress=transfer.update,
         )
     if output != "text":
         emit(

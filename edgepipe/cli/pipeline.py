@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import cluster, emit, kube_options, output_option, wait_progress
+from .common import cluster, emit, kube_options, output_option, timeout_option, wait_progress
 
 
 def _row(obj: dict, wide: bool) -> list[str]:
@@ -95,7 +95,7 @@ def pipeline_get(name: str, kubeconfig, namespace, context, output: str) -> None
 
 @pipeline.command("deploy")
 @click.argument("name")
-@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait.")
+@timeout_option
 @kube_options
 @output_option
 def pipeline_deploy(name: str, timeout: float, kubeconfig, namespace, context, output: str) -> None:
@@ -108,7 +108,7 @@ def pipeline_deploy(name: str, timeout: float, kubeconfig, namespace, context, o
 
 @pipeline.command("undeploy")
 @click.argument("name")
-@click.option("--timeout", type=float, default=120, show_default=True, help="Seconds to wait.")
+@timeout_option
 @kube_options
 @output_option
 def pipeline_undeploy(
@@ -124,10 +124,14 @@ def pipeline_undeploy(
 @pipeline.command("rollback")
 @click.argument("name")
 @click.option(
-    "--to", "to", metavar="VERSION", help="The version to go back to (default: the one before)."
+    "--to",
+    "to",
+    metavar="VERSION",
+    help="The version to go back to, whole or its first 8 or more characters as "
+    "'pipeline list' shows them (default: the one before).",
 )
 @click.option("--unpin", is_flag=True, help="Follow the spec's steps again.")
-@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait.")
+@timeout_option
 @kube_options
 @output_option
 def pipeline_rollback(
@@ -153,7 +157,14 @@ def pipeline_rollback(
 
 @pipeline.command("logs")
 @click.argument("name")
-@click.option("--tail", type=int, default=200, show_default=True)
+@click.option(
+    "--tail",
+    type=int,
+    default=200,
+    show_default=True,
+    metavar="LINES",
+    help="How many of each pod's last lines to print.",
+)
 @kube_options
 @output_option
 def pipeline_logs(name: str, tail: int, kubeconfig, namespace, context, output: str) -> None:

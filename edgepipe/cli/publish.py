@@ -12,13 +12,15 @@ from edgepipe.enginepod import ENGINE_IMAGE
 
 from .common import (
     CliError,
+    Transfer,
     cluster,
     emit,
     kube_options,
     output_option,
-    progress_bar,
     registry_options,
+    say,
     target,
+    timeout_option,
     wait_progress,
 )
 
@@ -55,8 +57,13 @@ def fields_text(fields: dict[str, Any]) -> str:
     lines.append(f"{'Signed:':<22} " + (", ".join(sigs.values()) if sigs else "no"))
     edges = fields.get("edges") or []
     lines.append(f"{'Edges:':<22} " + ("; ".join(map(_edge_text, edges)) if edges else "-"))
-    if fields.get("dockerRunCommand"):
-        lines.append("\nRun it at the edge:\n  " + fields["dockerRunCommand"].replace("\n", "\n  "))
+    # One docker line per edge location, each with its EDGE_NAME, as -o json has them.
+    runs = [(f"edge {e['name']}", e.get("dockerRunCommand")) for e in edges] or [
+        ("the edge", fields.get("dockerRunCommand"))
+    ]
+    for where, command in runs:
+        if command:
+            lines.append(f"\nRun it at {where}:\n  " + command.replace("\n", "\n  "))
     return "\n".join(lines)
 
 
@@ -91,7 +98,9 @@ def publish() -> None:
     help="Engine image the chart and docker run use.",
 )
 @click.option("--chart-name", help="Chart name (default: the pipeline's name).")
-@click.option("--replicas", type=int, default=1, show_default=True)
+@click.option(
+    "--replicas", type=int, default=1, show_default=True, help="Engine replicas the chart runs."
+)
 @click.option(
     "--sign-key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -129,6 +138,7 @@ def publish_push(
     if bool(config_file) == bool(model_file):
         raise click.UsageError("give a CONFIG file or --model FILE.onnx (one of them)")
     raw = load_config(config_file) if config_file else config_for_model_file(model_file)
+    say(f"hashing the models of {raw.name}")  # seconds for a large model, before any upload
     config = resolve_refs(resolve_local(raw))
     deployment = DeploymentConfig(
         replicas=replicas,
@@ -142,16 +152,15 @@ def publish_push(
     except (signing.KeyProblem, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
     dest = target(registry, username, password, plain_http)
-    bar, update = progress_bar(f"publishing {config.name}")
-    with bar:
+    with Transfer(f"publishing {config.name}") as transfer:
         result = do_publish(
             config,
             dest,
             engine_image=engine_image,
             deployment=deployment,
             chart_name=chart_name,
-            log=lambda m: bar.console.print(f"  {m}"),
-            progress=update,
+            log=lambda m: transfer.log(f"  {m}"),
+            progress=transfer.update,
             signer=signer,
             edges=edge_list,
         )
@@ -161,7 +170,12 @@ def publish_push(
 @publish.command("create")
 @click.argument("name")
 @click.option("--pipeline", "pipeline_name", required=True, help="Pipeline to publish.")
-@click.option("--registry", required=True, metavar="HOST[/PREFIX]")
+@click.option(
+    "--registry",
+    required=True,
+    metavar="HOST[/PREFIX]",
+    help="Registry and optional path prefix to publish to, e.g. registry.example.com/edge.",
+)
 @click.option("--secret", help="Secret with the registry's username and password.")
 @click.option(
     "--plain-http",
@@ -172,7 +186,7 @@ def publish_push(
 @click.option("--version", "version", help="Pipeline version (default: current).")
 @click.option("--edge", "edges", multiple=True, help="An edge location's name (repeatable).")
 @click.option("--sign-secret", help="Secret whose 'key' signs the pipeline and the chart.")
-@click.option("--timeout", type=float, default=600, show_default=True)
+@timeout_option
 @kube_options
 @output_option
 def publish_create(
@@ -209,7 +223,7 @@ def publish_create(
 def _edge_command(change: str):
     @click.argument("name")
     @click.argument("edge")
-    @click.option("--timeout", type=float, default=600, show_default=True)
+    @timeout_option
     @kube_options
     @output_option
     def command(name, edge, timeout, kubeconfig, namespace, context, output) -> None:
@@ -241,7 +255,8 @@ publish.command("remove-edge", help="Remove an edge location from a Publish.")(
 
 @publish.command("keygen")
 @click.argument("prefix", type=click.Path(dir_okay=False, path_type=Path))
-def publish_keygen(prefix: Path) -> None:
+@output_option
+def publish_keygen(prefix: Path, output: str) -> None:
     """Write a signing key pair: PREFIX.key (PEM EC P-256, mode 600) and PREFIX.pub."""
     from edgepipe.oci import signing
 
@@ -253,6 +268,12 @@ def publish_keygen(prefix: Path) -> None:
     key.touch(mode=0o600)
     key.write_text(signer.private_pem())
     pub.write_text(signer.public_pem())
+    if output != "text":
+        emit(
+            {"privateKey": str(key), "publicKey": str(pub), "publicPem": signer.public_pem()},
+            output,
+        )
+        return
     click.echo(
         f"private key: {key} (sign with: edgepipe publish push --sign-key {key}, or\n"
         f"  kubectl create secret generic edge-signing --from-file=key={key})"
@@ -322,7 +343,9 @@ def publish_show(name: str, kubeconfig, namespace, context, output: str) -> None
                 "lastUpload": e.get("lastUpload"),
                 "dockerRun": e["dockerRunCommand"],
                 "composeYaml": compose_yaml(status, registry, plain, e["name"]),
-                "localValuesYaml": local_values_yaml(registry, plain, e["name"]),
+                "localValuesYaml": local_values_yaml(
+                    registry, plain, e["name"], status["pipelineUrl"]
+                ),
                 "helmInstall": helm_install_command(status, e["name"], plain),
             }
             for e in status.get("edges") or []

@@ -14,8 +14,9 @@ from typing import Any
 
 from edgepipe.resources import API_VERSION, GROUP, VERSION
 
+from . import kubeconfig as kubeconfig_file
 from .publishes import PublishMixin
-from .status import ClusterError, Progress, status_is_current
+from .status import WAIT_SECONDS, ClusterError, Progress, status_is_current
 
 __all__ = ["Client", "ClusterError", "Progress"]
 
@@ -39,10 +40,12 @@ class Client(PublishMixin):
     ) -> None:
         import kubernetes
 
-        if kubeconfig is not None and not Path(kubeconfig).expanduser().exists():
-            raise ClusterError(f"kubeconfig {kubeconfig} does not exist (--kubeconfig, KUBECONFIG)")
+        in_pod = kubeconfig is None and Path("/var/run/secrets/kubernetes.io").exists()
+        why = None if in_pod else kubeconfig_file.missing(kubeconfig)
+        if why:
+            raise ClusterError(why)
         try:
-            if kubeconfig is None and Path("/var/run/secrets/kubernetes.io").exists():
+            if in_pod:
                 kubernetes.config.load_incluster_config()
                 default_ns = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
                 ns = default_ns.read_text().strip()
@@ -53,7 +56,7 @@ class Client(PublishMixin):
         except Exception as exc:
             where = f" in {kubeconfig}" if kubeconfig else ""
             raise ClusterError(f"no Kubernetes credentials{where}: {exc}") from None
-        _warn_if_insecure(kubernetes.client.Configuration.get_default_copy())
+        kubeconfig_file.warn_if_insecure(kubernetes.client.Configuration.get_default_copy())
         self.namespace = namespace or ns
         self.api = kubernetes.client.CustomObjectsApi()
         self.core = kubernetes.client.CoreV1Api()
@@ -65,18 +68,34 @@ class Client(PublishMixin):
         try:
             return fn(*args, **kwargs)
         except self._exc as exc:
-            if exc.status == 404:
-                raise ClusterError(f"{what}: not found") from None
-            reason = exc.reason
+            body: dict[str, Any] = {}
             try:
                 import json
 
-                reason = json.loads(exc.body).get("message", reason)
+                body = json.loads(exc.body) or {}
             except Exception:  # the body is not always JSON
                 pass
-            raise ClusterError(f"{what}: {reason}") from None
+            if exc.status == 404:
+                details = body.get("details") or {}
+                if details.get("kind") == "namespaces":
+                    raise ClusterError(_no_namespace(details.get("name"))) from None
+                if not self.namespace_exists():
+                    raise ClusterError(_no_namespace(self.namespace)) from None
+                raise ClusterError(f"{what}: not found") from None
+            raise ClusterError(f"{what}: {body.get('message') or exc.reason}") from None
         except Exception as exc:  # connection refused, DNS, TLS
             raise ClusterError(f"{what}: cannot reach the cluster: {exc}") from None
+
+    def namespace_exists(self) -> bool:
+        """False only when the API says the namespace is not there (not when this user may
+        not read namespaces)."""
+        try:
+            self.core.read_namespace(self.namespace)
+        except self._exc as exc:
+            return exc.status != 404
+        except Exception:  # unreachable: the call that failed says so
+            return True
+        return True
 
     def get(self, plural: str, name: str) -> dict[str, Any]:
         return self._call(
@@ -98,6 +117,8 @@ class Client(PublishMixin):
             self.namespace,
             plural,
         )
+        if not out["items"] and not self.namespace_exists():
+            raise ClusterError(_no_namespace(self.namespace))
         return out["items"]
 
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -204,7 +225,9 @@ class Client(PublishMixin):
 
     # -- pipelines ------------------------------------------------------------------------
 
-    def deploy(self, name: str, timeout: float = 300, progress: Progress | None = None) -> dict:
+    def deploy(
+        self, name: str, timeout: float = WAIT_SECONDS, progress: Progress | None = None
+    ) -> dict:
         """Set ``spec.deployed: true`` and wait until the pipeline is Running."""
         self._merge("pipelines", name, {"spec": {"deployed": True}})
         return self.wait(
@@ -216,7 +239,9 @@ class Client(PublishMixin):
             progress=progress,
         )
 
-    def undeploy(self, name: str, timeout: float = 120, progress: Progress | None = None) -> dict:
+    def undeploy(
+        self, name: str, timeout: float = WAIT_SECONDS, progress: Progress | None = None
+    ) -> dict:
         self._merge("pipelines", name, {"spec": {"deployed": False}})
         return self.wait(
             "pipelines",
@@ -233,7 +258,7 @@ class Client(PublishMixin):
         to: str | None = None,
         *,
         unpin: bool = False,
-        timeout: float = 300,
+        timeout: float = WAIT_SECONDS,
         progress: Progress | None = None,
     ) -> dict:
         """Pin ``spec.version`` to a past version (by default the one before the current)
@@ -244,12 +269,7 @@ class Client(PublishMixin):
         if unpin:
             target = None
         elif to is not None:
-            if to not in history:
-                raise ClusterError(
-                    f"pipeline {name!r} has no version {to}; its versions are "
-                    f"{', '.join(history) or 'none yet'}"
-                )
-            target = to
+            target = find_version(name, history, to)
         else:
             earlier = history[: history.index(current)] if current in history else []
             if not earlier:
@@ -296,25 +316,35 @@ class Client(PublishMixin):
         }
 
 
-_warned: list[str] = []
+SHORT_VERSION = 8  # as pipeline list shows versions
 
 
-def _warn_if_insecure(config) -> None:
-    """One line, once, when the kubeconfig skips TLS verification; urllib3's own warning
-    (twice per call) is silenced. ``PYTHONWARNINGS=ignore`` silences this one too."""
-    import sys
-    import warnings
+def find_version(pipeline: str, history: list[str], wanted: str) -> str:
+    """The kept version ``wanted`` names: itself, or the one version it is a prefix of (at
+    least 8 characters, as ``pipeline list`` shows them, and git takes short hashes)."""
+    if wanted in history:
+        return wanted
+    kept = f"its versions are {', '.join(history) or 'none yet'}"
+    if len(wanted) < SHORT_VERSION:
+        raise ClusterError(
+            f"version {wanted!r} is too short: give at least {SHORT_VERSION} characters of a "
+            f"version of pipeline {pipeline!r}; {kept}"
+        )
+    found = sorted({v for v in history if v.startswith(wanted)})
+    if len(found) > 1:
+        raise ClusterError(
+            f"version {wanted!r} is ambiguous in pipeline {pipeline!r}: it starts "
+            f"{', '.join(found)}; give more characters"
+        )
+    if not found:
+        raise ClusterError(f"pipeline {pipeline!r} has no version {wanted}; {kept}")
+    return found[0]
 
-    from urllib3.exceptions import InsecureRequestWarning
 
-    warnings.simplefilter("ignore", InsecureRequestWarning)
-    if config.verify_ssl or _warned or "ignore" in sys.warnoptions:
-        return
-    _warned.append(config.host)
-    print(
-        f"warning: the kubeconfig skips TLS verification for {config.host} "
-        "(insecure-skip-tls-verify): the server's identity is not checked",
-        file=sys.stderr,
+def _no_namespace(namespace: str | None) -> str:
+    return (
+        f"namespace {namespace!r} does not exist (-n/--namespace, Client(namespace=...), or "
+        "the kubeconfig context's); kubectl get namespaces lists them"
     )
 
 

@@ -183,19 +183,28 @@ class EngineClient:
         (record,) = orjson.loads(raw)
         return InferenceResult(outputs_of(record), record)
 
-    def infer_arrow(self, table: Any, pipeline: str | None = None) -> Any:
-        """Send an Arrow Table, get an Arrow Table (columns ``out.<output>`` and the rest)."""
+    def _send_arrow(self, table: Any, pipeline: str | None, accept: str) -> bytes:
         import pyarrow as pa
 
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        raw = self._request(
+        return self._request(
             f"/pipelines/{self._name(pipeline)}",
             sink.getvalue().to_pybytes(),
-            {"Content-Type": ARROW_FILE, "Accept": ARROW_FILE},
+            {"Content-Type": ARROW_FILE, "Accept": accept},
         )
+
+    def infer_arrow(self, table: Any, pipeline: str | None = None) -> Any:
+        """Send an Arrow Table, get an Arrow Table (columns ``out.<output>`` and the rest)."""
+        import pyarrow as pa
+
+        raw = self._send_arrow(table, pipeline, ARROW_FILE)
         return pa.ipc.open_file(pa.py_buffer(raw)).read_all()
+
+    def infer_arrow_records(self, table: Any, pipeline: str | None = None) -> list[dict[str, Any]]:
+        """Send an Arrow Table, get the answer's records, as ``infer_records`` gives them."""
+        return orjson.loads(self._send_arrow(table, pipeline, JSON_RECORDS))
 
     def infer(self, data: Any, pipeline: str | None = None, *, field: str | None = None) -> Any:
         """numpy array or DataFrame in, DataFrame out; pyarrow Table in, Table out."""

@@ -39,6 +39,7 @@ def read_logs(
             data = edgelog.fetch_segment(client, repo, segment)
             tables.append(pa.ipc.open_file(pa.BufferReader(data)).read_all())
     if not tables:
+        _check_published(client, target, pipeline)
         return edgelog.arrow_schema().empty_table()
     table = pa.concat_tables(tables, promote_options="default")
     table = edgelog.from_time(table, floor).sort_by([("time", "ascending"), ("id", "ascending")])
@@ -46,6 +47,27 @@ def read_logs(
     if len(first) != table.num_rows:
         table = table.take(pa.array(np.sort(first)))
     return table
+
+
+def _check_published(client: oci.Client, target: oci.Target, pipeline: str) -> None:
+    """No logs: fine for a published pipeline (no uploads yet), a mistake for a name that
+    was never published there (a typo, the wrong registry or prefix), which raises."""
+    try:
+        client.tags(target.repository("pipelines", pipeline))
+        return
+    except oci.NotInRegistry:
+        pass
+    where = "/".join(p for p in (target.registry, target.prefix) if p)
+    head = target.repository("pipelines", "") + "/"
+    published = sorted(r[len(head) :] for r in client.repositories() if r.startswith(head))
+    raise oci.NotInRegistry(
+        f"pipeline {pipeline!r} was never published to {where} (no {head}{pipeline} there); "
+        + (
+            f"published there: {', '.join(published)}"
+            if published
+            else "nothing is published there"
+        )
+    )
 
 
 def logs_dataframe(

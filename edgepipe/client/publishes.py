@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgepipe import oci
 
-from .status import ClusterError, Progress, status_is_current
+from .status import WAIT_SECONDS, ClusterError, Progress, status_is_current
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,7 +31,7 @@ class PublishMixin:
         chart_name: str | None = None,
         edges: list[str] | None = None,
         signing_secret: str | None = None,
-        timeout: float = 600,
+        timeout: float = WAIT_SECONDS,
         progress: Progress | None = None,
     ) -> dict:
         """Create (or update) a Publish and wait until it is Published."""
@@ -75,7 +75,7 @@ class PublishMixin:
         name: str,
         change: str,
         edge: str,
-        timeout: float = 600,
+        timeout: float = WAIT_SECONDS,
         progress: Progress | None = None,
     ) -> dict:
         """Add (``change="add"``) or remove an edge location of a Publish, then wait until

@@ -8,6 +8,10 @@ from typing import Any
 
 Progress = Callable[[dict[str, Any]], None]
 
+# How long deploy, undeploy, rollback, publish and an edge change wait by default: one
+# rule for all, long enough to pull a large model; a failing wait ends sooner.
+WAIT_SECONDS = 600.0
+
 
 class ClusterError(RuntimeError):
     """A Kubernetes call failed, or a wait ended in failure or timed out."""
