@@ -20,12 +20,12 @@ from edgepipe import __version__
 from edgepipe.yolo import Letterbox
 
 from . import batching, experiments
+from .addressing import list_models, model_views
 from .codecs import Codec, Decoded, Encoded, InputField, Response, coerce, v2
 from .errors import BadRequest, NotFound, Unavailable
 from .logservice import LogService
 from .metrics import Metrics
 from .pipeline import Pipeline, RunResult, RunState
-from .runtime import StepRuntime
 from .settings import Settings
 
 # Bodies below this are decoded on the loop: a pool hop costs more than the work.
@@ -73,7 +73,7 @@ class DataPlane:
         self.settings = settings
         self.pipelines = pipelines
         self.metrics = metrics
-        self.models = _model_views(pipelines.values())
+        self.models = model_views(pipelines.values())
         self.decode_pool = ThreadPoolExecutor(settings.cpus, thread_name_prefix="decode")
         self.infer_pool = ThreadPoolExecutor(settings.infer_workers, thread_name_prefix="infer")
         self.draining = False  # set on SIGTERM: readiness fails while requests still run
@@ -175,26 +175,7 @@ class DataPlane:
         return [{"id": p.name, "status": p.status} for p in self.pipelines.values()]
 
     def list_models(self) -> list[dict[str, str]]:
-        models = []
-        for p in self.pipelines.values():
-            if p.error:
-                for step in p.config.steps:
-                    ref = step.model
-                    models.append(
-                        {
-                            "name": ref.name,
-                            "sha": ref.sha256 or "",
-                            "status": "Error",
-                            "version": ref.version or "",
-                        }
-                    )
-                continue
-            for step in p.steps:
-                m = step.model
-                models.append(
-                    {"name": m.name, "sha": m.sha256, "status": "Running", "version": m.version}
-                )
-        return models
+        return list_models(self.pipelines.values())
 
     @property
     def ready(self) -> bool:
@@ -337,22 +318,6 @@ class DataPlane:
         if size <= INLINE_DECODE_BYTES:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args)
-
-
-def _model_views(pipelines) -> dict[str, Pipeline]:
-    """Each loaded model as a one-step pipeline, so that v2 clients can address it alone."""
-    views: dict[str, Pipeline] = {}
-    for p in pipelines:
-        if p.error:
-            continue
-        for step in p.steps:
-            m = step.model
-            if m.name in views:
-                continue
-            config = p.config.model_copy(update={"name": m.name, "steps": [step.config]})
-            inputs = [spec.name for spec in m.inputs]
-            views[m.name] = Pipeline(config, [StepRuntime(step.config, m, inputs)])
-    return views
 
 
 def _nbytes(result: RunResult) -> int:

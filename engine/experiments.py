@@ -8,13 +8,17 @@ model's. Once the step's model has answered, the answer waits for its shadows at
 most ``EDGEPIPE_ENGINE_SHADOW_TIMEOUT_MS`` (the stated bound); a shadow still running then
 is reported as timed out and finishes in the background. A shadow that fails is reported
 too; neither changes nor fails the answer. When shadows fall behind (``BACKLOG`` calls
-waiting or running), new ones are skipped rather than queued without bound.
+waiting or running), new ones are skipped rather than queued without bound. When most
+calls time out, a warning says so at most once a minute, naming the setting: a metric
+alone went unnoticed while every answer's ``shadow_data`` came back empty.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import math
 import os
 import threading
 import time
@@ -29,6 +33,9 @@ import numpy as np
 from edgepipe.expressions import Rule
 
 BACKLOG = 64
+WARN_EVERY_S = 60.0
+
+log = logging.getLogger("edgepipe.engine")
 
 
 @dataclass
@@ -48,15 +55,55 @@ class _Call:
     started: float = field(default_factory=time.perf_counter)
 
 
+class TimeoutWatch:
+    """Counts shadow calls and their timeouts per window of ``every_s`` seconds, and warns
+    when most of a window's calls timed out, at most once per window."""
+
+    def __init__(self, pipeline: str, timeout_s: float, every_s: float = WARN_EVERY_S) -> None:
+        self.pipeline, self.timeout_s, self.every_s = pipeline, timeout_s, every_s
+        self.calls = self.timeouts = 0
+        self.since = time.monotonic()
+        self.warned = -math.inf
+        self._lock = threading.Lock()
+
+    def note(self, events: list[ShadowEvent]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.calls += sum(e.outcome != "skipped" for e in events)
+            self.timeouts += sum(e.outcome == "timeout" for e in events)
+            most = self.timeouts * 2 > self.calls
+            if most and now - self.warned >= self.every_s:
+                calls, timeouts, since = self.calls, self.timeouts, self.since
+                self.warned = now
+            elif now - self.since < self.every_s:
+                return
+            else:
+                calls = 0
+            self.calls = self.timeouts = 0
+            self.since = now
+        if calls:
+            log.warning(
+                "pipeline %s: %d of %d shadow calls in the last %.0f s took longer than "
+                "EDGEPIPE_ENGINE_SHADOW_TIMEOUT_MS (%d ms) and are missing from shadow_data; "
+                "raise the setting to wait for them",
+                self.pipeline,
+                timeouts,
+                calls,
+                max(1.0, now - since),
+                round(self.timeout_s * 1000),
+            )
+
+
 class Shadows:
     """The shadow pool of one pipeline."""
 
-    def __init__(self, workers: int, timeout_s: float) -> None:
+    def __init__(self, workers: int, timeout_s: float, pipeline: str = "") -> None:
         self.pool = ThreadPoolExecutor(
             workers, thread_name_prefix="shadow", initializer=_lowest_priority
         )
         self.timeout_s = timeout_s
         self._slots = threading.BoundedSemaphore(BACKLOG)
+        self.watch = TimeoutWatch(pipeline, timeout_s)
 
     def start(self, models: Sequence[Any], feeds: list[dict[str, np.ndarray]]) -> list[_Call]:
         """Submit every shadow for every row (feeds keyed by the step model's inputs)."""
@@ -94,6 +141,7 @@ class Shadows:
             names = [spec.name for spec in call.model.outputs]
             data[call.row][call.model.name] = dict(zip(names, outputs, strict=True))
             events.append(ShadowEvent(call.model.name, "ok", time.perf_counter() - call.started))
+        self.watch.note(events)
         return data, events
 
     def close(self) -> None:

@@ -180,6 +180,6 @@ def load_pipeline(
         return pipeline
     if any(step.shadows for step in pipeline.steps):
         workers = min(4, sum(len(step.shadows) for step in pipeline.steps))
-        pipeline.shadows = Shadows(workers, shadow_timeout_ms / 1000)
+        pipeline.shadows = Shadows(workers, shadow_timeout_ms / 1000, config.name)
     pipeline.warm_up()
     return pipeline

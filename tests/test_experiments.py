@@ -268,3 +268,50 @@ def test_a_slow_shadow_times_out_within_the_bound_and_a_backlog_is_skipped() -> 
         assert [e.outcome for e in events].count("skipped") >= 5
     finally:
         shadows.close()
+
+
+def test_most_shadows_timing_out_is_a_warning_once_a_minute(caplog) -> None:
+    import logging
+    import time
+
+    from edgepipe.engine.experiments import ShadowEvent, TimeoutWatch
+
+    watch = TimeoutWatch("p", 0.1, every_s=0.3)
+    late, ok = ShadowEvent("s", "timeout"), ShadowEvent("s", "ok", 0.01)
+    with caplog.at_level(logging.WARNING, logger="edgepipe.engine"):
+        for _ in range(9):
+            watch.note([late])
+        assert len(caplog.records) == 1  # at once, then not again within the window
+        assert "EDGEPIPE_ENGINE_SHADOW_TIMEOUT_MS (100 ms)" in caplog.text
+        time.sleep(0.35)
+        watch.note([late, late, ok])
+        assert len(caplog.records) == 2 and "10 of 11 shadow calls" in caplog.records[1].message
+        time.sleep(0.35)
+        watch.note([ok, ok, late])  # a minority: no warning
+        assert len(caplog.records) == 2
+
+
+def test_an_engine_whose_shadows_time_out_says_so_in_its_log(
+    start_engine: EngineFactory, tmp_path: Path
+) -> None:
+    main = m.add_constant(tmp_path / "add1w.onnx", 1.0, shape=("N", 1024))
+    slow = m.mlp(tmp_path / "slow.onnx", width=1024, layers=4)  # 16 MiB of weights
+    engine = start_engine(
+        config={
+            "name": "late",
+            "steps": [
+                {
+                    "model": {"name": "main", "path": str(main)},
+                    "shadows": [{"name": "slow", "path": str(slow)}],
+                }
+            ],
+        },
+        env={"EDGEPIPE_ENGINE_SHADOW_TIMEOUT_MS": "1"},
+    )
+    x = np.ones((64, 1024), np.float32).tolist()
+    for _ in range(5):
+        status, _, raw = post(engine.url + "/pipelines/late", orjson.dumps([{"x": x}]), JSON)
+        assert status == 200 and record(raw)[0]["shadow_data"] == {}
+    warnings = [line for line in engine.log().splitlines() if "shadow calls" in line]
+    assert len(warnings) == 1, engine.log()[-3000:]
+    assert "WARNING" in warnings[0] and "EDGEPIPE_ENGINE_SHADOW_TIMEOUT_MS (1 ms)" in warnings[0]

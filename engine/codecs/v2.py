@@ -5,12 +5,15 @@ A request is JSON, optionally followed by raw tensor bytes: the header
 ``parameters.binary_data_size`` takes that many bytes, in order. Binary inputs become
 numpy views of the body; outputs are written as binary when the request asks for it
 (``parameters.binary_data`` on a requested output, or ``binary_data_output`` on the
-request), else as JSON lists.
+request), else as JSON lists. A ``BYTES`` input is one encoded image: base64 text in
+JSON, or binary data as Triton serializes it (a 4-byte length, then the bytes) or bare.
 """
 
 from __future__ import annotations
 
+import binascii
 import math
+import struct
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,7 @@ import orjson
 
 from ..errors import BadRequest
 from ..runtime import TensorSpec
-from .base import Codec, Decoded, Encoded, InputField, Response
+from .base import Codec, Decoded, Encoded, InputField, Response, describe
 
 HEADER = "Inference-Header-Content-Length"
 
@@ -71,17 +74,79 @@ def codec(header_length: str | None) -> Codec:
 
     def decode(body: bytes, fields: list[InputField], echo: bool) -> Decoded:
         request, inputs = decode_request(body, header_length)
-        row = {}
-        for f in fields:
-            if f.name not in inputs:
-                raise BadRequest(
-                    f"missing input {f.name!r}; expected inputs {[x.name for x in fields]}",
-                    f.name,
-                )
-            row[f.name] = inputs[f.name]
-        return Decoded([row], num_rows=1, request=request)
+        return Decoded([row_of(inputs, fields)], num_rows=1, request=request)
 
     return Codec(decode, encode)
+
+
+def row_of(inputs: dict[str, np.ndarray | bytes], fields: list[InputField]) -> dict[str, Any]:
+    """The pipeline's fields from a v2 request's inputs (REST and gRPC alike): each one
+    present, an encoded image (BYTES) where the pipeline decodes images, else a tensor."""
+    row = {}
+    for f in fields:
+        if f.name not in inputs:
+            raise BadRequest(
+                f"missing input {f.name!r}; expected inputs {[x.name for x in fields]}", f.name
+            )
+        value = inputs[f.name]
+        if (f.image is not None) != isinstance(value, bytes):
+            want = "BYTES (one encoded image)" if f.image is not None else describe(f.spec)
+            raise BadRequest(f"input {f.name!r}: expected {want}", f.name)
+        row[f.name] = value
+    return row
+
+
+def unknown_datatype(name: str, given: object) -> BadRequest:
+    return BadRequest(
+        f"input {name!r}: datatype {given!r} is not one of {sorted([*DATATYPES, 'BYTES'])}", name
+    )
+
+
+def one_element(name: str, *counts: int) -> None:
+    """A BYTES input carries one encoded image (a pipeline takes one per request): its
+    shape's element count, and the elements sent, are each one."""
+    if any(n != 1 for n in counts):
+        raise BadRequest(f"input {name!r}: expected one BYTES element (one image)", name)
+
+
+def _bytes_input(item: dict, body: bytes, offset: int) -> bytes:
+    """A BYTES input's one element: its JSON data, or its binary data at ``offset``."""
+    name = item["name"]
+    size = (item.get("parameters") or {}).get("binary_data_size")
+    if size is None:
+        if item.get("data") is None:
+            raise BadRequest(f"input {name!r}: no data and no binary_data_size", name)
+        return _json_element(item["data"], name)
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= len(body) - offset:
+        raise BadRequest(
+            f"input {name!r}: binary_data_size {size} does not fit the body's "
+            f"{len(body) - offset} remaining bytes",
+            name,
+        )
+    return _binary_element(memoryview(body)[offset : offset + size])
+
+
+def _binary_element(raw: memoryview) -> bytes:
+    """One BYTES element from binary data: Triton's form (a 4-byte little-endian length,
+    then the bytes), or the bare bytes (an image's first four bytes never read as its
+    own length minus four)."""
+    if len(raw) >= 4 and struct.unpack_from("<I", raw)[0] == len(raw) - 4:
+        return bytes(raw[4:])
+    return bytes(raw)
+
+
+def _json_element(data: Any, name: str) -> bytes:
+    """One BYTES element from JSON: a base64 string, alone or in (nested) one-item lists."""
+    while isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    if not isinstance(data, str):
+        raise BadRequest(
+            f"input {name!r}: expected one base64 string (an encoded image) as BYTES data", name
+        )
+    try:
+        return binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(f"input {name!r}: BYTES data is not valid base64 ({exc})", name) from None
 
 
 def encode(resp: Response) -> Encoded:
@@ -96,8 +161,10 @@ def encode(resp: Response) -> Encoded:
     return Encoded(body, {"Content-Type": "application/octet-stream", HEADER: str(header_length)})
 
 
-def decode_request(body: bytes, header_length: str | None) -> tuple[dict, dict[str, np.ndarray]]:
-    """(the JSON request, its inputs by name as numpy arrays)."""
+def decode_request(
+    body: bytes, header_length: str | None
+) -> tuple[dict, dict[str, np.ndarray | bytes]]:
+    """(the JSON request, its inputs by name: numpy arrays, or bytes for BYTES)."""
     if header_length is not None:
         try:
             n = int(header_length)
@@ -116,23 +183,26 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict, dict[s
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise BadRequest("expected a JSON object with an 'inputs' list", "inputs")
     offset = n
-    inputs: dict[str, np.ndarray] = {}
+    inputs: dict[str, np.ndarray | bytes] = {}
     for i, item in enumerate(request["inputs"]):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise BadRequest(f"inputs[{i}]: expected an object with a name", f"inputs[{i}]")
         name = item["name"]
+        is_bytes = item.get("datatype") == "BYTES"
         dtype = DATATYPES.get(item.get("datatype", ""))
-        if dtype is None:
-            raise BadRequest(
-                f"input {name!r}: datatype {item.get('datatype')!r} is not one "
-                f"of {sorted(DATATYPES)}",
-                name,
-            )
+        if dtype is None and not is_bytes:
+            raise unknown_datatype(name, item.get("datatype"))
         shape = item.get("shape")
         if not isinstance(shape, list):
             raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers", name)
         count = element_count(shape, name)
         size = (item.get("parameters") or {}).get("binary_data_size")
+        if is_bytes:
+            one_element(name, count)
+            inputs[name] = _bytes_input(item, body, offset)
+            offset += size or 0
+            continue
+        assert dtype is not None
         if size is not None:
             if (
                 not isinstance(size, int)

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..codecs.base import Codec, Decoded, Encoded, InputField, Response, describe
-from ..codecs.v2 import DATATYPES, datatype, element_count
+from ..codecs.base import Codec, Decoded, Encoded, InputField, Response
+from ..codecs.v2 import DATATYPES, datatype, element_count, one_element, row_of, unknown_datatype
 from ..errors import BadRequest
 from . import messages as pb
 
@@ -63,16 +63,11 @@ def _tensor(tensor: Any, raw: bytes | None) -> np.ndarray | bytes:
     count = element_count(shape, name)
     if tensor.datatype == "BYTES":
         elements = _bytes_elements(raw, name) if raw is not None else tensor.contents.bytes_contents
-        if len(elements) != 1 or count != 1:
-            raise BadRequest(f"input {name!r}: expected one BYTES element (one image)", name)
+        one_element(name, count, len(elements))
         return bytes(elements[0])
     dtype = DATATYPES.get(tensor.datatype)
     if dtype is None:
-        raise BadRequest(
-            f"input {name!r}: datatype {tensor.datatype!r} is not one of "
-            f"{sorted([*DATATYPES, 'BYTES'])}",
-            name,
-        )
+        raise unknown_datatype(name, tensor.datatype)
     if raw is not None:
         if len(raw) != count * dtype.itemsize:
             raise BadRequest(
@@ -101,18 +96,7 @@ def decode(body: Body, fields: list[InputField], echo: bool) -> Decoded:
             "raw_input_contents",
         )
     inputs = {t.name: _tensor(t, raw[i] if raw else None) for i, t in enumerate(request.inputs)}
-    row = {}
-    for f in fields:
-        if f.name not in inputs:
-            raise BadRequest(
-                f"missing input {f.name!r}; expected inputs {[x.name for x in fields]}", f.name
-            )
-        value = inputs[f.name]
-        if (f.image is not None) != isinstance(value, bytes):
-            want = "BYTES (one encoded image)" if f.image is not None else describe(f.spec)
-            raise BadRequest(f"input {f.name!r}: expected {want}", f.name)
-        row[f.name] = value
-    return Decoded([row], num_rows=1, request=request)
+    return Decoded([row_of(inputs, fields)], num_rows=1, request=request)
 
 
 def encode(resp: Response) -> Encoded:
