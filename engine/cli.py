@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .errors import StartupError
 from .loader import read_config
+from .ports import ports
 from .server import DATAPLANE, create_app
 from .settings import Settings, SettingsError
 
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         except StartupError as exc:
             sys.exit(f"edgepipe-engine: {exc}")
     try:
+        for port in ports(settings):
+            port.check_free()  # before the models load, which may take seconds
         asyncio.run(serve(settings))
     except StartupError as exc:
         sys.exit(f"edgepipe-engine: {exc}")
@@ -119,7 +122,10 @@ async def serve(settings: Settings) -> None:
     await runner.setup()  # loads the pipeline (cleanup_ctx); StartupError ends it here
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # taken since the check in main()
+            raise ports(settings)[0].unavailable(exc) from None
         log.info("serving on http://%s:%d", settings.host, settings.port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -14,9 +14,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import codecs, logservice
 from .codecs import Encoded
 from .dataplane import DataPlane
-from .errors import BadRequest, EngineError, NotFound, RequestTimeout, StartupError
+from .errors import BadRequest, EngineError, NotFound, RequestTimeout
 from .loader import load_pipelines
 from .metrics import Metrics
+from .ports import ports
 from .settings import Settings
 
 log = logging.getLogger("edgepipe.engine")
@@ -259,13 +260,14 @@ async def _grpc_ctx(app: web.Application) -> AsyncIterator[None]:
 
     srv = service.server(app[DATAPLANE], settings.max_body_bytes)
     address = f"{settings.host}:{settings.grpc_port}"
+    port = ports(settings)[1]
+    # gRPC binds with SO_REUSEPORT (sharing a port another gRPC server holds) and prints
+    # its own error lines: check plainly first.
+    port.check_free()
     try:
         srv.add_insecure_port(address)
     except RuntimeError as exc:
-        raise StartupError(
-            f"cannot listen for gRPC on {address} ({exc}); set EDGEPIPE_ENGINE_GRPC_PORT "
-            "to a free port, or 0 to turn gRPC off"
-        ) from None
+        raise port.unavailable(exc) from None
     await srv.start()
     log.info("serving OIP v2 gRPC on %s", address)
     yield
