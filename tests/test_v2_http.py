@@ -1,4 +1,5 @@
-"""Open Inference Protocol v2, driven by an off-the-shelf client (tritonclient)."""
+"""Open Inference Protocol v2 over REST, driven by an off-the-shelf client (tritonclient.http);
+test_grpc.py drives the same protocol over gRPC."""
 
 from __future__ import annotations
 
