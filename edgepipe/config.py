@@ -49,6 +49,7 @@ from .steps import (
 __all__ = [
     "API_VERSION",
     "KIND",
+    "MAX_ERRORS",
     "NAME_MAX",
     "NAME_PATTERN",
     "QUANTITY_PATTERN",
@@ -67,6 +68,7 @@ __all__ = [
     "Variant",
     "YoloPostprocess",
     "absolutize_paths",
+    "config_error",
     "config_for_model_file",
     "digest_to_uuid",
     "error_field",
@@ -211,17 +213,46 @@ def error_field(loc: tuple[Any, ...]) -> str:
     return "".join(parts)
 
 
+# A document with more bad fields than this names these and counts the rest.
+MAX_ERRORS = 20
+# pydantic's own words before the message of a validator's ValueError or assert.
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def _error_message(err: Any) -> str:
+    """One pydantic error in the user's words: a validator's own message as it wrote it,
+    a wrong type as what was expected and what was given."""
+    msg = str(err["msg"])
+    for prefix in _PYDANTIC_PREFIXES:
+        msg = msg.removeprefix(prefix)
+    if err["type"] in ("bool_parsing", "bool_type"):
+        return f"expected true or false, got {err['input']!r}"
+    return msg
+
+
+def config_error(exc: ValidationError, source: str = "", prefix: str = "") -> ConfigError:
+    """Every bad field of a document, ``field: what is wrong``, joined by "; " (up to
+    MAX_ERRORS, then how many more); ``prefix`` goes before each field (``spec``)."""
+    problems: dict[str, str] = {}  # a field once: a union's other members fail it too
+    for err in exc.errors():
+        field = ".".join(p for p in (prefix, error_field(err["loc"])) if p) or "document"
+        problems.setdefault(field, _error_message(err))
+    lines = [f"{field}: {msg}" for field, msg in problems.items()]
+    if len(lines) > MAX_ERRORS:
+        lines = [*lines[:MAX_ERRORS], f"and {len(lines) - MAX_ERRORS} more"]
+    text = "; ".join(lines)
+    first = next(iter(problems), None)
+    return ConfigError(f"{source}: {text}" if source else text, first)
+
+
 def parse_config(data: Any, *, source: str = "pipeline config") -> PipelineConfig:
-    """Validate a mapping into a PipelineConfig, or raise ConfigError naming the bad field."""
+    """Validate a mapping into a PipelineConfig, or raise ConfigError naming every bad field."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = error_field(err["loc"])
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {field or 'document'}: {err['msg']}{more}", field) from None
+        raise config_error(exc, source) from None
 
 
 def read_documents(path: str | Path, what: str = "file") -> list[Any]:

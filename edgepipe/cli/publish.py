@@ -131,6 +131,7 @@ def publish_push(
     """Publish a pipeline config (or --model FILE) without a cluster: models, pipeline, chart."""
     from edgepipe.config import config_for_model_file, load_config, resolve_local
     from edgepipe.oci import signing
+    from edgepipe.outputs import check_validations, readable_outputs
     from edgepipe.publish import publish as do_publish
     from edgepipe.publish import resolve_refs
     from edgepipe.resources import DeploymentConfig, check_edges
@@ -140,6 +141,8 @@ def publish_push(
     raw = load_config(config_file) if config_file else config_for_model_file(model_file)
     say(f"hashing the models of {raw.name}")  # seconds for a large model, before any upload
     config = resolve_refs(resolve_local(raw))
+    # Rules that name an output the pipeline does not answer fail here, before any upload.
+    check_validations(config, readable_outputs)
     deployment = DeploymentConfig(
         replicas=replicas,
         cpus=config.engine.cpus,

@@ -29,6 +29,19 @@ START_OPERATOR = (
 SINGULAR = {"pipelines": "pipeline", "publishes": "publish"}
 
 
+def _check(manifest: dict[str, Any]) -> None:
+    """The spec checked here as the CRD and the operator check it, so that a mistake is
+    named in the user's words, not in the apiserver's Go formatting."""
+    from edgepipe.config import ConfigError
+    from edgepipe.manifests import check_manifest
+
+    try:
+        check_manifest(manifest)
+    except ConfigError as exc:
+        name = (manifest.get("metadata") or {}).get("name")
+        raise ClusterError(f"{manifest.get('kind')} {name!r}: {exc}") from None
+
+
 class Client(PublishMixin):
     """Pipelines and Publishes in a cluster, as a data scientist uses them."""
 
@@ -133,6 +146,7 @@ class Client(PublishMixin):
             )
         if plural is None:
             raise ClusterError(f"expected a Pipeline or Publish, got kind {kind!r}")
+        _check(manifest)
         manifest = {**manifest, "apiVersion": manifest.get("apiVersion", API_VERSION)}
         meta = manifest.setdefault("metadata", {})
         meta.setdefault("namespace", self.namespace)
@@ -160,10 +174,16 @@ class Client(PublishMixin):
             docs = read_documents(path)
         except ConfigError as exc:
             raise ClusterError(str(exc)) from None
-        out = []
-        for doc in docs:
+        for doc in docs:  # every document checked before any is applied
             if not isinstance(doc, dict):
                 raise ClusterError(f"{path}: expected Kubernetes objects, got {type(doc).__name__}")
+            if doc.get("kind") in ("Pipeline", "Publish"):
+                try:
+                    _check(doc)
+                except ClusterError as exc:
+                    raise ClusterError(f"{path}: {exc}") from None
+        out = []
+        for doc in docs:
             try:
                 out.append(self.apply(doc))
             except ClusterError as exc:

@@ -14,15 +14,17 @@ artifacts.
 """
 
 from .client import Client
-from .models import PushedModel, model_layer, model_sha256, push_model
+from .models import ModelInfo, PushedModel, model_info, model_layer, model_sha256, push_model
 from .refs import *  # noqa: F403 - the names, media types and errors, as refs.__all__ lists
 from .target import Target, file_digest
 
 __all__ = [
     "Client",
+    "ModelInfo",
     "PushedModel",
     "Target",
     "file_digest",
+    "model_info",
     "model_layer",
     "model_sha256",
     "push_model",

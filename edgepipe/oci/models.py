@@ -87,13 +87,38 @@ def model_layer(manifest: dict[str, Any], ref: object) -> dict[str, Any]:
     raise OciError(f"{ref} is not an edgepipe model (no {MODEL_LAYER} layer)")
 
 
-def model_sha256(
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an ``oci://`` model's manifest says: the ONNX file's sha256, and its output
+    names (None when the manifest does not list them)."""
+
+    sha256: str
+    outputs: list[str] | None
+
+
+def model_info(
     url: str, credentials: Credentials | None = None, plain_http: bool | None = None
-) -> str:
-    """The ONNX file's sha256 behind an ``oci://`` model reference."""
+) -> ModelInfo:
+    """Read an ``oci://`` model reference's manifest (one small request)."""
     ref = Reference.parse(url)
     client = Client(
         ref.registry, credentials, plain_http=speaks_plain_http(ref.registry, plain_http)
     )
     manifest, _ = client.get_manifest(ref)
-    return model_layer(manifest, ref)["digest"].removeprefix("sha256:")
+    layer = model_layer(manifest, ref)
+    return ModelInfo(layer["digest"].removeprefix("sha256:"), _output_names(layer))
+
+
+def _output_names(layer: dict[str, Any]) -> list[str] | None:
+    raw = (layer.get("annotations") or {}).get(f"{ANNOTATION}.outputs")
+    try:
+        return [o["name"] for o in json.loads(raw)] if raw else None
+    except (ValueError, TypeError, KeyError):  # written by something else: not known
+        return None
+
+
+def model_sha256(
+    url: str, credentials: Credentials | None = None, plain_http: bool | None = None
+) -> str:
+    """The ONNX file's sha256 behind an ``oci://`` model reference."""
+    return model_info(url, credentials, plain_http).sha256
