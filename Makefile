@@ -1,11 +1,14 @@
 # Entry points; each calls a script so that CI and users run the same thing.
-.PHONY: demo test lint format bench bench-edge soak scale footprint generate image
+.PHONY: demo test docs lint format bench bench-edge soak scale footprint generate image
 
 demo:
 	scripts/demo
 
 test:
 	scripts/test
+
+docs:
+	.venv/bin/mkdocs serve
 
 lint:
 	.venv/bin/ruff check .

@@ -19,32 +19,43 @@ class EngineError(Exception):
 
 
 class BadRequest(EngineError):
-    """The request body is not what the pipeline expects (400)."""
+    """The request body is not what the pipeline expects (400): malformed JSON, a missing
+    tensor field, wrong shape or dtype, ragged lists, NaN/Inf, a corrupt or truncated
+    image, bad base64."""
 
     status = 400
 
 
 class RequestTimeout(EngineError):
-    """The body did not arrive in time (408); the connection is closed after the answer."""
+    """The body did not arrive within ``EDGEPIPE_ENGINE_BODY_TIMEOUT_SECONDS`` (408); the
+    connection is closed after the answer."""
 
     status = 408
 
 
 class PayloadTooLarge(EngineError):
-    """A body, or an image's pixel count, over its limit (413)."""
+    """A body over ``EDGEPIPE_ENGINE_MAX_BODY_BYTES``, or an image over
+    ``EDGEPIPE_ENGINE_MAX_IMAGE_PIXELS`` (413)."""
 
     status = 413
 
 
 class NotFound(EngineError):
+    """An unknown pipeline, model or route (404)."""
+
     status = 404
 
 
 class UnsupportedMediaType(EngineError):
+    """An unsupported ``Content-Type``, an image body to a pipeline without an image
+    preprocess, a file that is not a JPEG, PNG or WebP (415)."""
+
     status = 415
 
 
 class NotAcceptable(EngineError):
+    """An unsupported ``Accept`` (406)."""
+
     status = 406
 
 
@@ -55,7 +66,7 @@ class ModelFailure(EngineError):
 
 
 class Unavailable(EngineError):
-    """The pipeline failed to load and cannot serve (503)."""
+    """The pipeline failed to load (a missing or corrupt model) and cannot serve (503)."""
 
     status = 503
 
