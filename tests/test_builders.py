@@ -67,6 +67,24 @@ def test_resolver_errors_propagate() -> None:
         b.resolve_pipeline("demo", b.parse_spec(spec()), resolver)
 
 
+def test_rules_over_unknown_outputs_are_a_config_error() -> None:
+    """A postprocess answers detections, known without the model; other outputs once the
+    resolver has read them (an oci:// model's manifest)."""
+    rule = [{"name": "sure", "expr": "any(boxes[:, 4] > 0.9)"}]
+    step = spec()["steps"][0]
+    detect = spec(steps=[{**step, "postprocess": {"kind": "yolov8"}}], validations=rule)
+    with pytest.raises(ConfigError) as info:
+        b.resolve_pipeline("demo", b.parse_spec(detect))
+    assert info.value.field == "spec.validations[0].expr"
+    assert info.value.message == (
+        "spec.validations[0].expr: unknown name(s) boxes; the outputs are detections"
+    )
+    raw = b.parse_spec(spec(validations=rule))
+    assert b.resolve_pipeline("demo", raw).version  # the model's outputs are not known here
+    with pytest.raises(ConfigError, match="the outputs are output0"):
+        b.resolve_pipeline("demo", raw, outputs_of=lambda where, ref: ["output0"])
+
+
 def test_deployment_manifest() -> None:
     parsed = b.parse_spec(spec())
     config = b.resolve_pipeline("demo", parsed)

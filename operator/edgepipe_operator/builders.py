@@ -10,14 +10,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import ValidationError
-
-from edgepipe.config import (
-    ConfigError,
-    ModelRef,
-    PipelineConfig,
-    error_field,
-)
+from edgepipe.config import ModelRef, PipelineConfig
 from edgepipe.enginepod import (
     CACHE_DIR,
     ENGINE_PORT,
@@ -30,6 +23,8 @@ from edgepipe.enginepod import (
     rollout,
     service_ports,
 )
+from edgepipe.manifests import parse_pipeline_spec, pipeline_config
+from edgepipe.outputs import OutputsOf, check_validations
 from edgepipe.resources import PipelineSpec
 
 from .registry import Login, pod_registry
@@ -81,36 +76,28 @@ def labels(pipeline: str, version: str | None) -> dict[str, str]:
 
 
 def parse_spec(spec: dict[str, Any]) -> PipelineSpec:
-    """Validate a Pipeline's spec, or raise ConfigError naming the field (``spec.…``)."""
-    try:
-        return PipelineSpec.model_validate(spec)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = "spec." + error_field(err["loc"])
-        raise ConfigError(f"{field}: {err['msg']}", field) from None
+    """Validate a Pipeline's spec, or raise ConfigError naming every bad field (``spec.…``)."""
+    return parse_pipeline_spec(spec)
 
 
 def resolve_pipeline(
-    name: str, spec: PipelineSpec, resolve_model: ModelResolver | None = None
+    name: str,
+    spec: PipelineSpec,
+    resolve_model: ModelResolver | None = None,
+    outputs_of: OutputsOf | None = None,
 ) -> PipelineConfig:
     """The pipeline config a Pipeline stands for, with its version computed.
 
     ``resolve_model(field, ref)`` may fill in a model's sha256 (or raise ConfigError when a
     reference cannot be reached); ``field`` is the ref's path, e.g. ``spec.steps[0].model``.
+    Validations are checked against the outputs known here: a postprocess's, and those
+    ``outputs_of`` knows once the models are resolved (see ``edgepipe.outputs``).
     """
-    try:
-        config = PipelineConfig(
-            name=name,
-            steps=spec.steps,
-            engine=spec.deployment.engine(),
-            validations=spec.validations,
-        )
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = "spec." + error_field(err["loc"])
-        raise ConfigError(f"{field}: {err['msg']}", field) from None
+    config = pipeline_config(name, spec)
     if resolve_model is not None:
         config = config.map_models(lambda where, ref: resolve_model(f"spec.{where}", ref))
+    if outputs_of is not None:
+        check_validations(config, outputs_of, prefix="spec.")
     return config.with_version()
 
 

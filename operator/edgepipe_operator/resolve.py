@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from edgepipe.config import ConfigError, ModelRef
 from edgepipe.resources import ModelRegistry, PipelineSpec
@@ -26,9 +28,24 @@ def pipeline_login(kube: Kube, spec: PipelineSpec, namespace: str) -> Login | No
     return login_from_secret(kube.read_secret(name, namespace), name)
 
 
+@dataclass(frozen=True)
+class Resolver:
+    """``resolver(field, ref)`` checks and resolves one model reference; ``outputs_of``
+    then knows the output names of the ``oci://`` models whose manifests it read."""
+
+    resolve: Callable[[str, ModelRef], ModelRef]
+    outputs: dict[str, list[str]] = field(default_factory=dict)  # by spec field path
+
+    def __call__(self, where: str, ref: ModelRef) -> ModelRef:
+        return self.resolve(where, ref)
+
+    def outputs_of(self, where: str, ref: ModelRef) -> list[str] | None:
+        return self.outputs.get(f"spec.{where}")
+
+
 def make_resolver(
     settings: OperatorSettings, login: Login | None = None, registry: ModelRegistry | None = None
-):
+) -> Resolver:
     """Checks each model reference the engine will have to fetch.
 
     ``path`` models live in the engine's image or a volume and cannot be checked from here.
@@ -36,6 +53,7 @@ def make_resolver(
     model file's sha256 through the registry, with the Pipeline's registry login.
     """
     credentials = login.credentials if login else None
+    outputs: dict[str, list[str]] = {}
     plain_http = registry.plain_http if registry is not None else None  # None: loopback
 
     def resolve(field: str, ref: ModelRef) -> ModelRef:
@@ -59,12 +77,14 @@ def make_resolver(
             from edgepipe import oci
 
             try:
-                sha = oci.model_sha256(ref.url, credentials, plain_http)
-                return ref.model_copy(update={"sha256": sha})
+                info = oci.model_info(ref.url, credentials, plain_http)
             except oci.RegistryUnavailable as exc:
                 raise ModelUnreachable(f"{field}.url: {exc}") from None
             except oci.OciError as exc:
                 raise ConfigError(f"{field}.url: {exc}", f"{field}.url") from None
+            if info.outputs is not None:  # the manifest lists them: the rules can be checked
+                outputs[field] = info.outputs
+            return ref.model_copy(update={"sha256": info.sha256})
         return ref
 
-    return resolve
+    return Resolver(resolve, outputs)
