@@ -10,6 +10,8 @@ that names something the code no longer has fails ``mkdocs build --strict``.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -281,24 +283,30 @@ def render_errors() -> str:
 # -- program flags -------------------------------------------------------------------------
 
 
+def help_text(parser: Any, *args: str) -> str:
+    """What ``PROG [ARGS] --help`` prints."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
+        parser.parse_args([*args, "--help"])
+    return buf.getvalue()
+
+
 def render_programs() -> str:
     from edgepipe_operator.cli import build_parser as operator_parser
 
     from edgepipe.engine.cli import build_parser as engine_parser
 
     os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal; the page must not vary
-    operator = operator_parser()
-    run = next(a for a in operator._subparsers._group_actions if a.choices).choices["run"]
     return (
         "# The programs' flags\n\n"
         "Generated from their argument parsers. Their settings, from env vars, are on "
         "[Settings](settings.md); the `edgepipe` CLI is on [CLI](cli.md).\n\n"
         "## edgepipe-engine\n\n```text\n"
-        + engine_parser().format_help()
+        + help_text(engine_parser())
         + "```\n\n## edgepipe-operator\n\n```text\n"
-        + operator.format_help()
+        + help_text(operator_parser())
         + "```\n\n```text\n"
-        + run.format_help()
+        + help_text(operator_parser(), "run")
         + "```\n"
     )
 
