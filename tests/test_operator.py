@@ -226,6 +226,18 @@ def test_bad_specs_reach_error_with_a_message(operator, kubectl) -> None:
     events = [e for e in kubectl.items("events") if e["involvedObject"]["name"] == "lost"]
     assert any(e["type"] == "Warning" for e in events)
 
+    # A rule over a name the pipeline does not answer: Error at once, not a running engine
+    # that refuses every request (the postprocess answers detections, not boxes).
+    detect = [{**step, "postprocess": {"kind": "yolov8"}}]
+    rules = pipeline("rules", steps=detect)
+    rules["spec"]["validations"] = [{"name": "sure", "expr": "any(boxes[:, 4] > 0.9)"}]
+    kubectl.apply(rules)
+    st = wait_phase(kubectl, "rules", "Error")
+    assert st["message"] == (
+        "spec.validations[0].expr: unknown name(s) boxes; the outputs are detections"
+    )
+    assert kubectl.get("deployment", "rules-engine") is None
+
 
 def test_operator_chart_installs_into_the_cluster(cluster, kubectl, namespace) -> None:
     helm = ROOT / ".venv" / "bin" / "helm"
