@@ -237,9 +237,11 @@ class Client(PublishMixin):
                     f"running in this cluster; {START_OPERATOR}"
                 )
             if time.monotonic() > deadline:
+                # Why it is still waiting, as the status says it (a reason and a message).
+                why = ": ".join(str(status[k]) for k in ("reason", "message") if status.get(k))
                 raise ClusterError(
                     f"{what}: still {status.get('phase')} after {timeout:.0f}s"
-                    + (f" ({status['message']})" if status.get("message") else "")
+                    + (f" ({why})" if why else "")
                 )
             time.sleep(0.5)
 

@@ -11,7 +11,14 @@ import kopf
 
 from edgepipe.resources import GROUP
 
-from . import cache, edges, pipelines, publishes, readiness  # noqa: F401 - registers the handlers
+from . import (  # noqa: F401 - registers the handlers
+    cache,
+    edges,
+    pipelines,
+    publish_records,
+    publishes,
+    readiness,
+)
 from .kube import Kube
 from .settings import OperatorSettings
 
