@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .errors import StartupError
+from .interrupt import abandon_start
 from .loader import read_config
 from .ports import ports
 from .server import DATAPLANE, create_app
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(settings))
     except StartupError as exc:
         sys.exit(f"edgepipe-engine: {exc}")
+    except KeyboardInterrupt:  # before serve() took the signal over
+        sys.exit(130)
 
 
 async def serve(settings: Settings) -> None:
@@ -119,6 +122,10 @@ async def serve(settings: Settings) -> None:
         # the rest for at most 1 s, not aiohttp's 10, then close: a slow client is cut off.
         lingering_time=1.0,
     )
+    loop = asyncio.get_running_loop()
+    # Until it serves, a signal stops the engine at once (the models may take seconds).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, abandon_start, settings.cache_dir, sig)
     await runner.setup()  # loads the pipeline (cleanup_ctx); StartupError ends it here
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
@@ -128,7 +135,6 @@ async def serve(settings: Settings) -> None:
             raise ports(settings)[0].unavailable(exc) from None
         log.info("serving on http://%s:%d", settings.host, settings.port)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
