@@ -1,11 +1,13 @@
 """Publishes through the Kubernetes API: create one, manage its edge locations, and read the
-inference logs its edges uploaded (a mixin of ``cluster.Client``)."""
+inference logs its edges uploaded (a mixin of ``cluster.Client``, which it uses through the
+``ClusterApi`` protocol)."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgepipe import oci
 
@@ -15,11 +17,36 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-class PublishMixin:
+class ClusterApi(Protocol):
+    """What the Publish methods use of ``cluster.Client``."""
+
     namespace: str
+    core: Any  # kubernetes.client.CoreV1Api
+
+    def get(self, plural: str, name: str) -> dict[str, Any]: ...
+
+    def list(self, plural: str) -> list[dict[str, Any]]: ...
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
+
+    def _merge(self, plural: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
+
+    def wait(
+        self,
+        plural: str,
+        name: str,
+        done: Callable[[dict], bool],
+        failed: Callable[[dict], str | None],
+        timeout: float,
+        progress: Progress | None = None,
+    ) -> dict: ...
+
+
+class PublishMixin:
+    """Publishes, for a class that is a ``ClusterApi`` (each method's ``self`` says so)."""
 
     def publish(
-        self,
+        self: ClusterApi,
         name: str,
         pipeline: str,
         registry: str,
@@ -53,25 +80,11 @@ class PublishMixin:
             spec["edges"] = list(edges)
         if signing_secret:
             spec["signing"] = {"secretRef": {"name": signing_secret}}
-        self.apply({"kind": "Publish", "metadata": {"name": name}, "spec": spec})  # type: ignore[attr-defined]
-        return self._wait_published(name, timeout, progress)
-
-    def _wait_published(self, name: str, timeout: float, progress: Progress | None) -> dict:
-        return self.wait(  # type: ignore[attr-defined]
-            "publishes",
-            name,
-            done=lambda o: status_is_current(o) and o["status"].get("phase") == "Published",
-            failed=lambda o: (
-                status_is_current(o)
-                and o["status"].get("phase") == "Failed"
-                and f"{o['status'].get('reason')}: {o['status'].get('message')}"
-            ),
-            timeout=timeout,
-            progress=progress,
-        )
+        self.apply({"kind": "Publish", "metadata": {"name": name}, "spec": spec})
+        return _wait_published(self, name, timeout, progress)
 
     def set_edges(
-        self,
+        self: ClusterApi,
         name: str,
         change: str,
         edge: str,
@@ -83,7 +96,7 @@ class PublishMixin:
         from edgepipe.resources import check_edges
 
         for _ in range(5):
-            obj = self.get("publishes", name)  # type: ignore[attr-defined]
+            obj = self.get("publishes", name)
             edges = list((obj.get("spec") or {}).get("edges") or [])
             if change == "add":
                 if edge in edges:
@@ -99,17 +112,17 @@ class PublishMixin:
                 "spec": {"edges": edges},
             }
             try:
-                self._merge("publishes", name, patch)  # type: ignore[attr-defined]
+                self._merge("publishes", name, patch)
                 break
             except ClusterError as exc:
                 if "modified" not in str(exc) and "conflict" not in str(exc).lower():
                     raise
         else:
             raise ClusterError(f"publish {name!r} kept changing; try again")
-        return self._wait_published(name, timeout, progress)
+        return _wait_published(self, name, timeout, progress)
 
     def logs(
-        self,
+        self: ClusterApi,
         pipeline: str,
         *,
         registry: str | None = None,
@@ -128,28 +141,48 @@ class PublishMixin:
         if not creds.username:
             creds = oci.Credentials.from_env()
         if registry is None:
-            registry, secret_creds, plain = self._publish_registry(pipeline)
+            registry, secret_creds, plain = _publish_registry(self, pipeline)
             creds = secret_creds or creds
             plain_http = plain if plain_http is None else plain_http
         target = oci.Target.parse(registry, creds, plain_http)
         return logs_dataframe(target, pipeline, edge=edge, since=since)
 
-    def _publish_registry(self, pipeline: str) -> tuple[str, oci.Credentials | None, bool | None]:
-        found = [p for p in self.list("publishes") if p["spec"].get("pipeline") == pipeline]  # type: ignore[attr-defined]
-        if not found:
-            raise ClusterError(
-                f"no Publish of pipeline {pipeline!r} in namespace {self.namespace}; "
-                "give registry=… to read logs from a registry directly"
-            )
-        reg = found[0]["spec"]["registry"]
-        creds = None
-        ref = (reg.get("secretRef") or {}).get("name")
-        if ref:
-            try:
-                secret = self.core.read_namespaced_secret(ref, self.namespace)  # type: ignore[attr-defined]
-                data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
-                if "username" in data:
-                    creds = oci.Credentials(data["username"], data.get("password"))
-            except Exception:  # not allowed to read Secrets: the caller's own login
-                creds = None
-        return reg["url"], creds, reg.get("plainHttp")
+
+def _wait_published(
+    cluster: ClusterApi, name: str, timeout: float, progress: Progress | None
+) -> dict:
+    return cluster.wait(
+        "publishes",
+        name,
+        done=lambda o: status_is_current(o) and o["status"].get("phase") == "Published",
+        failed=lambda o: (
+            f"{o['status'].get('reason')}: {o['status'].get('message')}"
+            if status_is_current(o) and o["status"].get("phase") == "Failed"
+            else None
+        ),
+        timeout=timeout,
+        progress=progress,
+    )
+
+
+def _publish_registry(
+    cluster: ClusterApi, pipeline: str
+) -> tuple[str, oci.Credentials | None, bool | None]:
+    found = [p for p in cluster.list("publishes") if p["spec"].get("pipeline") == pipeline]
+    if not found:
+        raise ClusterError(
+            f"no Publish of pipeline {pipeline!r} in namespace {cluster.namespace}; "
+            "give registry=… to read logs from a registry directly"
+        )
+    reg = found[0]["spec"]["registry"]
+    creds = None
+    ref = (reg.get("secretRef") or {}).get("name")
+    if ref:
+        try:
+            secret = cluster.core.read_namespaced_secret(ref, cluster.namespace)
+            data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+            if "username" in data:
+                creds = oci.Credentials(data["username"], data.get("password"))
+        except Exception:  # not allowed to read Secrets: the caller's own login
+            creds = None
+    return reg["url"], creds, reg.get("plainHttp")

@@ -24,23 +24,30 @@ from .builders import (
 from .kube import Kube
 
 
+class VersionNotKept(ConfigError):
+    """A version asked for that is not kept (or no longer validates); ``detail`` says
+    which, without the field's name (a Publish names its pipeline instead)."""
+
+    reason = "VersionNotAvailable"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"spec.version: {detail}", "spec.version")
+        self.detail = detail
+
+
 def pinned_config(kube: Kube, pipeline: str, namespace: str, version: str) -> PipelineConfig:
-    """The kept config of a past version, or a ConfigError naming spec.version."""
+    """The kept config of a past version, or VersionNotKept (a ConfigError naming spec.version)."""
     revisions = kube.list_revisions(namespace, selector_labels(pipeline))
     for rev in revisions:
         if (rev["metadata"].get("labels") or {}).get(VERSION_LABEL) == version:
             try:
                 return PipelineConfig.model_validate(rev["data"])
             except ValidationError as exc:
-                raise ConfigError(
-                    f"spec.version: the kept config of {version} no longer validates: {exc}",
-                    "spec.version",
+                raise VersionNotKept(
+                    f"the kept config of {version} no longer validates: {exc}"
                 ) from None
     known = ", ".join(revision_versions(revisions)) or "none yet"
-    raise ConfigError(
-        f"spec.version: {version} is not among this Pipeline's kept versions ({known})",
-        "spec.version",
-    )
+    raise VersionNotKept(f"{version} is not among this Pipeline's kept versions ({known})")
 
 
 def remember(
@@ -79,4 +86,4 @@ def kept_versions(kube: Kube, pipeline: str, namespace: str) -> list[str]:
     return revision_versions(kube.list_revisions(namespace, selector_labels(pipeline)))
 
 
-__all__ = ["kept_versions", "pinned_config", "remember"]
+__all__ = ["VersionNotKept", "kept_versions", "pinned_config", "remember"]

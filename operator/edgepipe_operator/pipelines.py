@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
-import functools
-from typing import Any
+import dataclasses
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -34,7 +35,7 @@ from .builders import (
     record_version,
     resolve_pipeline,
 )
-from .readiness import sync_from_deployment
+from .readiness import Sync, sync_from_deployment
 from .registry import Login, SecretProblem
 from .resolve import ModelUnreachable, make_resolver, pipeline_login
 from .settings import OperatorSettings
@@ -67,119 +68,147 @@ def _error_status(message: str, status: dict, generation: int | None) -> dict[st
     }
 
 
-def _unreachable(
-    why: str, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, generation, retry: int
-) -> None:
+@dataclass(frozen=True)
+class PipelineEvent:
+    """One Pipeline as kopf hands it to the reconciler, with what every handler shares."""
+
+    body: kopf.Body
+    name: str
+    namespace: str
+    status: kopf.Status
+    patch: kopf.Patch
+    memo: kopf.Memo
+    generation: int | None
+    retry: int
+    applied_index: kopf.Index | None = None  # cache.py's indices: they save API reads
+    revision_index: kopf.Index | None = None
+    pod_index: kopf.Index | None = None
+
+    @classmethod
+    def from_kopf(cls, kwargs: dict[str, Any]) -> PipelineEvent:
+        fields = {f.name for f in dataclasses.fields(cls)} - {"generation"}
+        return cls(
+            generation=kwargs["meta"].get("generation"),
+            **{k: v for k, v in kwargs.items() if k in fields},
+        )
+
+    def current(self, manifest: dict[str, Any]) -> bool:
+        """Stamps the manifest with its digest; True when the cluster already has it."""
+        cache.stamp(manifest)
+        return self.applied_index is not None and self.memo.applied.current(
+            self.applied_index, manifest
+        )
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A Pipeline's spec resolved: the config to run, the spec, its registry login, and
+    the status fields that record the version."""
+
+    event: PipelineEvent
+    config: PipelineConfig
+    spec: PipelineSpec
+    login: Login | None
+    version_fields: dict[str, Any]
+
+
+def _unreachable(why: str, event: PipelineEvent) -> NoReturn:
     """Pending and retried with back-off; Error after MODEL_RETRIES attempts."""
+    generation, retry = event.generation, event.retry
     if retry + 1 >= MODEL_RETRIES:
         message = f"{why} (gave up after {MODEL_RETRIES} attempts; edit the spec to retry)"
-        patch.status.update(_error_status(message, dict(status), generation))
-        kopf.warn(body, reason="ModelUnreachable", message=message)
+        event.patch.status.update(_error_status(message, dict(event.status), generation))
+        kopf.warn(event.body, reason="ModelUnreachable", message=message)
         raise kopf.PermanentError(message) from None
-    patch.status.update({"phase": "Pending", "message": why, "observedGeneration": generation})
+    event.patch.status.update(
+        {"phase": "Pending", "message": why, "observedGeneration": generation}
+    )
     raise kopf.TemporaryError(why, delay=5 * 2**retry) from None
 
 
 @kopf.on.create(GROUP, VERSION, "pipelines")
 @kopf.on.update(GROUP, VERSION, "pipelines")
 @kopf.on.resume(GROUP, VERSION, "pipelines")
-def reconcile_pipeline(
-    body: kopf.Body,
-    spec: kopf.Spec,
-    name: str,
-    namespace: str,
-    status: kopf.Status,
-    meta: kopf.Meta,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    retry: int,
-    applied_index: kopf.Index,
-    revision_index: kopf.Index,
-    pod_index: kopf.Index,
-    **_: Any,
-) -> None:
-    generation = meta.get("generation")
-    try:
-        parsed = parse_spec(dict(spec))
-        login = pipeline_login(memo.kube, parsed, namespace)
-        if parsed.version:  # a rollback: a kept version, not the steps
-            config = history.pinned_config(memo.kube, name, namespace, parsed.version)
-        else:
-            resolve = make_resolver(memo.settings, login, parsed.registry)
-            config = resolve_pipeline(name, parsed, resolve)
-    except SecretProblem as exc:
-        # A Secret may yet be created: retried like a model that does not answer.
-        message = f"spec.registry.secretRef: {exc.message}"
-        return _unreachable(message, body, status, patch, generation, retry)
-    except ConfigError as exc:
-        patch.status.update(_error_status(exc.message, dict(status), generation))
-        kopf.warn(body, reason="InvalidSpec", message=exc.message)
-        raise kopf.PermanentError(exc.message) from None
-    except ModelUnreachable as exc:
-        return _unreachable(str(exc), body, status, patch, generation, retry)
-
-    try:
-        history.remember(
-            memo.kube,
-            body,
-            config,
-            namespace,
-            parsed.revision_history_limit,
-            cache.listed(revision_index, namespace, name),
-            lambda manifest: current(memo, applied_index, manifest),
-        )
-    except (ApiException, Urllib3Error) as exc:
-        raise api_error(exc, "keeping the version's config") from None
+def reconcile_pipeline(**kwargs: Any) -> None:
+    """Resolve the spec, keep its version, then deploy or undeploy it."""
+    event = PipelineEvent.from_kopf(kwargs)
+    config, parsed, login = _resolve(event, kwargs["spec"])
+    _remember(event, config, parsed)
     version_fields = {
         "pinned": bool(parsed.version),
         "version": config.version,
         "versions": record_version(
-            status.get("versions"), config.version, config_digest(config), now()
+            event.status.get("versions"), config.version, config_digest(config), now()
         ),
-        "observedGeneration": generation,
+        "observedGeneration": event.generation,
         "message": None,
     }
+    rollout = Rollout(event, config, parsed, login, version_fields)
     if parsed.deployed:
-        pods = cache.listed(pod_index, namespace, name)
-        deploy(
-            body,
-            config,
-            parsed,
-            login,
-            namespace,
-            status,
-            memo,
-            version_fields,
-            applied_index,
-            pods,
-        )
+        deploy(rollout)
     else:
-        undeploy(body, name, namespace, status, patch, memo, version_fields)
+        undeploy(rollout)
 
 
-def undeploy(
-    body: kopf.Body,
-    name: str,
-    namespace: str,
-    status: kopf.Status,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    version_fields: dict[str, Any],
-) -> None:
+def _resolve(
+    event: PipelineEvent, spec: kopf.Spec
+) -> tuple[PipelineConfig, PipelineSpec, Login | None]:
+    """The spec validated and its models resolved (or a kept version's config); an invalid
+    spec puts the Pipeline in Error, a model or Secret not there yet in Pending."""
+    kube = event.memo.kube
+    try:
+        parsed = parse_spec(dict(spec))
+        login = pipeline_login(kube, parsed, event.namespace)
+        if parsed.version:  # a rollback: a kept version, not the steps
+            config = history.pinned_config(kube, event.name, event.namespace, parsed.version)
+        else:
+            resolve = make_resolver(event.memo.settings, login, parsed.registry)
+            config = resolve_pipeline(event.name, parsed, resolve)
+    except SecretProblem as exc:
+        # A Secret may yet be created: retried like a model that does not answer.
+        _unreachable(f"spec.registry.secretRef: {exc.message}", event)
+    except ConfigError as exc:
+        event.patch.status.update(_error_status(exc.message, dict(event.status), event.generation))
+        kopf.warn(event.body, reason="InvalidSpec", message=exc.message)
+        raise kopf.PermanentError(exc.message) from None
+    except ModelUnreachable as exc:
+        _unreachable(str(exc), event)
+    return config, parsed, login
+
+
+def _remember(event: PipelineEvent, config: PipelineConfig, parsed: PipelineSpec) -> None:
+    """Keep this version's config among the Pipeline's kept versions."""
+    try:
+        history.remember(
+            event.memo.kube,
+            event.body,
+            config,
+            event.namespace,
+            parsed.revision_history_limit,
+            cache.listed(event.revision_index, event.namespace, event.name),
+            event.current,
+        )
+    except (ApiException, Urllib3Error) as exc:
+        raise api_error(exc, "keeping the version's config") from None
+
+
+def undeploy(rollout: Rollout) -> None:
     """``deployed: false``: remove the engine's objects, keep the Pipeline and its history."""
+    event = rollout.event
+    name, status = event.name, event.status
     for kind in ("Deployment", "Service", "ConfigMap"):
         try:
-            memo.kube.delete(
+            event.memo.kube.delete(
                 kind,
                 engine_name(name) if kind != "ConfigMap" else configmap_name(name),
-                namespace,
+                event.namespace,
             )
         except (ApiException, Urllib3Error) as exc:
             raise api_error(exc, f"deleting {kind}") from None
     t = now()
-    generation = version_fields["observedGeneration"]
+    generation = rollout.version_fields["observedGeneration"]
     fields = {
-        **version_fields,
+        **rollout.version_fields,
         "phase": "Undeployed",
         "deployed": False,
         "url": None,
@@ -193,66 +222,67 @@ def undeploy(
             ],
         ),
     }
-    patch.status.update(fields)
+    event.patch.status.update(fields)
     if status.get("phase") not in (None, "Undeployed"):
-        kopf.info(body, reason="Undeployed", message="engine Deployment and Service removed")
+        kopf.info(event.body, reason="Undeployed", message="engine Deployment and Service removed")
 
 
-def deploy(
-    body: kopf.Body,
-    config: PipelineConfig,
-    parsed: PipelineSpec,
-    login: Login | None,
-    namespace: str,
-    status: kopf.Status,
-    memo: kopf.Memo,
-    version_fields: dict[str, Any],
-    applied_index: kopf.Index | None = None,
-    pods: list[dict[str, Any]] | None = None,
-) -> None:
+def deploy(rollout: Rollout) -> None:
     """Apply the ConfigMap, Service and Deployment (those not already current), then copy
     the Deployment's readiness. The Deployment goes last: its digest marks the whole set
     applied, so an operator killed half-way finishes the set on resume."""
-    name = config.name
-    settings: OperatorSettings = memo.settings
+    event, config = rollout.event, rollout.config
+    name, namespace, memo = config.name, event.namespace, event.memo
+    pods = cache.listed(event.pod_index, namespace, name)
+    deployment = _apply(rollout)
+    first = Sync(
+        memo.kube,
+        name,
+        namespace,
+        probe=memo.probe,
+        extra={**rollout.version_fields, "deployed": True, "url": inference_url(name, namespace)},
+        pipeline=dict(event.body),
+        deployment=deployment,
+        pods=pods,
+    )
+    try:
+        written = sync_from_deployment(first)
+        # Deployment events that came before that write were skipped (the status was not
+        # this spec's yet): read the Deployment once more. Later events find it current.
+        sync_from_deployment(replace(first, extra=None, pipeline=written, deployment=None))
+    except (ApiException, Urllib3Error) as exc:
+        raise api_error(exc, "writing the status") from None
+    if event.status.get("version") != config.version:
+        kopf.info(event.body, reason="Deploying", message=f"deploying version {config.version}")
+
+
+def _apply(rollout: Rollout) -> dict[str, Any] | None:
+    """Apply the engine's objects not already current; the Deployment as the apply
+    answered it (None when it was current): no need to read it back."""
+    event, config, parsed = rollout.event, rollout.config, rollout.spec
+    settings: OperatorSettings = event.memo.settings
     manifests = [
-        build_configmap(config, namespace),
-        build_service(name, namespace, config.version),
+        build_configmap(config, event.namespace),
+        build_service(config.name, event.namespace, config.version),
         build_deployment(
             config,
             parsed,
-            namespace,
+            event.namespace,
             image=parsed.image or settings.engine_image,
             pull_policy=settings.image_pull_policy,
-            login=login,
+            login=rollout.login,
         ),
     ]
-    deployment = None  # as the apply answered it: no need to read it back
+    deployment = None
     for manifest in manifests:
-        kopf.adopt(manifest, owner=body)
-        if current(memo, applied_index, manifest):
+        kopf.adopt(manifest, owner=event.body)
+        if event.current(manifest):
             continue
         try:
-            answer = memo.kube.apply(manifest)
+            answer = event.memo.kube.apply(manifest)
         except (ApiException, Urllib3Error) as exc:
             raise api_error(exc, f"applying {manifest['kind']}") from None
-        memo.applied.wrote(manifest)
+        event.memo.applied.wrote(manifest)
         if manifest["kind"] == "Deployment":
             deployment = answer
-    extra = {**version_fields, "deployed": True, "url": inference_url(name, namespace)}
-    sync = functools.partial(sync_from_deployment, memo.kube, name, namespace, probe=memo.probe)
-    try:
-        written = sync(extra=extra, pods=pods, deployment=deployment, pipeline=dict(body))
-        # Deployment events that came before that write were skipped (the status was not
-        # this spec's yet): read the Deployment once more. Later events find it current.
-        sync(pods=pods, pipeline=written)
-    except (ApiException, Urllib3Error) as exc:
-        raise api_error(exc, "writing the status") from None
-    if status.get("version") != config.version:
-        kopf.info(body, reason="Deploying", message=f"deploying version {config.version}")
-
-
-def current(memo: kopf.Memo, index: kopf.Index | None, manifest: dict[str, Any]) -> bool:
-    """Stamps the manifest with its digest; True when the cluster already has it."""
-    cache.stamp(manifest)
-    return index is not None and memo.applied.current(index, manifest)
+    return deployment

@@ -9,6 +9,7 @@ its publishes.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -17,9 +18,9 @@ from pydantic import ValidationError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe import oci
-from edgepipe.config import ConfigError, error_field
+from edgepipe.config import ConfigError, PipelineConfig, error_field
 from edgepipe.publish import PublishError, publish
-from edgepipe.resources import GROUP, VERSION, PublishSpec
+from edgepipe.resources import GROUP, VERSION, PipelineSpec, PublishSpec
 from edgepipe.timestamps import now
 
 from . import history
@@ -39,6 +40,40 @@ class PublishFailed(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+# Why a publish failed, for each error no retry can fix: the first type that matches.
+# (PublishFailed, a SecretProblem and history.VersionNotKept carry their own reason. A
+# registry that is down, or a model that does not answer, is retried instead.)
+REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (ValidationError, "InvalidSpec"),  # the Publish's own spec
+    (ConfigError, "InvalidPipeline"),  # the Pipeline's spec, or a model it names
+    (oci.CredentialsRequired, "CredentialsRequired"),
+    (oci.AuthError, "Unauthorized"),
+    (PublishError, "PublishError"),
+    (oci.OciError, "PublishError"),  # no such artifact, a digest mismatch, ...
+)
+FINAL = (SecretProblem, *(t for t, _ in REASONS))
+RETRIED = (oci.RegistryUnavailable, ModelUnreachable)
+
+
+@contextlib.contextmanager
+def failing(about: str = "", unauthorized: str = "") -> Iterator[None]:
+    """Errors no retry can fix become PublishFailed, with their reason (REASONS) and
+    ``about`` before the message (``unauthorized`` instead, for refused credentials)."""
+    try:
+        yield
+    except RETRIED:
+        raise
+    except FINAL as exc:
+        reason = getattr(exc, "reason", None) or next(r for t, r in REASONS if isinstance(exc, t))
+        if isinstance(exc, ValidationError):
+            err = exc.errors()[0]
+            message = f"spec.{error_field(err['loc'])}: {err['msg']}"
+        else:
+            message = getattr(exc, "detail", None) or str(exc)
+        prefix = unauthorized if reason == "Unauthorized" and unauthorized else about
+        raise PublishFailed(reason, prefix + message) from None
 
 
 def _failed(reason: str, message: str, generation: int | None) -> dict[str, Any]:
@@ -109,7 +144,7 @@ def reconcile_publish(
         kopf.warn(body, reason=exc.reason, message=exc.message)
         _record(kube, spec, namespace, name, None, "Failed", None)
         raise kopf.PermanentError(exc.message) from None
-    except (oci.RegistryUnavailable, ModelUnreachable) as exc:
+    except RETRIED as exc:
         delay = min(60, 5 * 2**retry)
         patch.status.update(
             {
@@ -179,55 +214,19 @@ def _record(
 def _publish(
     kube: Kube, memo: kopf.Memo, spec: kopf.Spec, namespace: str, retry: int, created: str, logger
 ):
-    try:
+    with failing():
         parsed = PublishSpec.model_validate(dict(spec))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise PublishFailed(
-            "InvalidSpec", f"spec.{error_field(err['loc'])}: {err['msg']}"
-        ) from None
-    pipeline = kube.get_custom("pipelines", parsed.pipeline, namespace)
-    if pipeline is None:
-        if retry + 1 < PIPELINE_RETRIES:
-            raise kopf.TemporaryError(f"pipeline {parsed.pipeline!r} not found yet", delay=5)
-        raise PublishFailed(
-            "PipelineNotFound", f"pipeline {parsed.pipeline!r} not found in namespace {namespace}"
-        )
-    try:
-        pspec = parse_spec(pipeline.get("spec") or {})
-        login = pipeline_login(kube, pspec, namespace)
-        current = (pipeline.get("status") or {}).get("version")
-        if parsed.version and parsed.version != current:  # a past version: its kept config
-            try:
-                config = history.pinned_config(kube, parsed.pipeline, namespace, parsed.version)
-            except ConfigError as exc:
-                message = exc.message.removeprefix("spec.version: ")
-                raise PublishFailed(
-                    "VersionNotAvailable", f"pipeline {parsed.pipeline!r}: {message}"
-                ) from None
-        else:
-            resolve = make_resolver(memo.settings, login, pspec.registry)
-            config = resolve_pipeline(parsed.pipeline, pspec, resolve)
-    except SecretProblem as exc:
-        raise PublishFailed(exc.reason, f"pipeline {parsed.pipeline!r}: {exc.message}") from None
-    except ConfigError as exc:
-        raise PublishFailed("InvalidPipeline", f"pipeline {parsed.pipeline!r}: {exc}") from None
-    if parsed.version and parsed.version != config.version:
-        kept = ", ".join(history.kept_versions(kube, parsed.pipeline, namespace))
-        raise PublishFailed(
-            "VersionNotAvailable",
-            f"pipeline {parsed.pipeline!r} is at version {config.version}; version "
-            f"{parsed.version} is not among its kept versions ({kept})",
-        )
-    signer = None
-    try:
+    config, pspec = _pipeline_config(kube, memo, parsed, namespace, retry)
+    with failing():
         target = publish_target(kube, parsed.registry, namespace)
+        signer = None
         if parsed.signing is not None:
             name = parsed.signing.secret_ref.name
             signer = signer_from_secret(kube.read_secret(name, namespace), name)
-    except SecretProblem as exc:
-        raise PublishFailed(exc.reason, exc.message) from None
-    try:
+    secret = parsed.registry.secret_ref.name if parsed.registry.secret_ref else "(none)"
+    with failing(
+        unauthorized=f"registry {target.registry} refused the credentials of secret {secret}: "
+    ):
         return publish(
             config,
             target,
@@ -239,17 +238,34 @@ def _publish(
             signer=signer,
             edges=parsed.edges,
         )
-    except oci.CredentialsRequired as exc:
-        raise PublishFailed("CredentialsRequired", str(exc)) from None
-    except oci.AuthError as exc:
+
+
+def _pipeline_config(
+    kube: Kube, memo: kopf.Memo, parsed: PublishSpec, namespace: str, retry: int
+) -> tuple[PipelineConfig, PipelineSpec]:
+    """The config of the version to publish (the Pipeline's current one, or a kept one),
+    and the Pipeline's spec; retried a while when the Pipeline does not exist yet."""
+    pipeline = kube.get_custom("pipelines", parsed.pipeline, namespace)
+    if pipeline is None:
+        if retry + 1 < PIPELINE_RETRIES:
+            raise kopf.TemporaryError(f"pipeline {parsed.pipeline!r} not found yet", delay=5)
         raise PublishFailed(
-            "Unauthorized",
-            f"registry {target.registry} refused the "
-            f"credentials of secret {parsed.registry.secret_ref.name if parsed.registry.secret_ref else '(none)'}: {exc}",
-        ) from None
-    except (PublishError, oci.NotInRegistry, oci.DigestMismatch) as exc:
-        raise PublishFailed("PublishError", str(exc)) from None
-    except oci.RegistryUnavailable:
-        raise
-    except oci.OciError as exc:
-        raise PublishFailed("PublishError", str(exc)) from None
+            "PipelineNotFound", f"pipeline {parsed.pipeline!r} not found in namespace {namespace}"
+        )
+    with failing(about=f"pipeline {parsed.pipeline!r}: "):
+        pspec = parse_spec(pipeline.get("spec") or {})
+        login = pipeline_login(kube, pspec, namespace)
+        current = (pipeline.get("status") or {}).get("version")
+        if parsed.version and parsed.version != current:  # a past version: its kept config
+            config = history.pinned_config(kube, parsed.pipeline, namespace, parsed.version)
+        else:
+            resolve = make_resolver(memo.settings, login, pspec.registry)
+            config = resolve_pipeline(parsed.pipeline, pspec, resolve)
+    if parsed.version and parsed.version != config.version:
+        kept = ", ".join(history.kept_versions(kube, parsed.pipeline, namespace))
+        raise PublishFailed(
+            "VersionNotAvailable",
+            f"pipeline {parsed.pipeline!r} is at version {config.version}; version "
+            f"{parsed.version} is not among its kept versions ({kept})",
+        )
+    return config, pspec

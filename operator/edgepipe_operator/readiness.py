@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -32,17 +34,27 @@ from .builders import (
 from .kube import Kube
 
 
-def sync_from_deployment(
-    kube: Kube,
-    name: str,
-    namespace: str,
-    extra: dict[str, Any] | None = None,
-    attempts: int = 5,
-    probe=None,
-    deployment: dict[str, Any] | None = None,
-    pods: list[dict[str, Any]] | None = None,
-    pipeline: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class Sync:
+    """One copy of a Pipeline's readiness: whose, and what the caller already holds.
+
+    ``extra`` is the reconciler's own fields (the version, the URL), written with the
+    phase. ``pipeline`` and ``deployment`` (the handler's body, an apply's or a watch
+    event's answer) save the first reads; ``pods`` (the pod index's) saves listing them.
+    """
+
+    kube: Kube
+    name: str
+    namespace: str
+    probe: Callable[[dict[str, Any]], str | None] | None = None
+    extra: dict[str, Any] | None = None
+    pipeline: dict[str, Any] | None = None
+    deployment: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] | None = None
+    attempts: int = 5
+
+
+def sync_from_deployment(sync: Sync) -> dict[str, Any] | None:
     """Copy a deployed pipeline's readiness from its Deployment; the Pipeline as written
     (None when nothing was).
 
@@ -51,13 +63,12 @@ def sync_from_deployment(
     Each reads the Pipeline, then the Deployment, then writes only if the Pipeline is
     unchanged since it read it (resourceVersion precondition), else starts over. So the
     last successful write always saw a Deployment at least as new as any write before it,
-    and no race leaves a stale phase behind, nor a phase without its version.
-
-    ``pipeline`` and ``deployment`` (the handler's body, an apply's or a watch event's
-    answer) save the first reads; ``pods`` (the pod index's) saves listing them. Nothing is
+    and no race leaves a stale phase behind, nor a phase without its version. Nothing is
     written when nothing would change.
     """
-    for _ in range(attempts):
+    kube, name, namespace, extra = sync.kube, sync.name, sync.namespace, sync.extra
+    pipeline, deployment, pods = sync.pipeline, sync.deployment, sync.pods
+    for _ in range(sync.attempts):
         if pipeline is None:
             pipeline = kube.get_custom("pipelines", name, namespace)
         if not pipeline or not (pipeline.get("spec") or {}).get("deployed"):
@@ -76,23 +87,11 @@ def sync_from_deployment(
         if phase != "Running":
             if pods is None:
                 pods = kube.list_pods(namespace, selector_labels(name))
-            problem = health.pods_problem(pods, probe=probe)
+            problem = health.pods_problem(pods, probe=sync.probe)
         fields["message"] = problem
-        generation = (extra or {}).get("observedGeneration", status.get("observedGeneration"))
-        conditions = merge_conditions(
-            status.get("conditions"),
-            deployment_conditions(deployment, phase, now(), generation, problem),
-        )
-        changed = (
-            any(status.get(k) != v for k, v in (extra or {}).items())
-            or status.get("phase") != phase
-            or any(status.get(k) != v for k, v in fields.items())
-            or [(c["type"], c["status"]) for c in conditions]
-            != [(c.get("type"), c.get("status")) for c in status.get("conditions") or []]
-        )
-        if not changed:
+        new = _new_status(status, extra or {}, deployment, phase, fields)
+        if not _changed(status, extra or {}, new):
             return None
-        new = {**(extra or {}), "phase": phase, **fields, "conditions": conditions}
         try:
             written = kube.patch_status(
                 "pipelines",
@@ -106,16 +105,49 @@ def sync_from_deployment(
                 deployment = pods = pipeline = None  # someone wrote in between: read again
                 continue
             raise
-        ready = f"{fields['readyReplicas']}/{fields['replicas']}"
-        if phase == "Running" and status.get("phase") != "Running":
-            kopf.info(pipeline, reason="Running", message=f"{ready} engine replicas ready")
-        elif phase != "Running" and status.get("phase") == "Running":
-            why = problem or "waiting for engine replicas"
-            kopf.warn(pipeline, reason="EngineNotReady", message=f"{ready} ready: {why}")
-        elif problem and problem != status.get("message"):
-            kopf.warn(pipeline, reason="EngineNotReady", message=problem)
+        _announce(pipeline, status, new)
         return written
     raise kopf.TemporaryError("the Pipeline's status kept changing while being written", delay=2)
+
+
+def _new_status(
+    status: dict[str, Any],
+    extra: dict[str, Any],
+    deployment: dict[str, Any],
+    phase: str,
+    fields: dict[str, Any],
+) -> dict[str, Any]:
+    """The status fields to write: ``extra``, the phase, the replicas and message, and
+    the conditions merged into the old ones."""
+    generation = extra.get("observedGeneration", status.get("observedGeneration"))
+    conditions = merge_conditions(
+        status.get("conditions"),
+        deployment_conditions(deployment, phase, now(), generation, fields["message"]),
+    )
+    return {**extra, "phase": phase, **fields, "conditions": conditions}
+
+
+def _changed(status: dict[str, Any], extra: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether writing ``new`` changes anything but the conditions' time stamps (or the
+    caller's ``extra`` fields differ from the status, before the Deployment's override
+    them)."""
+    fields = [*extra.items(), *((k, v) for k, v in new.items() if k != "conditions")]
+    return any(status.get(k) != v for k, v in fields) or [
+        (c["type"], c["status"]) for c in new["conditions"]
+    ] != [(c.get("type"), c.get("status")) for c in status.get("conditions") or []]
+
+
+def _announce(pipeline: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> None:
+    """An event for each change a user would want to hear about."""
+    phase, problem = new["phase"], new["message"]
+    ready = f"{new['readyReplicas']}/{new['replicas']}"
+    if phase == "Running" and old.get("phase") != "Running":
+        kopf.info(pipeline, reason="Running", message=f"{ready} engine replicas ready")
+    elif phase != "Running" and old.get("phase") == "Running":
+        why = problem or "waiting for engine replicas"
+        kopf.warn(pipeline, reason="EngineNotReady", message=f"{ready} ready: {why}")
+    elif problem and problem != old.get("message"):
+        kopf.warn(pipeline, reason="EngineNotReady", message=problem)
 
 
 def probe_ready(pod: dict[str, Any]) -> str | None:
@@ -157,12 +189,14 @@ def engine_changed(
         return
     try:
         sync_from_deployment(
-            memo.kube,
-            pipeline,
-            namespace,
-            probe=memo.probe,
-            deployment=deployment,
-            pods=cache.listed(pod_index, namespace, pipeline),
+            Sync(
+                memo.kube,
+                pipeline,
+                namespace,
+                probe=memo.probe,
+                deployment=deployment,
+                pods=cache.listed(pod_index, namespace, pipeline),
+            )
         )
     except (ApiException, Urllib3Error, kopf.TemporaryError) as exc:
         kopf.warn(body, reason="StatusSyncFailed", message=str(exc))
