@@ -3,6 +3,7 @@ no Secret, reasons shown where people look, and output that fits a terminal."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -103,6 +104,22 @@ def test_names_that_are_not_there_and_kinds_that_do_not_fit(
     one_line_error(
         ep("pipeline", "apply", str(config), *args), "this is a PipelineConfig: the engine reads"
     )
+
+
+def test_a_missing_namespace_is_named(cluster, tmp_path) -> None:
+    from edgepipe.client.cluster import Client, ClusterError
+
+    manifest = tmp_path / "p.yaml"
+    manifest.write_text(json.dumps(pipeline("p", "oci://127.0.0.1:1/x/m:1")))
+    args = ["--kubeconfig", str(cluster["kubeconfig"]), "-n", "nosuchns"]
+    said = "namespace 'nosuchns' does not exist"
+    one_line_error(ep("pipeline", "apply", str(manifest), *args), said)
+    one_line_error(ep("pipeline", "get", "p", *args), said)
+    one_line_error(ep("publish", "list", *args), said)
+    client = Client(kubeconfig=str(cluster["kubeconfig"]), namespace="nosuchns")
+    for call in (lambda: client.deploy("p", timeout=5), lambda: client.get("pipelines", "p")):
+        with pytest.raises(ClusterError, match=said):
+            call()
 
 
 def test_output_fits_a_terminal_and_warns_once(operator, cluster, namespace, kubectl) -> None:

@@ -60,7 +60,12 @@ def test_rollback_pins_a_kept_version_and_the_rollout_follows(
     assert revisions[v2]["revision"] > revisions[v1]["revision"]
 
     env = {"KUBECONFIG": str(cluster["kubeconfig"])}
-    proc = ep("pipeline", "rollback", "hist", "-n", namespace, "-o", "json", env=env)
+    # The short version pipeline list shows is enough, as git takes a short hash.
+    assert f" {v2[:8]} " in ep("pipeline", "list", "-n", namespace, env=env).stdout
+    short = v1[:8]
+    too_short = ep("pipeline", "rollback", "hist", "--to", v1[:7], "-n", namespace, env=env)
+    assert too_short.returncode != 0 and "too short" in too_short.stderr
+    proc = ep("pipeline", "rollback", "hist", "--to", short, "-n", namespace, "-o", "json", env=env)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["version"] == v1
     st = wait_phase(kubectl, "hist", "Running", version=v1, pinned=True)
