@@ -183,7 +183,7 @@ def settings_table(model_cls: type) -> str:
     rows = [
         [
             ", ".join(code(e) for e in r["env"].split(", ")),
-            r["default"] if r["default"] == "(none)" else code(r["default"]),
+            r["default"] if " " in r["default"] or r["default"] == "(none)" else code(r["default"]),
             r["description"],
         ]
         for r in settings_rows(model_cls)
