@@ -4,7 +4,8 @@ Edges push their logs to the registry, not to the cluster, so the operator reads
 registry: every ``EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS`` one background task lists the
 Published Publishes that name edges and lists each edge's log tags (the tags alone say
 when and how much; no blob is fetched). A status is written only when it changed.
-(A background task, not a kopf timer: timers put a finalizer on every Publish.)
+(A background task, started and stopped by startup.py, not a kopf timer: timers put a
+finalizer on every Publish.)
 """
 
 from __future__ import annotations
