@@ -10,9 +10,10 @@ import sys
 import pytest
 
 from edgepipe import oci
+from edgepipe.client.cluster import Client, ClusterError
 from tests.helpers.helm import HELM
 from tests.helpers.kube import wait_for
-from tests.helpers.pipelines import pipeline, wait_phase
+from tests.helpers.pipelines import pipeline, status, wait_phase
 from tests.helpers.publishes import apply_publish, publish_status, push_add1, wait_publish
 
 pytestmark = pytest.mark.cluster
@@ -151,6 +152,42 @@ def test_bad_credentials_fail_the_publish(operator, kubectl, auth_registry, mode
     st = wait_publish(kubectl, "Failed")
     assert st["reason"] == "Unauthorized"
     assert "refused the credentials" in st["message"] and "registry-creds" in st["message"]
+
+    # The Pipeline lists the Publish; deleted, it leaves the list at once.
+    def listed() -> list[str]:
+        return [p["name"] for p in status(kubectl, "adder").get("publishes") or []]
+
+    wait_for("the pipeline to list its publish", lambda: listed() == ["pub"])
+    kubectl("delete", "publish", "pub")
+    wait_for("the pipeline to forget the deleted publish", lambda: listed() == [], timeout=30)
+    assert status(kubectl, "adder")["published"] is False
+    # An entry whose Publish went while no operator watched goes at the next reconcile.
+    ghost = {"status": {"publishes": [{"name": "ghost", "phase": "Failed"}]}}
+    kubectl("patch", "pipeline", "adder", "--subresource=status", "--type=merge", "-p",
+            json.dumps(ghost))  # fmt: skip
+    assert listed() == ["ghost"]
+    kubectl("patch", "pipeline", "adder", "--type=merge", "-p",
+            json.dumps({"spec": {"deployment": {"replicas": 2}}}))  # fmt: skip
+    wait_for("the ghost entry to be dropped", lambda: listed() == [], timeout=30)
+
+
+def test_a_publish_of_a_missing_pipeline_says_so_at_once(
+    operator, kubectl, auth_registry, cluster, namespace
+) -> None:
+    apply_publish(kubectl, auth_registry, "orphan")  # no Pipeline "adder" in this namespace
+    st = wait_for(
+        "the publish to say why it waits",
+        lambda: (s := publish_status(kubectl, "orphan")).get("reason") and s,
+        timeout=15,
+    )
+    assert st["phase"] == "PendingPublish" and st["reason"] == "PipelineNotFound"
+    assert f"pipeline 'adder' not found in namespace {namespace}" in st["message"]
+    client = Client(kubeconfig=str(cluster["kubeconfig"]), namespace=namespace)
+    with pytest.raises(ClusterError) as err:
+        client.publish("orphan2", "adder", f"{auth_registry.host}/edge", timeout=8)
+    assert "still PendingPublish after 8s (PipelineNotFound: pipeline 'adder' not found" in str(
+        err.value
+    )
 
 
 def test_a_registry_that_is_down_is_retried(operator, kubectl, own_registry, models_dir) -> None:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
@@ -35,6 +36,7 @@ from .builders import (
     record_version,
     resolve_pipeline,
 )
+from .publish_records import drop_gone_publishes
 from .readiness import Sync, sync_from_deployment
 from .registry import Login, SecretProblem
 from .resolve import ModelUnreachable, make_resolver, pipeline_login
@@ -83,6 +85,7 @@ class PipelineEvent:
     applied_index: kopf.Index | None = None  # cache.py's indices: they save API reads
     revision_index: kopf.Index | None = None
     pod_index: kopf.Index | None = None
+    publish_index: kopf.Index | None = None  # publish_records.py's: Publishes by pipeline
 
     @classmethod
     def from_kopf(cls, kwargs: dict[str, Any]) -> PipelineEvent:
@@ -132,6 +135,11 @@ def _unreachable(why: str, event: PipelineEvent) -> NoReturn:
 def reconcile_pipeline(**kwargs: Any) -> None:
     """Resolve the spec, keep its version, then deploy or undeploy it."""
     event = PipelineEvent.from_kopf(kwargs)
+    # Publishes deleted while no operator watched leave the list (whatever the spec says).
+    with contextlib.suppress(ApiException, Urllib3Error):
+        drop_gone_publishes(
+            event.memo.kube, event.name, event.namespace, event.status, event.publish_index
+        )
     config, parsed, login = _resolve(event, kwargs["spec"])
     _remember(event, config, parsed)
     version_fields = {
@@ -163,7 +171,7 @@ def _resolve(
             config = history.pinned_config(kube, event.name, event.namespace, parsed.version)
         else:
             resolve = make_resolver(event.memo.settings, login, parsed.registry)
-            config = resolve_pipeline(event.name, parsed, resolve)
+            config = resolve_pipeline(event.name, parsed, resolve, resolve.outputs_of)
     except SecretProblem as exc:
         # A Secret may yet be created: retried like a model that does not answer.
         _unreachable(f"spec.registry.secretRef: {exc.message}", event)

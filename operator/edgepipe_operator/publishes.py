@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe import oci
-from edgepipe.config import ConfigError, PipelineConfig, error_field
+from edgepipe.config import ConfigError, PipelineConfig, config_error
 from edgepipe.publish import PublishError, publish
 from edgepipe.resources import GROUP, VERSION, PipelineSpec, PublishSpec
 from edgepipe.timestamps import now
@@ -26,11 +26,13 @@ from edgepipe.timestamps import now
 from . import history
 from .builders import condition, parse_spec, resolve_pipeline
 from .kube import Kube
+from .publish_records import record_on_pipeline
 from .registry import SecretProblem, publish_target, signer_from_secret
 from .resolve import ModelUnreachable, make_resolver, pipeline_login
 
 # Waiting for a Pipeline that does not exist yet (a GitOps apply of both at once).
 PIPELINE_RETRIES = 6
+PIPELINE_RETRY_DELAY = 5
 
 
 class PublishFailed(Exception):
@@ -40,6 +42,17 @@ class PublishFailed(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class PublishWaiting(Exception):
+    """A publish that may yet succeed: the status says why it waits (reason, message) at
+    once, and it is retried after ``delay`` seconds."""
+
+    def __init__(self, reason: str, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.delay = delay
 
 
 # Why a publish failed, for each error no retry can fix: the first type that matches.
@@ -67,9 +80,8 @@ def failing(about: str = "", unauthorized: str = "") -> Iterator[None]:
         raise
     except FINAL as exc:
         reason = getattr(exc, "reason", None) or next(r for t, r in REASONS if isinstance(exc, t))
-        if isinstance(exc, ValidationError):
-            err = exc.errors()[0]
-            message = f"spec.{error_field(err['loc'])}: {err['msg']}"
+        if isinstance(exc, ValidationError):  # every bad field, in the user's words
+            message = config_error(exc, prefix="spec").message
         else:
             message = getattr(exc, "detail", None) or str(exc)
         prefix = unauthorized if reason == "Unauthorized" and unauthorized else about
@@ -86,28 +98,6 @@ def _failed(reason: str, message: str, generation: int | None) -> dict[str, Any]
         "observedGeneration": generation,
         "conditions": [condition("Ready", False, reason, message, t, generation)],
     }
-
-
-def record_on_pipeline(kube: Kube, pipeline: str, namespace: str, entry: dict[str, Any]) -> None:
-    """List this publish in the Pipeline's status (replacing an older entry of its name)."""
-    obj = kube.get_custom("pipelines", pipeline, namespace)
-    if obj is None:
-        return
-    publishes = [
-        p
-        for p in (obj.get("status") or {}).get("publishes") or []
-        if p.get("name") != entry["name"]
-    ]
-    publishes.append(entry)
-    kube.patch_status(
-        "pipelines",
-        pipeline,
-        namespace,
-        {
-            "publishes": publishes,
-            "published": any(p.get("phase") == "Published" for p in publishes),
-        },
-    )
 
 
 @kopf.on.create(GROUP, VERSION, "publishes")
@@ -144,6 +134,11 @@ def reconcile_publish(
         kopf.warn(body, reason=exc.reason, message=exc.message)
         _record(kube, spec, namespace, name, None, "Failed", None)
         raise kopf.PermanentError(exc.message) from None
+    except PublishWaiting as exc:
+        patch.status.update(
+            {"phase": "PendingPublish", "reason": exc.reason, "message": exc.message}
+        )
+        raise kopf.TemporaryError(exc.message, delay=exc.delay) from None
     except RETRIED as exc:
         delay = min(60, 5 * 2**retry)
         patch.status.update(
@@ -247,11 +242,15 @@ def _pipeline_config(
     and the Pipeline's spec; retried a while when the Pipeline does not exist yet."""
     pipeline = kube.get_custom("pipelines", parsed.pipeline, namespace)
     if pipeline is None:
-        if retry + 1 < PIPELINE_RETRIES:
-            raise kopf.TemporaryError(f"pipeline {parsed.pipeline!r} not found yet", delay=5)
-        raise PublishFailed(
-            "PipelineNotFound", f"pipeline {parsed.pipeline!r} not found in namespace {namespace}"
-        )
+        missing = f"pipeline {parsed.pipeline!r} not found in namespace {namespace}"
+        if retry + 1 < PIPELINE_RETRIES:  # said at once, while it may yet be created
+            raise PublishWaiting(
+                "PipelineNotFound",
+                f"{missing}; retrying in {PIPELINE_RETRY_DELAY}s "
+                f"(attempt {retry + 1} of {PIPELINE_RETRIES})",
+                PIPELINE_RETRY_DELAY,
+            )
+        raise PublishFailed("PipelineNotFound", missing)
     with failing(about=f"pipeline {parsed.pipeline!r}: "):
         pspec = parse_spec(pipeline.get("spec") or {})
         login = pipeline_login(kube, pspec, namespace)
@@ -260,7 +259,7 @@ def _pipeline_config(
             config = history.pinned_config(kube, parsed.pipeline, namespace, parsed.version)
         else:
             resolve = make_resolver(memo.settings, login, pspec.registry)
-            config = resolve_pipeline(parsed.pipeline, pspec, resolve)
+            config = resolve_pipeline(parsed.pipeline, pspec, resolve, resolve.outputs_of)
     if parsed.version and parsed.version != config.version:
         kept = ", ".join(history.kept_versions(kube, parsed.pipeline, namespace))
         raise PublishFailed(
