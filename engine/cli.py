@@ -82,13 +82,13 @@ def main(argv: list[str] | None = None) -> None:
             config_path=args.config,
             model_path=args.model,
         )
-    except SettingsError as exc:
-        sys.exit(f"edgepipe-engine: {exc}")
+    except SettingsError as exc:  # one line per bad value
+        sys.exit(exc.report("edgepipe-engine"))
     logging.basicConfig(
         level=logging.DEBUG if settings.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if settings.oci is None:
+    if settings.edge is None:
         try:
             read_config(settings)  # a config that cannot be read is fatal; say so once
         except StartupError as exc:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +27,26 @@ from edgepipe.config import PipelineConfig, model_version
 from edgepipe.oci import signing
 
 from .errors import StartupError
-from .settings import OciSettings, Settings, SettingsError
+from .settings import EdgeSource, RegistryLogin, Settings, SettingsError
 
 log = logging.getLogger("edgepipe.engine")
 
 
-def reference(settings: OciSettings) -> oci.Reference:
-    url = settings.pipeline_url
+def reference(edge: EdgeSource) -> oci.Reference:
+    url = edge.pipeline_url
     try:
         return oci.Reference.parse(url)
     except oci.OciError:
-        if settings.registry:  # PIPELINE_URL without its registry: take OCI_REGISTRY's
-            return oci.Reference.parse(f"{settings.registry.rstrip('/')}/{url.lstrip('/')}")
+        if edge.registry:  # PIPELINE_URL without its registry: take OCI_REGISTRY's
+            return oci.Reference.parse(f"{edge.registry.rstrip('/')}/{url.lstrip('/')}")
         raise StartupError(f"PIPELINE_URL={url!r}: expected registry/repository:tag") from None
 
 
-def _index_path(cache: Path, url: str) -> Path:
+def index_path(cache: Path, url: str) -> Path:
     return cache / "pipelines" / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".json")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "wb") as f:
@@ -69,70 +70,54 @@ def cached_blob_ok(path: Path, digest: str) -> bool:
     return False
 
 
-def client_for(settings: OciSettings, registry: str) -> oci.Client:
+def client_for(login: RegistryLogin, registry: str) -> oci.Client:
     try:
-        creds = settings.credentials(registry)
+        creds = login.credentials(registry)
     except SettingsError as exc:
         raise StartupError(str(exc)) from None
-    plain = settings.plain_http or oci.is_loopback(registry)
+    plain = login.plain_http or oci.is_loopback(registry)
     return oci.Client(registry, creds, plain_http=plain)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A pipeline's manifest and config, and the client to pull its models with: None when
+    they came from the cache because the registry is unreachable."""
+
+    manifest: dict[str, Any]
+    config: bytes
+    client: oci.Client | None
 
 
 def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, dict[str, Path]]:
     """The published pipeline's config and its model files, from the registry or cache."""
-    assert settings.oci is not None
-    cfg = settings.oci
-    cache = settings.cache_dir
-    ref = reference(cfg)
+    edge = settings.edge
+    assert edge is not None
+    ref = reference(edge)
     log.info("edgepipe engine - standalone (edge) mode")
-    index = _index_path(cache, str(ref))
-    key = _verify_key(cfg)
-    client = None
+    fetched = _manifest_and_config(settings, ref, verify_key(edge))
     try:
-        client = client_for(cfg, ref.registry)
-        log.info("Fetching manifest and config for pipeline: %s", ref)
-        raw, manifest_digest = client.get_manifest_bytes(ref)
-        manifest = json.loads(raw)
-        if cfg.username:
+        config = PipelineConfig.model_validate_json(fetched.config)
+    except ValueError as exc:
+        raise StartupError(f"{ref}: the pipeline config does not validate: {exc}") from None
+    paths = _pull_models(fetched, config, ref, settings.cache_dir)
+    prune_cache(settings.cache_dir, settings.cache_versions)
+    log.info("Starting engine")
+    return config, paths
+
+
+def _manifest_and_config(settings: Settings, ref: oci.Reference, key: Any) -> Fetched:
+    """From the registry (and cached), else, with the registry unreachable, from the cache;
+    every failure as a StartupError that says what to fix."""
+    login = settings.registry_login
+    try:
+        client = client_for(login, ref.registry)
+        fetched = _from_registry(client, ref, key, settings.cache_dir)
+        if login.username:
             log.info("Login Succeeded")
-        if manifest.get("artifactType") != oci.PIPELINE_ARTIFACT:
-            raise StartupError(
-                f"{ref} is not an edgepipe pipeline (artifactType {manifest.get('artifactType')!r})"
-            )
-        signatures = None
-        if key is not None:  # before anything is cached or loaded
-            signatures = signing.fetch_signatures(client, ref.repository, manifest_digest)
-            signing.verify(signatures, manifest_digest, key, str(ref))
-            log.info("signature verified: %s@%s", ref.repository, manifest_digest)
-        config_bytes = client.get_blob(ref.repository, manifest["config"]["digest"])
-        _write_atomic(
-            index,
-            json.dumps(
-                {
-                    "url": str(ref),
-                    "manifest": manifest,
-                    "manifestRaw": raw.decode(),
-                    "manifestDigest": manifest_digest,
-                    "config": config_bytes.decode(),
-                    # Cached with the artifact, so an offline start verifies it again.
-                    "signatures": signatures.to_json() if signatures else None,
-                }
-            ).encode(),
-        )
-        log.debug("manifest %s and config cached in %s", manifest_digest, index)
+        return fetched
     except oci.RegistryUnavailable as exc:
-        if not index.exists():
-            raise StartupError(f"cannot fetch {ref}: {exc}; no cached copy in {cache}") from None
-        log.warning("registry unreachable (%s); starting from the cached copy of %s", exc, ref)
-        saved = json.loads(index.read_text())
-        if key is not None:
-            try:
-                _verify_cached(saved, key, str(ref))  # and takes the manifest from its bytes
-            except signing.SignatureError as bad:
-                raise StartupError(f"{bad}; serving nothing from it (OCI_VERIFY_KEY)") from None
-        manifest, config_bytes = saved["manifest"], saved["config"].encode()
-        client = None
-        os.utime(index)  # the most recently used version, for pruning
+        return _from_cache(settings.cache_dir, ref, key, exc)
     except signing.SignatureError as exc:
         raise StartupError(f"{exc}; serving nothing from it (OCI_VERIFY_KEY)") from None
     except oci.AuthError as exc:
@@ -140,13 +125,61 @@ def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, dict[str, Path]]
     except oci.OciError as exc:
         raise StartupError(f"cannot fetch {ref}: {exc}") from None
 
-    try:
-        config = PipelineConfig.model_validate_json(config_bytes)
-    except ValueError as exc:
-        raise StartupError(f"{ref}: the pipeline config does not validate: {exc}") from None
+
+def _from_registry(client: oci.Client, ref: oci.Reference, key: Any, cache: Path) -> Fetched:
+    """Fetch the manifest, check its signature (before anything is cached or loaded), fetch
+    the config, and cache both for an offline start."""
+    log.info("Fetching manifest and config for pipeline: %s", ref)
+    raw, manifest_digest = client.get_manifest_bytes(ref)
+    manifest = json.loads(raw)
+    if manifest.get("artifactType") != oci.PIPELINE_ARTIFACT:
+        raise StartupError(
+            f"{ref} is not an edgepipe pipeline (artifactType {manifest.get('artifactType')!r})"
+        )
+    signatures = None
+    if key is not None:
+        signatures = signing.fetch_signatures(client, ref.repository, manifest_digest)
+        signing.verify(signatures, manifest_digest, key, str(ref))
+        log.info("signature verified: %s@%s", ref.repository, manifest_digest)
+    config = client.get_blob(ref.repository, manifest["config"]["digest"])
+    entry = {
+        "url": str(ref),
+        "manifest": manifest,
+        "manifestRaw": raw.decode(),
+        "manifestDigest": manifest_digest,
+        "config": config.decode(),
+        # Cached with the artifact, so an offline start verifies it again.
+        "signatures": signatures.to_json() if signatures else None,
+    }
+    index = index_path(cache, str(ref))
+    write_atomic(index, json.dumps(entry).encode())
+    log.debug("manifest %s and config cached in %s", manifest_digest, index)
+    return Fetched(manifest, config, client)
+
+
+def _from_cache(cache: Path, ref: oci.Reference, key: Any, why: Exception) -> Fetched:
+    """The cached copy of ``ref`` while the registry is unreachable, verified again."""
+    index = index_path(cache, str(ref))
+    if not index.exists():
+        raise StartupError(f"cannot fetch {ref}: {why}; no cached copy in {cache}")
+    log.warning("registry unreachable (%s); starting from the cached copy of %s", why, ref)
+    saved = json.loads(index.read_text())
+    if key is not None:
+        try:
+            verify_cached(saved, key, str(ref))  # and takes the manifest from its bytes
+        except signing.SignatureError as bad:
+            raise StartupError(f"{bad}; serving nothing from it (OCI_VERIFY_KEY)") from None
+    os.utime(index)  # the most recently used version, for pruning
+    return Fetched(saved["manifest"], saved["config"].encode(), None)
+
+
+def _pull_models(
+    fetched: Fetched, config: PipelineConfig, ref: oci.Reference, cache: Path
+) -> dict[str, Path]:
+    """Each model the config names, as a verified file in the cache (pulled when missing)."""
     by_sha = {
         layer["digest"]: layer
-        for layer in manifest.get("layers", [])
+        for layer in fetched.manifest.get("layers", [])
         if layer.get("mediaType") == oci.MODEL_LAYER
     }
     log.info("Fetching model layers")
@@ -157,25 +190,23 @@ def fetch_pipeline(settings: Settings) -> tuple[PipelineConfig, dict[str, Path]]
             raise StartupError(
                 f"{ref}: {where} needs model {digest}, which the manifest does not carry"
             )
-        paths[where] = fetch_blob(client, ref.repository, digest, cache, str(ref))
+        paths[where] = fetch_blob(fetched.client, ref.repository, digest, cache, str(ref))
         _log_model(by_sha[digest], model.name, model_version(model))
     log.info("Fetched")
-    prune_cache(cache, settings.cache_versions)
-    log.info("Starting engine")
-    return config, paths
+    return paths
 
 
-def _verify_key(cfg: OciSettings) -> Any:
+def verify_key(edge: EdgeSource) -> Any:
     """The public key of OCI_VERIFY_KEY (PEM text or a file), or None when unset."""
-    if not cfg.verify_key:
+    if not edge.verify_key:
         return None
     try:
-        return signing.load_public_key(cfg.verify_key)
+        return signing.load_public_key(edge.verify_key)
     except signing.KeyProblem as exc:
         raise StartupError(f"OCI_VERIFY_KEY: {exc}") from None
 
 
-def _verify_cached(saved: dict[str, Any], key: Any, what: str) -> None:
+def verify_cached(saved: dict[str, Any], key: Any, what: str) -> None:
     """Verify the cached copy as the registry's: manifest bytes, their signature, the config."""
     raw = (saved.get("manifestRaw") or "").encode()
     if not raw or not saved.get("signatures"):
@@ -247,8 +278,7 @@ def _log_model(layer: dict[str, Any], name: str, version: str) -> None:
 def fetch_model(url: str, settings: Settings) -> Path:
     """An ``oci://`` model reference (a Pipeline step's url) as a verified cached file."""
     ref = oci.Reference.parse(url)
-    cfg = settings.registry
-    client = client_for(cfg, ref.registry)
+    client = client_for(settings.registry_login, ref.registry)
     manifest, _ = client.get_manifest(ref)
     digest = oci.model_layer(manifest, ref)["digest"]
     return fetch_blob(client, ref.repository, digest, settings.cache_dir, url)

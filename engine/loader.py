@@ -38,7 +38,7 @@ def read_config(settings: Settings) -> PipelineConfig:
 
 def load_pipelines(settings: Settings) -> list[Pipeline]:
     """Load the pipeline. Model problems give a pipeline in Error, not an exception."""
-    if settings.oci is not None:
+    if settings.edge is not None:
         from .edge import fetch_pipeline
 
         return [_load(*fetch_pipeline(settings), settings)]

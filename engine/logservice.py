@@ -218,9 +218,9 @@ def parse_since(raw: str | None) -> int | None:
 def build(settings: Settings, pipelines: list[str], metrics: Metrics) -> LogService | None:
     """The log service the settings ask for: None when logging is off; uploading in edge
     mode, to the publish's prefix on the pipeline's registry."""
-    if not settings.log_inferences:
+    if not settings.inference_log_on:
         return None
-    edge = settings.edge_name or _host_edge_name()
+    edge = settings.edge_name or host_edge_name()
     ilog = InferenceLog(
         LogSettings(
             directory=settings.log_dir or settings.cache_dir / "logs",
@@ -233,14 +233,15 @@ def build(settings: Settings, pipelines: list[str], metrics: Metrics) -> LogServ
         metrics,
     )
     target = None
-    if settings.oci is not None and pipelines:
+    if settings.edge is not None and pipelines:
         from .edge import reference
 
-        ref = reference(settings.oci)
+        ref = reference(settings.edge)
+        login = settings.registry_login
         target = UploadTarget(
             registry=ref.registry,
-            credentials=settings.oci.credentials(ref.registry),
-            plain_http=settings.oci.plain_http or oci.is_loopback(ref.registry),
+            credentials=login.credentials(ref.registry),
+            plain_http=login.plain_http or oci.is_loopback(ref.registry),
             repository=edgelog.repository(edgelog.prefix_of(str(ref)), pipelines[0], edge),
             pipeline=pipelines[0],
             edge=edge,
@@ -248,7 +249,7 @@ def build(settings: Settings, pipelines: list[str], metrics: Metrics) -> LogServ
     return LogService(ilog, target, settings.log_upload_seconds)
 
 
-def _host_edge_name() -> str:
+def host_edge_name() -> str:
     """The host name as an edge name (lower case, other characters as '-')."""
     name = re.sub(r"[^a-z0-9-]+", "-", LogSettings.default_edge().lower()).strip("-")
     return name[:63].strip("-") or "edge"

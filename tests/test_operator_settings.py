@@ -3,29 +3,55 @@
 from __future__ import annotations
 
 import pytest
-from edgepipe_operator.settings import OperatorSettings
+from edgepipe_operator.settings import OperatorSettings, SettingsError
+
+from edgepipe.settingsbase import settings_rows
 
 
 def test_defaults_and_overrides() -> None:
     s = OperatorSettings.from_env({})
     assert (s.workers, s.probe_engines, s.namespace) == (8, True, None)
+    assert s == OperatorSettings()  # from_env adds no defaults of its own
     s = OperatorSettings.from_env(
-        {"EDGEPIPE_OPERATOR_WORKERS": "3", "EDGEPIPE_OPERATOR_PROBE_ENGINES": "false"}
+        {
+            "EDGEPIPE_OPERATOR_WORKERS": "3",
+            "EDGEPIPE_OPERATOR_PROBE_ENGINES": "false",
+            "EDGEPIPE_OPERATOR_NAMESPACE": "",  # empty: unset (the chart's default)
+        }
     )
-    assert (s.workers, s.probe_engines) == (3, False)
+    assert (s.workers, s.probe_engines, s.namespace) == (3, False, None)
+    assert all(row["description"] for row in settings_rows(OperatorSettings))
+
+
+def test_resync_seconds_is_gone() -> None:
+    # Parsed and never used; a leftover env var is ignored, like any unknown one.
+    assert "resync_seconds" not in OperatorSettings.model_fields
+    OperatorSettings.from_env({"EDGEPIPE_OPERATOR_RESYNC_SECONDS": "10"})
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "many", "1.5"])
 def test_bad_workers_name_the_variable(value: str) -> None:
-    with pytest.raises(ValueError, match=r"EDGEPIPE_OPERATOR_WORKERS=.*at least 1"):
+    with pytest.raises(SettingsError, match=r"^EDGEPIPE_OPERATOR_WORKERS=.*at least 1$"):
         OperatorSettings.from_env({"EDGEPIPE_OPERATOR_WORKERS": value})
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon"])
 def test_bad_edge_poll_names_the_variable(value: str) -> None:
-    with pytest.raises(ValueError, match=r"EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS=.*positive"):
+    with pytest.raises(SettingsError, match=r"^EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS=.*positive"):
         OperatorSettings.from_env({"EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS": value})
     assert (
         OperatorSettings.from_env({"EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS": "2.5"}).edge_poll_seconds
         == 2.5
     )
+
+
+@pytest.mark.parametrize("value", ["ture", "2", "enabled"])
+def test_a_probe_engines_typo_is_refused_not_read_as_false(value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        OperatorSettings.from_env({"EDGEPIPE_OPERATOR_PROBE_ENGINES": value})
+    assert str(caught.value) == (
+        f"EDGEPIPE_OPERATOR_PROBE_ENGINES={value!r}: expected true or false (yes/no, on/off, 1/0)"
+    )
+    for word, flag in (("yes", True), ("on", True), ("0", False), ("Off", False)):
+        env = {"EDGEPIPE_OPERATOR_PROBE_ENGINES": word}
+        assert OperatorSettings.from_env(env).probe_engines is flag

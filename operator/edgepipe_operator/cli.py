@@ -8,7 +8,7 @@ import warnings
 
 from urllib3.exceptions import InsecureRequestWarning
 
-from .settings import PREFIX, OperatorSettings
+from .settings import PREFIX, OperatorSettings, SettingsError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         settings = OperatorSettings.from_env()
-    except ValueError as exc:
-        sys.exit(f"edgepipe-operator: {exc}")
+    except SettingsError as exc:  # one line per bad value
+        sys.exit(exc.report("edgepipe-operator"))
     import kopf
 
     from .kube import load_config
