@@ -9,10 +9,11 @@ import click
 from .common import emit, registry_options, target
 
 
-def _text(table, pipeline: str) -> str:
+def _text(table, pipeline: str, filtered: bool) -> str:
     """One line per record: time, edge, id, model, milliseconds, and the outputs' shapes."""
     if table.num_rows == 0:
-        return f"pipeline {pipeline} is published; no inference logs uploaded (yet) for this filter"
+        which = " that match --edge/--since" if filtered else ""
+        return f"pipeline {pipeline} is published; no inference logs{which} uploaded (yet)"
     shown = table.select(["time", "edge", "id", "model_name", "elapsed_ns"]).to_pandas()
     shown["elapsed_ms"] = (shown.pop("elapsed_ns") / 1e6).round(2)
     shown["outputs"] = [
@@ -63,4 +64,4 @@ def logs_cmd(pipeline, registry, username, password, plain_http, edge, since, ou
         else:  # one line: outputs hold thousands of numbers, one per line would not read
             click.echo(json.dumps(records))
         return
-    click.echo(_text(table, pipeline))
+    click.echo(_text(table, pipeline, bool(edge or since)))
