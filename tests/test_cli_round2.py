@@ -74,6 +74,10 @@ def test_no_kubeconfig_says_what_was_looked_for(tmp_path: Path) -> None:
     one_line_error(proc, "no kubeconfig found: KUBECONFIG is not set and there is no ~/.kube")
     for hint in ("--kubeconfig", "KUBECONFIG", "scripts/testcluster"):
         assert hint in proc.stderr
+    # A KUBECONFIG list (kubectl merges its files): each one named.
+    listed = f"{tmp_path / 'a'}:{tmp_path / 'b'}"
+    proc = ep("pipeline", "list", env={**env, "KUBECONFIG": listed})
+    one_line_error(proc, f"KUBECONFIG lists {tmp_path / 'a'}, {tmp_path / 'b'}, none of which")
 
 
 INSECURE = """apiVersion: v1

@@ -75,8 +75,12 @@ def kube_options(fn):
 
 
 def cluster(kubeconfig: str | None, namespace: str | None, context: str | None):
+    import os
+
     from edgepipe.client.cluster import Client
 
+    if kubeconfig and os.pathsep in kubeconfig and kubeconfig == os.environ.get("KUBECONFIG"):
+        kubeconfig = None  # a KUBECONFIG list: the client merges its files, as kubectl does
     return Client(kubeconfig=kubeconfig, namespace=namespace, context=context)
 
 
