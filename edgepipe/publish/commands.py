@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from edgepipe import fleet
 from edgepipe.enginepod import CACHE_DIR, ENGINE_PORT, GRPC_PORT, config_cpus
 
 
@@ -49,6 +50,8 @@ def docker_run_command(
 ) -> str:
     """The ``docker run`` line of one edge (or of any, without ``edge``). Signed publishes
     pass ``OCI_VERIFY_KEY`` (the public key's PEM) from the user's environment."""
+    if edge:  # the edge follows its own pointer, which a publish moves
+        pipeline_url = fleet.pointer_url(pipeline_url, edge)
     env = _edge_env(pipeline_url, registry, plain_http, engine_config, "${}", edge, verify)
     lines = [f"docker run -p {ENGINE_PORT}:{ENGINE_PORT} -p {GRPC_PORT}:{GRPC_PORT}"]
     lines += [f"-e {k}" if v is None else f"-e {k}={v}" for k, v in env.items()]
@@ -59,8 +62,9 @@ def docker_run_command(
 def compose_yaml(
     status: dict[str, Any], registry: str, plain_http: bool, edge: str | None = None
 ) -> str:
+    url = fleet.pointer_url(status["pipelineUrl"], edge) if edge else status["pipelineUrl"]
     env = _edge_env(
-        status["pipelineUrl"],
+        url,
         registry,
         plain_http,
         status.get("engineConfig"),
@@ -85,7 +89,14 @@ def compose_yaml(
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def local_values_yaml(registry: str, plain_http: bool, edge: str | None = None) -> str:
+def local_values_yaml(
+    registry: str, plain_http: bool, edge: str | None = None, pipeline_url: str | None = None
+) -> str:
+    """The values an edge installs the chart with; with ``edge`` and the published
+    ``pipeline_url``, the edge follows its pointer."""
+    follow = (
+        f"pipelineUrl: {fleet.pointer_url(pipeline_url, edge)}\n" if edge and pipeline_url else ""
+    )
     return (
         "ociRegistry:\n"
         f"  registry: {registry}\n"
@@ -93,6 +104,7 @@ def local_values_yaml(registry: str, plain_http: bool, edge: str | None = None) 
         "  password: <registry password or token>\n"
         + ("  plainHttp: true\n" if plain_http else "")
         + (f"edgeName: {edge}\n" if edge else "")
+        + follow
     )
 
 

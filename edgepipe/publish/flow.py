@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgepipe import oci
+from edgepipe import fleet, oci
 from edgepipe.config import PipelineConfig
 from edgepipe.oci import signing
 from edgepipe.resources import DeploymentConfig
@@ -91,6 +91,7 @@ def publish(
     signatures: dict[str, str] = {}
     if signer is not None:
         signatures["pipeline"] = _sign(target, pipeline_url, digest, signer, log)
+    move_pointers(target, pipeline_url, digest, edges or [], log)
     with tempfile.TemporaryDirectory() as tmp:
         chart_dir = render_chart(
             Path(tmp),
@@ -132,3 +133,17 @@ def _sign(target: oci.Target, url: str, digest: str, signer: signing.Signer, log
     ref = signing.sign(target.client(), repository, digest, signer)
     log(f"signed: {ref}")
     return ref
+
+
+def move_pointers(
+    target: oci.Target, pipeline_url: str, digest: str, edges: list[str], log: Log
+) -> None:
+    """Point each edge's tag (``<repo>:edge-<edge>``) at the pushed manifest: the edges
+    that follow it update themselves (after the signature, which they check first)."""
+    if not edges:
+        return
+    client = target.client()
+    repository = oci.Reference.parse(pipeline_url).repository
+    for edge in edges:
+        fleet.move_pointer(client, repository, digest, edge)
+        log(f"edge {edge}: pointer {fleet.pointer_url(pipeline_url, edge)} -> {digest[:19]}")

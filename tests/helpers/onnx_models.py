@@ -28,15 +28,19 @@ def _save(graph: onnx.GraphProto, path: Path) -> Path:
     return path
 
 
-def add_constant(path: Path, value: float, *, inp="x", out="y", shape=("N", 4)) -> Path:
-    """out = inp + value, float32, with a symbolic batch dimension."""
+def add_constant(
+    path: Path, value: float, *, inp="x", out="y", shape=("N", 4), pad_bytes: int = 0
+) -> Path:
+    """out = inp + value, float32, with a symbolic batch dimension. ``pad_bytes``: an unused
+    weight that makes the file that much larger (a download worth cutting)."""
     const = numpy_helper.from_array(np.array(value, dtype=np.float32), "c")
+    pad = [numpy_helper.from_array(np.full(pad_bytes // 4, value, np.float32), "pad")]
     graph = helper.make_graph(
         [helper.make_node("Add", [inp, "c"], [out])],
         f"add{value}",
         [helper.make_tensor_value_info(inp, TensorProto.FLOAT, list(shape))],
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, list(shape))],
-        initializer=[const],
+        initializer=[const, *(pad if pad_bytes else [])],
     )
     return _save(graph, path)
 
@@ -185,5 +189,19 @@ def fails_at_run(path: Path) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, "M"])],
         initializer=[target],
+    )
+    return _save(graph, path)
+
+
+def sqrt_of_difference(path: Path, c: float) -> Path:
+    """y = sqrt(c - x), float32 [N, 4]: finite for x <= c, NaN above (a model that answers
+    a smoke test's small sample but breaks on real inputs)."""
+    const = numpy_helper.from_array(np.array(c, dtype=np.float32), "c")
+    graph = helper.make_graph(
+        [helper.make_node("Sub", ["c", "x"], ["d"]), helper.make_node("Sqrt", ["d"], ["y"])],
+        f"sqrt{c}",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        initializer=[const],
     )
     return _save(graph, path)
