@@ -43,6 +43,8 @@ def check_validations(
 ) -> None:
     """Raise ConfigError naming every validation that reads a name the pipeline does not
     answer (``{prefix}validations[i].expr``); nothing when the names are unknown."""
+    if not config.validations:  # nothing to check: no model signature read for nothing
+        return
     names = output_names(config, outputs_of)
     if names is None:
         return

@@ -13,6 +13,7 @@ import onnxruntime as ort
 
 from edgepipe import yolo
 from edgepipe.config import ModelRef, Step, model_version
+from edgepipe.outputs import DETECTIONS as DETECTIONS_NAME
 from edgepipe.yolo import Letterbox
 
 from .errors import BadRequest, ModelFailure
@@ -210,7 +211,8 @@ class StepRuntime:
 
 # A YOLOv8 post-processed step answers one tensor: a row per box: x1, y1, x2, y2 (in the
 # original image's pixels after an image preprocess, else the model input's), score, class.
-DETECTIONS = TensorSpec("detections", np.dtype(np.float32), (None, 6))
+# The postprocess's one output; its name is the library's, which checks rules against it.
+DETECTIONS = TensorSpec(DETECTIONS_NAME, np.dtype(np.float32), (None, 6))
 
 # A request field that carries one encoded image per row.
 ENCODED = np.dtype(object)

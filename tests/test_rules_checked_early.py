@@ -61,6 +61,16 @@ def test_a_local_model_names_its_outputs(models_dir: Path) -> None:
         check_validations(config, local_outputs)
 
 
+def test_no_rules_read_no_model() -> None:
+    """A pipeline without rules never loads its model to learn its outputs (537 MB, seconds)."""
+
+    def outputs_of(where: str, ref: ModelRef) -> list[str]:
+        raise AssertionError(f"{where} was read for no rule")
+
+    config = PipelineConfig(name="p", steps=[Step(model=ModelRef(name="m", path="/m.onnx"))])
+    check_validations(config, outputs_of)
+
+
 def test_publish_push_refuses_the_rule_before_any_upload(models_dir: Path, tmp_path) -> None:
     cfg = tmp_path / "p.yaml"
     cfg.write_text(
