@@ -21,7 +21,7 @@ from edgepipe.yolo import Letterbox
 
 from . import batching, experiments
 from .addressing import list_models, model_views
-from .codecs import Codec, Decoded, Encoded, InputField, Response, coerce, v2
+from .codecs import Codec, Decoded, Encoded, InputField, Payload, Response, coerce, v2
 from .errors import BadRequest, NotFound, Unavailable
 from .logservice import LogService
 from .metrics import Metrics
@@ -187,7 +187,7 @@ class DataPlane:
     async def infer(
         self,
         name: str,
-        read: Callable[[], Awaitable[bytes]],
+        read: Callable[[], Awaitable[Payload]],
         pick: Callable[[], Codec],
         *,
         models: bool = False,
@@ -196,7 +196,7 @@ class DataPlane:
         """One inference: read, look up, decode, coerce and fit, run, encode; with its
         request, error and latency metrics, whatever the outcome.
 
-        ``read`` gives the body (the transport's limits apply there), ``pick`` the codec
+        ``read`` gives the payload (the transport's limits apply there), ``pick`` the codec
         pair, asked for only once the pipeline is known. ``models``: the name may also be
         one model of a pipeline (OIP v2 addresses those). ``headers``: the request's, for
         a split step's sticky key.
@@ -223,7 +223,7 @@ class DataPlane:
     async def _infer(
         self,
         name: str,
-        body: bytes,
+        payload: Payload,
         pick: Callable[[], Codec],
         models: bool,
         arrived: float,
@@ -235,23 +235,23 @@ class DataPlane:
             pipeline = self.get(name)
             version = pipeline.config.version or ""
         codec = pick()
-        if not body:
+        if not payload.size:
             raise BadRequest("the request body is empty; expected rows of tensor fields", "body")
         image = pipeline.image
         fields = [
             InputField(field, spec, image if image and image.field == field else None)
             for field, spec in pipeline.input_specs
         ]
-        echo = len(body) <= self.settings.echo_limit_bytes
+        echo = payload.size <= self.settings.echo_limit_bytes
 
         def decode():
             t = time.perf_counter_ns()
-            decoded = codec.decode(body, fields, echo)
+            decoded = codec.decode(payload.data, fields, echo)
             rows, frames = prepare_rows(decoded, fields, self.settings.allow_nan)
             return decoded, rows, frames, time.perf_counter_ns() - t
 
         # An image is small on the wire but costly to decode: always off the loop.
-        size = INLINE_DECODE_BYTES + 1 if image else len(body)
+        size = INLINE_DECODE_BYTES + 1 if image else payload.size
         decoded, rows, frames, decode_ns = await self._off_loop(size, decode)
         state = RunState(len(rows), frames, self._choose(pipeline, headers))
         result: RunResult = await self._run(pipeline, rows, state, arrived)

@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import codecs, logservice
-from .codecs import Encoded
+from .codecs import Encoded, Payload
 from .dataplane import DataPlane
 from .errors import BadRequest, EngineError, NotFound, RequestTimeout
 from .loader import load_pipelines
@@ -72,6 +72,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception as exc:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return json_response({"error": f"internal error: {exc}", "field": None}, 500)
+
+
+async def read_payload(request: web.Request) -> Payload:
+    return Payload.of_bytes(await read_body(request))
 
 
 async def read_body(request: web.Request) -> bytearray:
@@ -142,7 +146,7 @@ async def infer(request: web.Request) -> web.Response:
     headers = request.headers
     encoded = await request.app[DATAPLANE].infer(
         request.match_info["name"],
-        lambda: read_body(request),
+        lambda: read_payload(request),
         lambda: codecs.negotiate(headers.get("Content-Type", ""), headers.get("Accept", "")),
         headers=headers,
     )
@@ -166,7 +170,7 @@ async def v2_infer(request: web.Request) -> web.Response:
     header_length = request.headers.get(codecs.v2.HEADER)
     encoded = await request.app[DATAPLANE].infer(
         request.match_info["name"],
-        lambda: read_body(request),
+        lambda: read_payload(request),
         lambda: codecs.v2.codec(header_length),
         models=True,
         headers=request.headers,

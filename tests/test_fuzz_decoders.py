@@ -112,11 +112,7 @@ def test_grpc_requests_that_lie(
         if image
         else InputField("x", TensorSpec("x", np.dtype(np.float32), (None, 4)))
     )
-    decodes_or_4xx(
-        lambda: prepare_rows(
-            grpc_codec.decode(grpc_codec.Body(request), [field], False), [field], False
-        )
-    )
+    decodes_or_4xx(lambda: prepare_rows(grpc_codec.decode(request, [field], False), [field], False))
 
 
 @pytest.mark.parametrize("size", [0, 3, 5])
@@ -126,7 +122,7 @@ def test_bytes_contents_with_broken_length_prefixes(size: int) -> None:
     request.raw_input_contents.append(struct.pack("<I", 1000) + b"x" * size)
     field = image_field()
     with pytest.raises(EngineError) as err:
-        grpc_codec.decode(grpc_codec.Body(request), [field], False)
+        grpc_codec.decode(request, [field], False)
     assert err.value.status == 400 and "BYTES" in err.value.message
 
 

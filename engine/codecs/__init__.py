@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import NotAcceptable, UnsupportedMediaType
 from . import arrow_ipc, image, json_records, v2
-from .base import Codec, Decoded, Encoded, InputField, Response, coerce
+from .base import Codec, Decoded, Encoded, InputField, Payload, Response, coerce
 
 JSON_RECORDS = json_records.MEDIA_TYPE
 ARROW_FILE = arrow_ipc.MEDIA_TYPE
@@ -18,6 +18,7 @@ __all__ = [
     "Decoded",
     "Encoded",
     "InputField",
+    "Payload",
     "Response",
     "coerce",
     "negotiate",

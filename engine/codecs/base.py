@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import Message
 
 from ..errors import BadRequest
 from ..pipeline import RunResult
@@ -84,8 +85,22 @@ class Encoded:
     headers: dict[str, str]
 
 
-# decode(body, the fields the pipeline reads, whether to keep the original rows)
-Decoder = Callable[[bytes, list[InputField], bool], Decoded]
+@dataclass(frozen=True)
+class Payload:
+    """A request as its transport received it, not yet decoded. ``data`` is what the codec
+    decodes: the body's bytes over REST, the parsed ModelInferRequest over gRPC. ``size``
+    is its length on the wire: an empty request, the echo limit, decoding off the loop."""
+
+    data: bytes | bytearray | Message
+    size: int
+
+    @classmethod
+    def of_bytes(cls, body: bytes | bytearray) -> Payload:
+        return cls(body, len(body))
+
+
+# decode(a Payload's data, the fields the pipeline reads, whether to keep the original rows)
+Decoder = Callable[[Any, list[InputField], bool], Decoded]
 Encoder = Callable[[Response], Encoded]
 
 

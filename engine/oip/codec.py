@@ -4,7 +4,6 @@ as views of the request's bytes, typed ``contents`` lists as one conversion each
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,17 +28,6 @@ CONTENTS = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-
-
-@dataclass
-class Body:
-    """A parsed ModelInferRequest where the data plane expects a body: its length is the
-    message's size on the wire."""
-
-    message: Any
-
-    def __len__(self) -> int:
-        return self.message.ByteSize()
 
 
 def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
@@ -87,8 +75,8 @@ def _tensor(tensor: Any, raw: bytes | None) -> np.ndarray | bytes:
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
-def decode(body: Body, fields: list[InputField], echo: bool) -> Decoded:
-    request = body.message
+def decode(request: Any, fields: list[InputField], echo: bool) -> Decoded:
+    """A parsed ModelInferRequest's tensors as one row."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise BadRequest(

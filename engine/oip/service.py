@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 
+from ..codecs import Payload
 from ..dataplane import DataPlane
 from ..errors import EngineError
 from . import codec
@@ -75,8 +76,8 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
         return answer
 
     async def ModelInfer(request, context):  # noqa: N802
-        async def read() -> codec.Body:
-            return codec.Body(request)
+        async def read() -> Payload:
+            return Payload(request, request.ByteSize())  # its size on the wire
 
         metadata = dict(context.invocation_metadata() or ())
         encoded = await plane.infer(
