@@ -10,7 +10,7 @@ Progress = Callable[[dict[str, Any]], None]
 
 # How long deploy, undeploy, rollback, publish and an edge change wait by default: one
 # rule for all, long enough to pull a large model; a failing wait ends sooner.
-WAIT_SECONDS = 600.0
+WAIT_SECONDS = 600
 
 
 class ClusterError(RuntimeError):
