@@ -75,7 +75,8 @@ def client_for(login: RegistryLogin, registry: str) -> oci.Client:
         creds = login.credentials(registry)
     except SettingsError as exc:
         raise StartupError(str(exc)) from None
-    plain = login.plain_http or oci.is_loopback(registry)
+    # OCI_PLAIN_HTTP=true forces plain HTTP; unset (or false), loopback decides.
+    plain = oci.speaks_plain_http(registry, login.plain_http or None)
     return oci.Client(registry, creds, plain_http=plain)
 
 

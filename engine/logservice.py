@@ -241,7 +241,7 @@ def build(settings: Settings, pipelines: list[str], metrics: Metrics) -> LogServ
         target = UploadTarget(
             registry=ref.registry,
             credentials=login.credentials(ref.registry),
-            plain_http=login.plain_http or oci.is_loopback(ref.registry),
+            plain_http=oci.speaks_plain_http(ref.registry, login.plain_http or None),
             repository=edgelog.repository(edgelog.prefix_of(str(ref)), pipelines[0], edge),
             pipeline=pipelines[0],
             edge=edge,
