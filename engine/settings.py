@@ -23,7 +23,9 @@ from pydantic_settings import SettingsConfigDict
 from edgepipe.oci import Credentials, OciError
 from edgepipe.settingsbase import EnvSettings, Flag, SettingsError
 
-__all__ = ["EdgeSource", "RegistryLogin", "Settings", "SettingsError", "parse_size"]
+__all__ = [
+    "EdgeSource", "RegistryLogin", "Settings", "SettingsError", "UpdatePolicy", "parse_size",
+]  # fmt: skip
 
 PREFIX = "EDGEPIPE_ENGINE_"
 # 1x3x640x640 float32 as pandas-records JSON is about 13 MB; 64 MiB leaves room for batches.
@@ -116,6 +118,18 @@ class EdgeSource:
     verify_key: str | None = field(default=None, repr=False)  # PEM text or a file
 
 
+@dataclass(frozen=True)
+class UpdatePolicy:
+    """How an edge follows its pointer (``EDGEPIPE_ENGINE_UPDATE_*``; engine/updater.py)."""
+
+    seconds: float = 60.0
+    probation_seconds: float = 60.0
+    max_error_rate: float = 0.2
+    lock: Path | None = None
+    min_requests: int = 5  # the error rate counts from this many requests on
+    heartbeat_seconds: float = 300.0  # the registry status is rewritten at least this often
+
+
 class Settings(EnvSettings):
     """The engine's settings; ``Settings.from_env()`` reads them, flags override some."""
 
@@ -198,7 +212,7 @@ class Settings(EnvSettings):
     log_dir: Path | None = Field(
         None,
         description="where the log's segments are",
-        json_schema_extra={"default_text": "<cache dir>/logs"},
+        json_schema_extra={"default_text": "$EDGEPIPE_ENGINE_CACHE_DIR/logs"},
     )
     log_segment_records: int = Field(
         1000, ge=1, description="a segment is written after this many requests..."
@@ -264,6 +278,43 @@ class Settings(EnvSettings):
         "valid cosign-format signature by it, checked before anything loads (offline too, "
         "from the cache)",
     )
+
+    update_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="edge mode: how often the engine polls `PIPELINE_URL` for a new version "
+        "(±20% jitter; one HEAD request when nothing changed); `0` turns updates off",
+        json_schema_extra={"unit": "seconds"},
+    )
+    update_probation_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="edge mode: how long a new version's error rate is watched after the "
+        "switch; above the limit the edge goes back to the previous version",
+        json_schema_extra={"unit": "seconds"},
+    )
+    update_max_error_rate: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="edge mode: the share of failed requests (5xx, or rows with "
+        "`check_failures`) in probation above which the edge rolls back (from 5 requests on)",
+    )
+    update_lock: Path | None = Field(
+        None,
+        description="edge mode: while this file exists a new version downloads and verifies "
+        "but waits; it is applied within one poll of the file's removal",
+    )
+
+    @property
+    def update(self) -> UpdatePolicy:
+        """Edge updates: the ``update_*`` fields as one object."""
+        return UpdatePolicy(
+            self.update_seconds,
+            self.update_probation_seconds,
+            self.update_max_error_rate,
+            self.update_lock,
+        )
 
     @property
     def edge(self) -> EdgeSource | None:
