@@ -63,7 +63,7 @@ def _cpus(value: Any) -> int:
         cores = float(value)
     except (TypeError, ValueError):
         raise ValueError("expected a number of cores") from None
-    if cores <= 0:
+    if not cores > 0 or cores == float("inf"):  # NaN and inf too: no thread count
         raise ValueError("expected a positive number of cores")
     return max(1, int(cores))  # a fractional CPU limit (0.5) still needs one thread
 

@@ -72,6 +72,7 @@ def test_edge_mode_and_registry_login() -> None:
     [
         ({"CONFIG_CPUS": "lots"}, "CONFIG_CPUS='lots': expected a number of cores"),
         ({"CONFIG_CPUS": "-1"}, "CONFIG_CPUS='-1': expected a positive number of cores"),
+        ({"CONFIG_CPUS": "inf"}, "CONFIG_CPUS='inf': expected a positive number of cores"),
         ({"DEBUG": "maybe"}, "DEBUG='maybe': expected true or false (yes/no, on/off, 1/0)"),
         (
             {"EDGEPIPE_ENGINE_ALLOW_NAN": "ture"},
