@@ -6,7 +6,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from edgepipe.config import ConfigError, ModelRef
 from edgepipe.resources import ModelRegistry, PipelineSpec
@@ -34,7 +34,7 @@ class Resolver:
     then knows the output names of the ``oci://`` models whose manifests it read."""
 
     resolve: Callable[[str, ModelRef], ModelRef]
-    outputs: dict[str, list[str]] = field(default_factory=dict)  # by spec field path
+    outputs: dict[str, list[str]]  # by spec field path, filled as manifests are read
 
     def __call__(self, where: str, ref: ModelRef) -> ModelRef:
         return self.resolve(where, ref)
