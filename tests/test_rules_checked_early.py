@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgepipe import oci
 from edgepipe.config import MAX_ERRORS, ConfigError, ModelRef, PipelineConfig, Step, parse_config
 from edgepipe.config import YoloPostprocess as Yolo
 from edgepipe.manifests import check_manifest
-from edgepipe.outputs import check_validations, local_outputs
+from edgepipe.outputs import check_validations, local_outputs, readable_outputs
 from tests.helpers.cli import ep, one_line_error
 
 RULE = "any(boxes[:, 4] > 0.9)"
@@ -69,6 +70,27 @@ def test_no_rules_read_no_model() -> None:
 
     config = PipelineConfig(name="p", steps=[Step(model=ModelRef(name="m", path="/m.onnx"))])
     check_validations(config, outputs_of)
+
+
+def test_an_oci_models_outputs_come_from_its_manifest(registry, models_dir: Path) -> None:
+    """``model push`` lists the outputs in the manifest: publish push and the operator's
+    resolver read them there, without the model file."""
+    from edgepipe_operator.builders import parse_spec, resolve_pipeline
+    from edgepipe_operator.resolve import make_resolver
+    from edgepipe_operator.settings import OperatorSettings
+
+    client = oci.Client(registry.host, plain_http=True)
+    pushed = oci.push_model(client, models_dir / "add1.onnx", name="add1", repository="e/add1")
+    assert oci.model_info(pushed.reference).outputs == ["y"]
+    rules = [{"name": "big", "expr": "max(z) > 1"}]
+    step = {"model": {"name": "add1", "url": pushed.reference}}
+    config = parse_config({"name": "p", "steps": [step], "validations": rules})
+    with pytest.raises(ConfigError, match=r"^validations\[0\].expr: unknown name\(s\) z; the "):
+        check_validations(config, readable_outputs)
+    resolver = make_resolver(OperatorSettings.from_env({}))
+    spec = parse_spec({"steps": [step], "validations": rules})
+    with pytest.raises(ConfigError, match=r"^spec.validations\[0\].expr: .* outputs are y$"):
+        resolve_pipeline("p", spec, resolver, resolver.outputs_of)
 
 
 def test_publish_push_refuses_the_rule_before_any_upload(models_dir: Path, tmp_path) -> None:
