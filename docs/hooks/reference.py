@@ -171,15 +171,8 @@ def render_resources() -> str:
 
 
 def settings_table(model_cls: type) -> str:
-    try:
-        from edgepipe.settingsbase import settings_rows
-    except ImportError:  # until the settings models land: the table the module documents
-        settings_rows = None
-    if settings_rows is None or not hasattr(model_cls, "model_fields"):
-        import sys
+    from edgepipe.settingsbase import settings_rows
 
-        doc = sys.modules[model_cls.__module__].__doc__ or ""
-        return "\n".join(ln for ln in doc.splitlines() if ln.startswith("|")) + "\n"
     rows = [
         [
             ", ".join(code(e) for e in r["env"].split(", ")),
