@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "--print-paths",
         action="store_true",
         help="print the trained model's and the sample image's paths, one per line, and stop "
-        "(for the README's walkthrough)",
+        "(for the walkthrough, docs/getting-started/walkthrough.md)",
     )
     args = parser.parse_args(argv)
 

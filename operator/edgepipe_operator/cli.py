@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgepipe-operator",
         description="The edgepipe operator: reconciles Pipelines and Publishes (edgepipe.io).",
-        epilog=f"Settings come from env vars {PREFIX}* (see the README).",
+        epilog=f"Settings come from env vars {PREFIX}* (docs/reference/settings.md).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
