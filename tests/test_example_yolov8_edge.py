@@ -1,4 +1,4 @@
-"""The tutorial replay in examples/yolov8-edge runs end to end, as the README says."""
+"""The tutorial replay in examples/yolov8-edge runs end to end, as the walkthrough page says."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def test_with_the_extra_the_program_starts(module, function, blocked, prog, extr
 
 
 def test_a_plain_install_is_the_shared_library(tmp_path) -> None:
-    """``pip install edgepipe`` without extras: what the README says, and no more."""
+    """``pip install edgepipe`` without extras: what the docs say (how-to/images.md), and no more."""
     # A copy of the sources: pip builds in the tree it is given, and this one stays clean.
     src = tmp_path / "src"
     src.mkdir()
