@@ -37,6 +37,8 @@ def test_the_site_builds_strict_with_the_generated_reference(tmp_path) -> None:
     cli = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text()
     assert "rollback" in cli and "keygen" in cli  # mkdocs-click read the commands
     assert "Sentinel" not in cli  # click's unset defaults, which the table style prints
+    pages = [p.read_text() for p in (tmp_path / "site").rglob("*.html")]
+    assert not [p for p in pages if "fonts.googleapis" in p]  # nothing fetched when viewed
     metrics = (tmp_path / "site" / "reference" / "metrics" / "index.html").read_text()
     assert "edgepipe_requests_total" in metrics
 
