@@ -12,11 +12,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .access import describe, scheme
 from .errors import StartupError
 from .interrupt import abandon_start
 from .loader import read_config
 from .ports import ports
-from .server import DATAPLANE, create_app
+from .server import ACCESS, DATAPLANE, create_app
 from .settings import Settings, SettingsError
 
 
@@ -128,12 +129,15 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, abandon_start, settings.cache_dir, sig)
     await runner.setup()  # loads the pipeline (cleanup_ctx); StartupError ends it here
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        guard = app[ACCESS]
+        tls = guard.tls.context if guard.tls else None
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:  # taken since the check in main()
             raise ports(settings)[0].unavailable(exc) from None
-        log.info("serving on http://%s:%d", settings.host, settings.port)
+        log.info("serving on %s://%s:%d", scheme(guard), settings.host, settings.port)
+        log.info(describe(guard))
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)

@@ -8,6 +8,7 @@ class EngineError(Exception):
     """Base of every error the engine reports to a client as ``{"error", "field"}``."""
 
     status = 500
+    headers: dict[str, str] = {}  # sent with the answer (a 401's WWW-Authenticate)
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -24,6 +25,21 @@ class BadRequest(EngineError):
     image, bad base64."""
 
     status = 400
+
+
+class Unauthorized(EngineError):
+    """The engine has tokens (``EDGEPIPE_ENGINE_API_TOKEN``) and the request sends none, or
+    an ``Authorization`` header that is not ``Bearer <token>`` (401; gRPC UNAUTHENTICATED)."""
+
+    status = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="edgepipe-engine"'}
+
+
+class Forbidden(EngineError):
+    """The request's bearer token is none of the engine's (403; gRPC PERMISSION_DENIED).
+    The answer never repeats the token."""
+
+    status = 403
 
 
 class RequestTimeout(EngineError):

@@ -11,7 +11,7 @@ import pyarrow as pa
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import codecs, logservice
+from . import access, codecs, logservice
 from .codecs import Encoded, Payload
 from .dataplane import DataPlane
 from .errors import BadRequest, EngineError, NotFound, RequestTimeout
@@ -25,6 +25,7 @@ log = logging.getLogger("edgepipe.engine")
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 DATAPLANE = web.AppKey("dataplane", DataPlane)
+ACCESS = web.AppKey("access", access.Access)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -60,6 +61,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status >= 500:
             log.error("%s %s: %s", request.method, request.path, exc.message)
         response = json_response(exc.to_dict(), exc.status)
+        response.headers.update(exc.headers)
         if isinstance(exc, RequestTimeout):
             response.force_close()  # no keep-alive: the connection closes after the answer
         return response
@@ -260,27 +262,38 @@ async def _grpc_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.grpc_port:
         yield
         return
-    from .oip import service  # grpc loads only when it serves
+    from .oip import auth, service  # grpc loads only when it serves
 
-    srv = service.server(app[DATAPLANE], settings.max_body_bytes)
+    guard = app[ACCESS]
+    interceptors = [auth.TokenInterceptor(guard.tokens)] if guard.tokens.enabled else []
+    srv = service.server(app[DATAPLANE], settings.max_body_bytes, interceptors)
     address = f"{settings.host}:{settings.grpc_port}"
     port = ports(settings)[1]
     # gRPC binds with SO_REUSEPORT (sharing a port another gRPC server holds) and prints
     # its own error lines: check plainly first.
     port.check_free()
     try:
-        srv.add_insecure_port(address)
+        if guard.tls is None:
+            srv.add_insecure_port(address)
+        else:
+            srv.add_secure_port(address, auth.credentials(guard.tls))
     except RuntimeError as exc:
         raise port.unavailable(exc) from None
     await srv.start()
-    log.info("serving OIP v2 gRPC on %s", address)
+    log.info("serving OIP v2 gRPC%s on %s", " over TLS" if guard.tls else "", address)
     yield
     await srv.stop(grace=settings.shutdown_timeout)
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    guard = access.Access.from_settings(settings)  # StartupError: a token file, TLS files
+    middlewares = [error_middleware]
+    if guard.tokens.enabled:
+        middlewares.append(access.middleware(guard.tokens, guard.metrics_open))
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
+    app[ACCESS] = guard
+    app.cleanup_ctx.append(access.watch_context(guard))
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_dataplane_ctx)
     app.cleanup_ctx.append(_log_ctx)

@@ -21,7 +21,9 @@ from pydantic import BeforeValidator, Field
 from pydantic_settings import SettingsConfigDict
 
 from edgepipe.oci import Credentials, OciError
-from edgepipe.settingsbase import EnvSettings, Flag, SettingsError
+from edgepipe.settingsbase import Flag, SettingsError
+
+from .accesssettings import AccessSettings
 
 __all__ = [
     "EdgeSource", "RegistryLogin", "Settings", "SettingsError", "UpdatePolicy", "parse_size",
@@ -132,8 +134,9 @@ class UpdatePolicy:
     heartbeat_seconds: float = 300.0  # the registry status is rewritten at least this often
 
 
-class Settings(EnvSettings):
-    """The engine's settings; ``Settings.from_env()`` reads them, flags override some."""
+class Settings(AccessSettings):
+    """The engine's settings; ``Settings.from_env()`` reads them, flags override some.
+    Access (tokens, TLS) is in :class:`AccessSettings`."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX)
 

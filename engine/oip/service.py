@@ -4,7 +4,7 @@ event loop and over the same data plane (models, metrics, limits and errors)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -20,6 +20,8 @@ log = logging.getLogger("edgepipe.engine")
 # The engine's HTTP statuses as gRPC codes.
 STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     406: grpc.StatusCode.INVALID_ARGUMENT,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -106,13 +108,17 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
     )
 
 
-def server(plane: DataPlane, max_message_bytes: int) -> grpc.aio.Server:
-    """A grpc.aio server with the service; the caller binds a port and starts it."""
+def server(
+    plane: DataPlane, max_message_bytes: int, interceptors: Sequence[Any] = ()
+) -> grpc.aio.Server:
+    """A grpc.aio server with the service; the caller binds a port and starts it.
+    ``interceptors``: the token check (oip/auth.py) when the engine has tokens."""
     srv = grpc.aio.server(
+        interceptors=list(interceptors),
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", -1),
-        ]
+        ],
     )
     srv.add_generic_rpc_handlers((handler(plane),))
     return srv
