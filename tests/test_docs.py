@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from edgepipe.config import load_config
 from tests.helpers import walkthrough as wt
 from tests.helpers.paths import ROOT
@@ -77,3 +79,20 @@ def test_the_readme_shows_only_output_the_walkthrough_checks() -> None:
     blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     shown = [ln[2:] for b in blocks for ln in b.splitlines() if ln.startswith("# ")]
     assert shown and [s for s in shown if s not in checked] == []
+
+
+def test_the_readme_map_names_every_written_page() -> None:
+    """Every hand-written page in the site's nav (the reference aside) is linked from the
+    README's map, so a new page is found from the first screen."""
+
+    def pages(node) -> list[str]:
+        if isinstance(node, str):
+            return [node]
+        items = node.values() if isinstance(node, dict) else node
+        return [p for item in items for p in pages(item)]
+
+    nav = pages(yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"])
+    written = [p for p in nav if (ROOT / "docs" / p).exists() and p.split("/")[0] != "reference"]
+    written.remove("index.md")
+    readme = (ROOT / "README.md").read_text()
+    assert written and [p for p in written if f"](docs/{p})" not in readme] == []
