@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -80,12 +81,18 @@ class DataPlane:
         self.inference_log: LogService | None = None  # set when the engine keeps one
         self.rng = np.random.default_rng()  # the split's draws
         self.batchers: list[batching.Batcher] = []
+        # Requests in flight per pipeline object (by id): a swapped-out version is closed
+        # only once its count is back to zero (engine/swap.py).
+        self.leases: Counter[int] = Counter()
         for p in pipelines.values():
-            for step in p.steps:
-                if step.config.batching is not None:
-                    observe = metrics.batch_size.labels(p.name, step.name).observe
-                    step.batcher = batching.Batcher(step, self.infer_pool, observe)
-                    self.batchers.append(step.batcher)
+            self.attach_batchers(p)
+
+    def attach_batchers(self, p: Pipeline) -> None:
+        for step in p.steps:
+            if step.config.batching is not None:
+                observe = self.metrics.batch_size.labels(p.name, step.name).observe
+                step.batcher = batching.Batcher(step, self.infer_pool, observe)
+                self.batchers.append(step.batcher)
 
     def close(self) -> None:
         for batcher in self.batchers:
@@ -206,6 +213,8 @@ class DataPlane:
         t0 = time.perf_counter()
         arrived = asyncio.get_running_loop().time()
         status = 500
+        held = id(self.pipelines.get(name) or self.models.get(name))
+        self.leases[held] += 1
         try:
             answer = await self._infer(name, await read(), pick, models, arrived, headers or {})
             status = 200
@@ -215,6 +224,7 @@ class DataPlane:
             status = getattr(exc, "status", 500)
             raise
         finally:
+            self.leases[held] -= 1
             self.metrics.requests.labels(label, str(status)).inc()
             if status >= 400:
                 self.metrics.errors.labels(label, str(status)).inc()

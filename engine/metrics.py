@@ -93,6 +93,20 @@ class Metrics:
             "Upload passes that failed (the registry down or failing); segments wait on disk.",
             registry=self.registry,
         )
+        # Edge updates (engine/updater.py).
+        self.update_total = Counter(
+            "edgepipe_update",
+            "Edge update attempts by result: applied, waiting, rolled-back, rejected, invalid, "
+            "load-failed, smoke-failed, registry-down, download, disk-full.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.running_version = Gauge(
+            "edgepipe_running_version_info",
+            "The pipeline version this engine serves (1 on its label).",
+            ["version"],
+            registry=self.registry,
+        )
         self.log_bytes = Gauge(
             "edgepipe_log_bytes",
             "Disk used by the local inference log.",

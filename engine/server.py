@@ -285,6 +285,16 @@ async def _grpc_ctx(app: web.Application) -> AsyncIterator[None]:
     await srv.stop(grace=settings.shutdown_timeout)
 
 
+def _follow_pointer(app: web.Application, settings: Settings) -> None:
+    """Edge mode: follow PIPELINE_URL to new versions (off with UPDATE_SECONDS=0)."""
+    from . import updater
+
+    if settings.update.seconds > 0:
+        plane = lambda: app[DATAPLANE]  # noqa: E731 - set by _dataplane_ctx before this runs
+        app.cleanup_ctx.append(updater.context(plane, settings, app[METRICS]))
+        app.router.add_get("/status", updater.status_endpoint)
+
+
 def create_app(settings: Settings) -> web.Application:
     guard = access.Access.from_settings(settings)  # StartupError: a token file, TLS files
     middlewares = [error_middleware]
@@ -298,6 +308,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_dataplane_ctx)
     app.cleanup_ctx.append(_log_ctx)
     app.cleanup_ctx.append(_grpc_ctx)
+    if settings.edge is not None:
+        _follow_pointer(app, settings)
     app.router.add_get("/pipelines", list_pipelines)
     app.router.add_get("/pipelines/{name}", describe_pipeline)
     app.router.add_post("/pipelines/{name}", infer)
