@@ -29,30 +29,24 @@ def list_models(pipelines: Iterable[Pipeline]) -> list[dict[str, str]]:
         if p.error:
             for step in p.config.steps:
                 for role, ref in roles(step.model, _variant_refs(step), step.shadows):
-                    models.append(
-                        {
-                            "name": ref.name,
-                            "sha": ref.sha256 or "",
-                            "status": "Error",
-                            "version": ref.version or "",
-                            "role": role,
-                            "step": step.step_name,
-                        }
-                    )
+                    version = ref.version or ""
+                    models.append(_row(ref.name, ref.sha256 or "", "Error", version, role, step))
             continue
         for s in p.steps:
             for role, m in roles(s.model, s.variants[1:], s.shadows):
-                models.append(
-                    {
-                        "name": m.name,
-                        "sha": m.sha256,
-                        "status": "Running",
-                        "version": m.version,
-                        "role": role,
-                        "step": s.name,
-                    }
-                )
+                models.append(_row(m.name, m.sha256, "Running", m.version, role, s.config))
     return models
+
+
+def _row(name: str, sha: str, status: str, version: str, role: str, step: Step) -> dict:
+    return {
+        "name": name,
+        "sha": sha,
+        "status": status,
+        "version": version,
+        "role": role,
+        "step": step.step_name,
+    }
 
 
 def model_views(pipelines: Iterable[Pipeline]) -> dict[str, Pipeline]:
