@@ -90,3 +90,28 @@ def test_an_unknown_name_lists_every_model(engine) -> None:
     error = orjson.loads(body)["error"]
     assert "unknown model 'fall-c'" in error
     assert all(name in error for name in ("fall", "fall-a", "fall-b", "fall-v"))
+
+
+def test_a_pipeline_in_error_lists_every_model_with_its_role(
+    start_engine: EngineFactory, models_dir: Path, tmp_path: Path
+) -> None:
+    engine = start_engine(
+        config={
+            "name": "broken",
+            "steps": [
+                {
+                    "model": {"name": "a", "path": str(models_dir / "add1.onnx")},
+                    "split": {"variants": [{"model": {"name": "v", "path": str(tmp_path / "no")}}]},
+                    "shadows": [{"name": "s", "path": str(models_dir / "add1.onnx")}],
+                }
+            ],
+        },
+        wait_ready=False,
+    )
+    engine.wait_for("/health/ready", 503)
+    models = orjson.loads(get(engine.url + "/models")[1])["models"]
+    assert [(x["name"], x["role"], x["status"]) for x in models] == [
+        ("a", "step", "Error"),
+        ("v", "variant", "Error"),
+        ("s", "shadow", "Error"),
+    ]
