@@ -70,12 +70,14 @@ class Tokens:
         it cannot be read; the tokens read before stay valid."""
         assert self.path is not None
         now = stamp(self.path)
-        if now == self.seen:
+        if now is not None and now == self.seen:
             return True
         try:
             text = self.path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
-            log.warning("EDGEPIPE_ENGINE_API_TOKEN_FILE=%s: cannot read it: %s", self.path, exc)
+            if self.seen is not None:  # once, not every second while it stays unreadable
+                log.warning("EDGEPIPE_ENGINE_API_TOKEN_FILE=%s: cannot read it: %s", self.path, exc)
+            self.seen = None
             return False
         tokens = split_tokens(text)
         if self.seen is not None:

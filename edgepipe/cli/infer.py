@@ -58,8 +58,23 @@ def engine_target(target: str, engine: str) -> tuple[str, str | None]:
     help="Overlap (IoU) above which the lower-scored of two boxes is dropped (NMS), when "
     "the CLI decodes raw YOLOv8 output.",
 )
+@click.option(
+    "--token",
+    envvar="EDGEPIPE_TOKEN",
+    help="Bearer token for an engine that asks for one (EDGEPIPE_ENGINE_API_TOKEN); "
+    "prefer the env var, which other users cannot read in the process list "
+    "[env EDGEPIPE_TOKEN].",
+)
+@click.option(
+    "--cacert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM file with the CA that signed an https:// engine's certificate "
+    "(default: the system's CAs).",
+)
 @output_option
-def infer_cmd(target, engine, image, input_file, draw, confidence, iou, output) -> None:
+def infer_cmd(
+    target, engine, image, input_file, draw, confidence, iou, token, cacert, output
+) -> None:
     """Send an image or an input file to a pipeline and print the results."""
     from edgepipe.client import EngineClient
 
@@ -68,7 +83,7 @@ def infer_cmd(target, engine, image, input_file, draw, confidence, iou, output) 
     if draw and not image:
         raise click.UsageError("--draw needs --image")
     base, name = engine_target(target, engine)
-    client = EngineClient(base, name)
+    client = EngineClient(base, name, token=token, cacert=cacert)
     if image:
         _infer_image(client, image, draw, confidence, iou, output)
         return

@@ -95,19 +95,53 @@ def encoded_image(path: Path, pixels: np.ndarray) -> bytes:
         return buf.getvalue()
 
 
-class EngineClient:
-    """Talks to one engine, e.g. ``EngineClient("http://localhost:8080")``."""
+def tls_context(cacert: str | Path | None, client_cert: tuple[str, str] | None) -> Any:
+    """An SSLContext trusting ``cacert`` (else the system's CAs) that presents
+    ``client_cert`` (certificate file, key file) when given; None when both are None."""
+    if cacert is None and client_cert is None:
+        return None
+    import ssl
 
-    def __init__(self, url: str, pipeline: str | None = None, timeout: float = 60.0) -> None:
+    context = ssl.create_default_context(cafile=str(cacert) if cacert else None)
+    if client_cert is not None:
+        context.load_cert_chain(*client_cert)
+    return context
+
+
+class EngineClient:
+    """Talks to one engine, e.g. ``EngineClient("http://localhost:8080")``.
+
+    ``token``: sent as ``Authorization: Bearer <token>`` (an engine with
+    ``EDGEPIPE_ENGINE_API_TOKEN`` asks for it). ``cacert``: a PEM file with the CA that
+    signed an HTTPS engine's certificate (default: the system's CAs). ``client_cert``:
+    (certificate file, key file) for an engine that asks for a client certificate.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        pipeline: str | None = None,
+        timeout: float = 60.0,
+        *,
+        token: str | None = None,
+        cacert: str | Path | None = None,
+        client_cert: tuple[str, str] | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.pipeline = pipeline
         self.timeout = timeout
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self._tls = tls_context(cacert, client_cert)
         self._described: dict[str, dict[str, Any]] = {}
 
+    def __repr__(self) -> str:  # never the token
+        return f"EngineClient({self.url!r}, pipeline={self.pipeline!r})"
+
     def _request(self, path: str, body: bytes | None = None, headers: dict | None = None):
-        req = urllib.request.Request(self.url + path, data=body, headers=headers or {})
+        headers = {**self._auth, **(headers or {})}
+        req = urllib.request.Request(self.url + path, data=body, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self._tls) as resp:
                 return resp.read()
         except urllib.error.HTTPError as exc:
             raw = exc.read()

@@ -16,8 +16,14 @@ JSON = "application/json; format=pandas-records"
 ARROW = "application/vnd.apache.arrow.file"
 
 
-def post(url: str, body: bytes, content_type: str = JSON, accept: str | None = None):
-    headers = {"Content-Type": content_type}
+def post(
+    url: str,
+    body: bytes,
+    content_type: str = JSON,
+    accept: str | None = None,
+    headers: dict[str, str] | None = None,
+):
+    headers = {"Content-Type": content_type, **(headers or {})}
     if accept:
         headers["Accept"] = accept
     req = urllib.request.Request(url, data=body, headers=headers)
@@ -28,9 +34,11 @@ def post(url: str, body: bytes, content_type: str = JSON, accept: str | None = N
         return exc.code, exc.headers["Content-Type"], exc.read()
 
 
-def get(url: str):
+def get(url: str, headers: dict[str, str] | None = None):
     try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers or {}), timeout=30
+        ) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
