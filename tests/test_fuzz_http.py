@@ -2,7 +2,9 @@
 JSON, Arrow, v2 JSON, v2 binary with a lying ``Inference-Header-Content-Length``, and raw
 images, as arbitrary bytes and as near-misses. Every answer is a 200 or a 4xx with the
 error JSON, never a 5xx; and replaying the bad ones leaves the process's Python heap
-where it was (no leak per request)."""
+where it was (no leak per request). Each runs twice: on an open engine and on one with a
+token (sent with every request), and an engine with a token answers 401 to anything sent
+without it, before reading the body."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ ARROW = "application/vnd.apache.arrow.file"
 HEADER_TEXT = st.characters(min_codepoint=32, max_codepoint=126)
 # Every request sent, kept for the leak check at the end.
 SENT: list[tuple[str, str, bytes, dict[str, str]]] = []
+TOKEN = "fuzz-token-6a2c"
 
 
 class App:
@@ -39,6 +42,7 @@ class App:
     would look like a leak."""
 
     def __init__(self, settings: Settings) -> None:
+        self.auth = {"Authorization": f"Bearer {TOKEN}"} if settings.api_token else {}
         self.loop = asyncio.new_event_loop()
         self.server = TestServer(create_app(settings))
         self.loop.run_until_complete(self.server.start_server())
@@ -48,10 +52,14 @@ class App:
     async def _session() -> aiohttp.ClientSession:
         return aiohttp.ClientSession()
 
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    def post(
+        self, path: str, body: bytes, headers: dict[str, str], auth: bool = True
+    ) -> tuple[int, bytes]:
+        sent = {**self.auth, **headers} if auth else headers
+
         async def go() -> tuple[int, bytes]:
             async with self.session.post(
-                self.server.make_url(path), data=body, headers=headers
+                self.server.make_url(path), data=body, headers=sent
             ) as resp:
                 return resp.status, await resp.read()
 
@@ -63,8 +71,10 @@ class App:
         self.loop.close()
 
 
-@pytest.fixture(scope="module")
-def apps(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module", params=["open", "token"])
+def apps(models_dir: Path, tmp_path_factory: pytest.TempPathFactory, request):
+    SENT.clear()  # the leak check replays this engine's corpus only
+    token = TOKEN if request.param == "token" else None
     folder = tmp_path_factory.mktemp("fuzz-http")
     chain = folder / "chain.yaml"
     chain.write_text(yaml.safe_dump(chain_config(models_dir)))
@@ -81,8 +91,12 @@ def apps(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         )
     )
     out = {
-        "chain": App(Settings(config_path=chain, max_body_bytes=1 << 20, grpc_port=0)),
-        "img": App(Settings(config_path=image, max_body_bytes=1 << 20, grpc_port=0)),
+        "chain": App(
+            Settings(config_path=chain, max_body_bytes=1 << 20, grpc_port=0, api_token=token)
+        ),
+        "img": App(
+            Settings(config_path=image, max_body_bytes=1 << 20, grpc_port=0, api_token=token)
+        ),
     }
     yield out
     for app in out.values():
@@ -162,6 +176,24 @@ def test_flipped_and_truncated_images(apps, fmt: str, flips, cut: int) -> None:
         data[pos % len(data)] = value
     body = bytes(data[: max(1, cut % (len(data) + 1))])
     send(apps, "img", "/pipelines/img", body, {"Content-Type": f"image/{fmt.lower()}"})
+
+
+@FUZZ
+@given(
+    st.sampled_from(["/pipelines/chain", "/v2/models/chain/infer", "/logs", "/x"]),
+    st.binary(max_size=2048),
+    st.one_of(st.none(), st.text(HEADER_TEXT, max_size=40)),
+)
+def test_without_the_token_nothing_gets_past_401_or_403(apps, path, body, authorization) -> None:
+    if not apps["chain"].auth:
+        pytest.skip("the engine has no token")
+    headers = {"Content-Type": RECORDS}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    status, answer = apps["chain"].post(path, body, headers, auth=False)
+    assert status in (401, 403), (status, answer[:300])
+    assert orjson.loads(answer)["field"] == "authorization"
+    assert TOKEN not in answer.decode()
 
 
 def test_replaying_every_request_leaks_nothing(apps) -> None:

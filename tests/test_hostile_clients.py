@@ -1,6 +1,7 @@
 """Slow and idle clients against the engine as a real process: a body trickled at one
 byte per 100 ms is cut off after the body timeout without holding anyone else up, and
-hundreds of idle keep-alive connections do not stop it serving."""
+hundreds of idle keep-alive connections do not stop it serving. Both run on an open
+engine and on one with a token (EDGEPIPE_ENGINE_API_TOKEN), whose clients send it."""
 
 from __future__ import annotations
 
@@ -10,18 +11,33 @@ import threading
 import time
 
 import orjson
+import pytest
 
 from tests.helpers.engine_http import JSON, post
 from tests.helpers.engines import EngineFactory
 
 BODY = b'[{"x": [[1, 2, 3, 4]]}]'
+TOKEN = "hostile-token-91d0"
+AUTH = pytest.mark.parametrize("token", [None, TOKEN], ids=["open", "token"])
 
 
+def access(token: str | None) -> tuple[dict[str, str], dict[str, str], bytes]:
+    """The engine's env, a client's headers, and the raw header line, for ``token``."""
+    if token is None:
+        return {}, {}, b""
+    line = f"Authorization: Bearer {token}\r\n".encode()
+    return {"EDGEPIPE_ENGINE_API_TOKEN": token}, {"Authorization": f"Bearer {token}"}, line
+
+
+@AUTH
 def test_a_trickling_client_is_cut_off_and_delays_nobody(
-    start_engine: EngineFactory, models_dir
+    start_engine: EngineFactory, models_dir, token
 ) -> None:
+    env, headers, line = access(token)
     engine = start_engine(
-        "--model", str(models_dir / "add1.onnx"), env={"EDGEPIPE_ENGINE_BODY_TIMEOUT_SECONDS": "2"}
+        "--model",
+        str(models_dir / "add1.onnx"),
+        env={"EDGEPIPE_ENGINE_BODY_TIMEOUT_SECONDS": "2", **env},
     )
     url = engine.url + "/pipelines/add1"
 
@@ -29,7 +45,7 @@ def test_a_trickling_client_is_cut_off_and_delays_nobody(
         times = []
         for _ in range(n):
             t0 = time.perf_counter()
-            status, _, raw = post(url, BODY, JSON)
+            status, _, raw = post(url, BODY, JSON, headers=headers)
             assert status == 200, raw
             times.append(time.perf_counter() - t0)
         return statistics.median(times)
@@ -43,8 +59,8 @@ def test_a_trickling_client_is_cut_off_and_delays_nobody(
     def trickle() -> None:
         with socket.create_connection(("127.0.0.1", engine.port), timeout=10) as sock:
             sock.sendall(
-                b"POST /pipelines/add1 HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n["
+                b"POST /pipelines/add1 HTTP/1.1\r\nHost: x\r\n" + line + b"Content-Type: "
+                b"application/json\r\nContent-Length: 1000\r\n\r\n["
             )
             sock.settimeout(0.1)  # each wait for an answer is also the 100 ms between bytes
             data = b""
@@ -77,10 +93,12 @@ def test_a_trickling_client_is_cut_off_and_delays_nobody(
     assert busy <= alone * 1.1 + 0.001, (alone, busy)
 
 
+@AUTH
 def test_hundreds_of_idle_connections_do_not_stop_serving(
-    start_engine: EngineFactory, models_dir
+    start_engine: EngineFactory, models_dir, token
 ) -> None:
-    engine = start_engine("--model", str(models_dir / "add1.onnx"))
+    env, headers, line = access(token)
+    engine = start_engine("--model", str(models_dir / "add1.onnx"), env=env)
     idle = []
     try:
         for _ in range(500):
@@ -88,9 +106,13 @@ def test_hundreds_of_idle_connections_do_not_stop_serving(
             idle.append(sock)
         # Half of them keep a request open without its body: a keep-alive client mid-way.
         for sock in idle[::2]:
-            sock.sendall(b"POST /pipelines/add1 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+            sock.sendall(
+                b"POST /pipelines/add1 HTTP/1.1\r\nHost: x\r\n"
+                + line
+                + b"Content-Length: 10\r\n\r\n"
+            )
         for _ in range(20):
-            status, _, raw = post(engine.url + "/pipelines/add1", BODY, JSON)
+            status, _, raw = post(engine.url + "/pipelines/add1", BODY, JSON, headers=headers)
             assert status == 200, raw
     finally:
         for sock in idle:
