@@ -45,15 +45,19 @@ def test_the_site_builds_strict_with_the_generated_reference(tmp_path) -> None:
     assert "edgepipe_requests_total" in metrics
 
 
-def test_a_link_to_a_missing_page_fails_the_build(tmp_path) -> None:
+def test_a_missing_page_or_a_setting_or_metric_the_code_lacks_fails_the_build(tmp_path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(ROOT / "docs", copy / "docs")
     shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")
     page = copy / "docs" / "concepts" / "edge.md"
-    page.write_text(page.read_text() + "\nSee [the missing page](no-such-page.md).\n")
+    page.write_text(
+        page.read_text() + "\nSee [the missing page](no-such-page.md), "
+        "`EDGEPIPE_ENGINE_NO_SUCH_SETTING` and `edgepipe_no_such_metric_total`.\n"
+    )
     proc = build(copy, tmp_path / "site")
     assert proc.returncode != 0
-    assert "no-such-page.md" in proc.stderr
+    for name in ("no-such-page.md", "EDGEPIPE_ENGINE_NO_SUCH_SETTING", "edgepipe_no_such_metric"):
+        assert name in proc.stderr, name
 
 
 def test_the_readme_is_one_screen_and_its_map_points_at_pages() -> None:
