@@ -42,6 +42,7 @@ _KEEP = {
     "required",
     "additionalProperties",
     "format",
+    "x-kubernetes-preserve-unknown-fields",
 }
 
 
@@ -61,7 +62,7 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         if len(options) != 1:
             raise SchemaError(f"unions are not structural: {options}")
         inner = structural(options[0], defs)
-        for key in ("description", "default"):
+        for key in ("description", "default", "x-kubernetes-preserve-unknown-fields"):
             if key in node and node[key] is not None:
                 inner[key] = node[key]
         return inner
@@ -83,6 +84,8 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         elif key == "additionalProperties":
             if value is False:
                 continue  # unknown fields are pruned by the apiserver instead
+            if value is True:  # any fields: kept with x-kubernetes-preserve-unknown-fields
+                continue
             value = structural(value, defs) if isinstance(value, dict) else value
         elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
             out["minimum" if key == "exclusiveMinimum" else "maximum"] = value

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
 from .config import NAME_MAX, NAME_PATTERN, ConfigError, PipelineConfig, SpecModel, config_error
 from .outputs import OutputsOf, check_validations
-from .resources import PipelineSpec, PublishSpec
+from .resources import Autoscaling, PipelineSpec, PublishSpec
 
 M = TypeVar("M", bound=SpecModel)
 
@@ -73,3 +73,16 @@ def check_manifest(doc: dict[str, Any]) -> None:
             pipeline_config(name, spec)
     elif doc.get("kind") == "Publish":
         parse_publish_spec(doc.get("spec"), strict=True)
+
+
+def autoscaling_patch(value: Autoscaling | dict[str, Any] | Literal[False]) -> dict | None:
+    """spec.deployment.autoscaling for a merge patch: every field (None too, so that one
+    left out, like behavior, is removed), or None for False (autoscaling removed); a bad
+    field is a ConfigError naming it."""
+    if value is False:
+        return None
+    try:
+        parsed = value if isinstance(value, Autoscaling) else Autoscaling.model_validate(value)
+    except ValidationError as exc:
+        raise config_error(exc, prefix="spec.deployment.autoscaling") from None
+    return parsed.model_dump(by_alias=True, mode="json")

@@ -7,9 +7,9 @@ are the pipeline config's steps, so a resolved Pipeline *is* a pipeline config.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from .config import (
     NAME_MAX,
@@ -30,15 +30,75 @@ PipelinePhase = Literal["Pending", "Deploying", "Running", "Undeployed", "Error"
 PublishPhase = Literal["PendingPublish", "Published", "Failed"]
 
 
+# A cpu target is a percentage of the CPU request, which is also the limit: above 100 the
+# autoscaler could never reach it. An inflight target is requests in flight per pod.
+CPU_TARGET_MAX = 100
+
+
+class Autoscaling(SpecModel):
+    """A HorizontalPodAutoscaler for the engine: replicas follow the load between min and
+    max. ``cpu`` needs metrics-server in the cluster; ``inflight`` needs Prometheus and
+    prometheus-adapter (see the docs' autoscaling page)."""
+
+    min_replicas: int = Field(default=1, ge=1, description="Fewest engine replicas.")
+    max_replicas: int = Field(ge=1, description="Most engine replicas.")
+    metric: Literal["cpu", "inflight"] = Field(
+        default="cpu",
+        description="cpu: average CPU use as a percentage of the request (metrics-server); "
+        "inflight: average requests in flight per pod (edgepipe_inflight_requests, through "
+        "prometheus-adapter).",
+    )
+    target: float = Field(
+        default=70,
+        gt=0,
+        description="cpu: percent of the CPU request, 1-100; inflight: requests in flight "
+        "per pod, above 0.",
+    )
+    behavior: dict[str, Any] | None = Field(
+        default=None,
+        description="Passed through to the HorizontalPodAutoscaler's spec.behavior "
+        "(scaleUp/scaleDown policies and stabilization windows).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    # Field validators (not a model validator), so that the error names the field.
+    @field_validator("max_replicas")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_replicas")
+        if low is not None and value < low:
+            raise ValueError(f"{value} is below minReplicas ({low})")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _target_in_range(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("metric", "cpu") == "cpu" and (
+            value != int(value) or not 1 <= value <= CPU_TARGET_MAX
+        ):
+            raise ValueError(
+                f"{value:g} is not a CPU percentage: expected a whole number from 1 to "
+                f"{CPU_TARGET_MAX} (percent of the CPU request)"
+            )
+        return value
+
+
 class DeploymentConfig(SpecModel):
     """How many engine replicas run, and the resources of each."""
 
-    replicas: int = Field(default=1, ge=0, description="Engine replicas.")
+    replicas: int = Field(
+        default=1, ge=0, description="Engine replicas (ignored while autoscaling is set)."
+    )
     cpus: float = Field(default=1.0, gt=0, description="CPU cores per replica (CONFIG_CPUS).")
     memory: str = Field(
         default="1Gi", pattern=QUANTITY_PATTERN, description="Memory per replica, e.g. 1Gi."
     )
     gpus: int = Field(default=0, ge=0, description="GPUs per replica (nvidia.com/gpu).")
+    autoscaling: Autoscaling | None = Field(
+        default=None,
+        description="Scale the replicas with the load (a HorizontalPodAutoscaler) instead "
+        "of a fixed 'replicas'; remove it to go back to 'replicas'.",
+    )
 
     def engine(self) -> EngineConfig:
         return EngineConfig(cpus=self.cpus, memory=self.memory, gpus=self.gpus)
@@ -132,6 +192,24 @@ class PublishRecord(SpecModel):
     helm_chart_reference: str | None = None
 
 
+class AutoscalingStatus(SpecModel):
+    """What the engine's HorizontalPodAutoscaler reports."""
+
+    current_replicas: int | None = Field(default=None, description="Replicas running now.")
+    desired_replicas: int | None = Field(
+        default=None, description="Replicas the autoscaler last asked for."
+    )
+    current: str | None = Field(
+        default=None, description="The metric's current value (e.g. 85% or 3.5 in flight)."
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Why it cannot scale, from the HPA's ScalingActive or AbleToScale "
+        "condition (e.g. FailedGetResourceMetric); empty while it scales.",
+    )
+    message: str | None = None
+
+
 class PipelineStatus(SpecModel):
     phase: PipelinePhase | None = None
     message: str | None = None
@@ -144,6 +222,9 @@ class PipelineStatus(SpecModel):
     versions: list[VersionRecord] | None = Field(default=None, description="Version history.")
     replicas: int | None = None
     ready_replicas: int | None = None
+    autoscaling: AutoscalingStatus | None = Field(
+        default=None, description="The autoscaler's view, while spec.deployment.autoscaling is set."
+    )
     observed_generation: int | None = None
     conditions: list[Condition] | None = None
     published: bool | None = None

@@ -39,9 +39,29 @@ def _details(obj: dict) -> str:
     lines = [table([obj])]
     if st.get("url"):
         lines.append(f"URL:      {st['url']}")
+    if st.get("autoscaling"):
+        lines.append(f"Scaling:  {_scaling(obj)}")
     if st.get("message"):
         lines.append(f"Message:  {st['message']}")
     return "\n".join(lines)
+
+
+def _scaling(obj: dict) -> str:
+    """The autoscaler's line: replicas now and wanted, the metric against its target, and
+    why it cannot scale when it cannot."""
+    auto = (obj.get("status") or {}).get("autoscaling") or {}
+    spec = ((obj.get("spec") or {}).get("deployment") or {}).get("autoscaling") or {}
+    now, want = auto.get("currentReplicas", "?"), auto.get("desiredReplicas", "?")
+    unit = "%" if spec.get("metric", "cpu") == "cpu" else " in flight"
+    target = f"{spec.get('target', 70):g}{unit}"
+    line = (
+        f"{now} current, {want} desired ({spec.get('minReplicas', 1)}-"
+        f"{spec.get('maxReplicas', '?')}); {spec.get('metric', 'cpu')} "
+        f"{auto.get('current') or '?'} of target {target}"
+    )
+    if auto.get("reason"):
+        line += f"; cannot scale: {auto['reason']}: {auto.get('message') or ''}".rstrip(": ")
+    return line
 
 
 @click.group()

@@ -10,9 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from edgepipe.resources import API_VERSION, GROUP, VERSION
+from edgepipe.config import ConfigError
+from edgepipe.manifests import autoscaling_patch
+from edgepipe.resources import API_VERSION, GROUP, VERSION, Autoscaling
 
 from . import kubeconfig as kubeconfig_file
 from .publishes import PublishMixin
@@ -248,10 +250,23 @@ class Client(PublishMixin):
     # -- pipelines ------------------------------------------------------------------------
 
     def deploy(
-        self, name: str, timeout: float = WAIT_SECONDS, progress: Progress | None = None
+        self,
+        name: str,
+        timeout: float = WAIT_SECONDS,
+        progress: Progress | None = None,
+        *,
+        autoscaling: Autoscaling | dict[str, Any] | Literal[False] | None = None,
     ) -> dict:
-        """Set ``spec.deployed: true`` and wait until the pipeline is Running."""
-        self._merge("pipelines", name, {"spec": {"deployed": True}})
+        """Set ``spec.deployed: true`` and wait until the pipeline is Running.
+        ``autoscaling`` (an ``Autoscaling`` or its fields) sets spec.deployment.autoscaling,
+        ``False`` removes it (back to ``replicas``), None leaves it."""
+        spec: dict[str, Any] = {"deployed": True}
+        if autoscaling is not None:
+            try:
+                spec["deployment"] = {"autoscaling": autoscaling_patch(autoscaling)}
+            except ConfigError as exc:
+                raise ClusterError(exc.message) from None
+        self._merge("pipelines", name, {"spec": spec})
         return self.wait(
             "pipelines",
             name,

@@ -168,7 +168,9 @@ def build_deployment(
             "labels": labels(name, config.version),
         },
         "spec": {
-            "replicas": deploy.replicas,
+            # With an autoscaler the HPA owns the replicas: leaving them out of the apply
+            # keeps the operator from fighting it (see hpa.py for the hand-over).
+            **({} if deploy.autoscaling else {"replicas": deploy.replicas}),
             "selector": {"matchLabels": selector_labels(name)},
             "strategy": rollout(),
             "template": {
