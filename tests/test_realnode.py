@@ -81,7 +81,10 @@ def test_operator_runs_from_its_chart_under_its_own_rbac(operator_pod: rn.NodeCl
     )  # fmt: skip
     assert can.stdout.strip() == "yes"
     # Its cache watches what it owns, cluster-wide (a missing verb crashes kopf's watcher).
-    for kind in ("services", "configmaps", "controllerrevisions", "deployments", "pods"):
+    for kind in (
+        "services", "configmaps", "controllerrevisions", "deployments", "pods",
+        "horizontalpodautoscalers",
+    ):
         watch = kubectl(
             "auth", "can-i", "watch", kind, "--as=system:serviceaccount:edgepipe-system:edgepipe",
             "-A", check=False,

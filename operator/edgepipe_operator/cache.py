@@ -27,6 +27,7 @@ PLURALS = {
     "Service": "services",
     "ConfigMap": "configmaps",
     "ControllerRevision": "controllerrevisions",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
 }
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 REVISIONS = {VERSION_LABEL: kopf.PRESENT}
@@ -69,6 +70,7 @@ class Applied:
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
 @kopf.index("", "v1", "services", labels=MANAGED)
 @kopf.index("", "v1", "configmaps", labels=MANAGED)
 @kopf.index("apps", "v1", "controllerrevisions", labels=REVISIONS)

@@ -12,7 +12,13 @@ import json
 from typing import Any
 
 import kubernetes
-from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import (
+    ApiClient,
+    AppsV1Api,
+    AutoscalingV2Api,
+    CoreV1Api,
+    CustomObjectsApi,
+)
 from kubernetes.client.exceptions import ApiException
 
 from edgepipe.resources import GROUP, VERSION
@@ -41,6 +47,7 @@ class Kube:
         self.core = CoreV1Api(self.api)
         self.apps = AppsV1Api(self.api)
         self.custom = CustomObjectsApi(self.api)
+        self.autoscaling = AutoscalingV2Api(self.api)
 
     @staticmethod
     def _json(response: Any) -> dict[str, Any]:
@@ -49,14 +56,14 @@ class Kube:
         finally:
             response.release_conn()  # read to the end: the connection can be used again
 
-    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, manifest: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any]:
         kind = manifest["kind"]
         meta = manifest["metadata"]
         args = dict(
             name=meta["name"],
             namespace=meta["namespace"],
             body=manifest,
-            field_manager=FIELD_MANAGER,
+            field_manager=manager,
             force=True,
             _content_type=APPLY,
             _preload_content=False,
@@ -67,6 +74,7 @@ class Kube:
             "ConfigMap": self.core.patch_namespaced_config_map,
             "Secret": self.core.patch_namespaced_secret,
             "ControllerRevision": self.apps.patch_namespaced_controller_revision,
+            "HorizontalPodAutoscaler": self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
         }
         if kind not in calls:
             raise ValueError(f"cannot apply a {kind}")
@@ -79,6 +87,7 @@ class Kube:
             "Service": self.core.delete_namespaced_service,
             "ConfigMap": self.core.delete_namespaced_config_map,
             "ControllerRevision": self.apps.delete_namespaced_controller_revision,
+            "HorizontalPodAutoscaler": self.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
         }
         try:
             calls[kind](name=name, namespace=namespace)
@@ -92,6 +101,18 @@ class Kube:
         try:
             return self._json(
                 self.apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def read_hpa(self, name: str, namespace: str) -> dict[str, Any] | None:
+        try:
+            return self._json(
+                self.autoscaling.read_namespaced_horizontal_pod_autoscaler(
+                    name, namespace, _preload_content=False
+                )
             )
         except ApiException as exc:
             if exc.status == 404:

@@ -18,7 +18,8 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe.config import ConfigError, PipelineConfig
-from edgepipe.resources import GROUP, VERSION, PipelineSpec
+from edgepipe.resources import GROUP, VERSION, Autoscaling, PipelineSpec
+from edgepipe.secretrefs import check_own_namespace
 from edgepipe.timestamps import now
 
 from . import cache, history
@@ -36,6 +37,7 @@ from .builders import (
     record_version,
     resolve_pipeline,
 )
+from .hpa import HANDOVER_MANAGER, build_hpa, build_replicas_handover, handover_replicas
 from .publish_records import drop_gone_publishes
 from .readiness import Sync, sync_from_deployment
 from .registry import Login, SecretProblem
@@ -166,6 +168,7 @@ def _resolve(
     kube = event.memo.kube
     try:
         parsed = parse_spec(dict(spec))
+        check_own_namespace(parsed, event.namespace, "Pipeline")
         login = pipeline_login(kube, parsed, event.namespace)
         if parsed.version:  # a rollback: a kept version, not the steps
             config = history.pinned_config(kube, event.name, event.namespace, parsed.version)
@@ -204,6 +207,7 @@ def undeploy(rollout: Rollout) -> None:
     """``deployed: false``: remove the engine's objects, keep the Pipeline and its history."""
     event = rollout.event
     name, status = event.name, event.status
+    _drop_hpa(event)
     for kind in ("Deployment", "Service", "ConfigMap"):
         try:
             event.memo.kube.delete(
@@ -222,6 +226,7 @@ def undeploy(rollout: Rollout) -> None:
         "url": None,
         "replicas": 0,
         "readyReplicas": 0,
+        "autoscaling": None,
         "conditions": merge_conditions(
             status.get("conditions"),
             [
@@ -281,16 +286,52 @@ def _apply(rollout: Rollout) -> dict[str, Any] | None:
             login=rollout.login,
         ),
     ]
+    auto = parsed.deployment.autoscaling
+    if auto:  # after the Deployment it scales
+        manifests.append(build_hpa(config.name, event.namespace, config.version, auto))
     deployment = None
     for manifest in manifests:
         kopf.adopt(manifest, owner=event.body)
         if event.current(manifest):
             continue
         try:
-            answer = event.memo.kube.apply(manifest)
+            if auto and manifest["kind"] == "Deployment":
+                answer = _apply_autoscaled(event, manifest, auto)
+            else:
+                answer = event.memo.kube.apply(manifest)
         except (ApiException, Urllib3Error) as exc:
             raise api_error(exc, f"applying {manifest['kind']}") from None
         event.memo.applied.wrote(manifest)
         if manifest["kind"] == "Deployment":
             deployment = answer
+    if not auto:
+        _drop_hpa(event)
     return deployment
+
+
+def _apply_autoscaled(event: PipelineEvent, manifest: dict, auto: Autoscaling) -> dict:
+    """Apply a Deployment without replicas, the hand-over manager holding them first while
+    the operator still owns them (or, for a new one, raising it to minReplicas after)."""
+    kube, name = event.memo.kube, event.name
+    live = kube.read_deployment(engine_name(name), event.namespace)
+    hold = handover_replicas(live, auto)
+    handover = build_replicas_handover(name, event.namespace, hold or 1)
+    if live is not None and hold is not None:
+        kube.apply(handover, manager=HANDOVER_MANAGER)
+    answer = kube.apply(manifest)
+    if live is None and hold is not None:
+        answer = kube.apply(handover, manager=HANDOVER_MANAGER)
+    return answer
+
+
+def _drop_hpa(event: PipelineEvent) -> None:
+    """No autoscaling (any more): its HPA goes, and the Deployment's replicas are the
+    spec's again (the apply above took them back)."""
+    key = ("horizontalpodautoscalers", event.namespace, engine_name(event.name))
+    known = event.applied_index is None or key in event.applied_index
+    if not known and not event.status.get("autoscaling"):
+        return  # never had one: no call
+    try:
+        event.memo.kube.delete("HorizontalPodAutoscaler", engine_name(event.name), event.namespace)
+    except (ApiException, Urllib3Error) as exc:
+        raise api_error(exc, "deleting the HorizontalPodAutoscaler") from None

@@ -25,12 +25,14 @@ from edgepipe.timestamps import now
 from . import cache, health
 from .builders import (
     PIPELINE_LABEL,
+    condition,
     deployment_conditions,
     deployment_phase,
     engine_name,
     merge_conditions,
     selector_labels,
 )
+from .hpa import CONDITION, autoscaling_condition, hpa_status
 from .kube import Kube
 
 
@@ -51,6 +53,7 @@ class Sync:
     pipeline: dict[str, Any] | None = None
     deployment: dict[str, Any] | None = None
     pods: list[dict[str, Any]] | None = None
+    hpa: dict[str, Any] | None = None  # an HPA watch event's body
     attempts: int = 5
 
 
@@ -67,7 +70,7 @@ def sync_from_deployment(sync: Sync) -> dict[str, Any] | None:
     written when nothing would change.
     """
     kube, name, namespace, extra = sync.kube, sync.name, sync.namespace, sync.extra
-    pipeline, deployment, pods = sync.pipeline, sync.deployment, sync.pods
+    pipeline, deployment, pods, hpa = sync.pipeline, sync.deployment, sync.pods, sync.hpa
     for _ in range(sync.attempts):
         if pipeline is None:
             pipeline = kube.get_custom("pipelines", name, namespace)
@@ -89,6 +92,12 @@ def sync_from_deployment(sync: Sync) -> dict[str, Any] | None:
                 pods = kube.list_pods(namespace, selector_labels(name))
             problem = health.pods_problem(pods, probe=sync.probe)
         fields["message"] = problem
+        if ((pipeline.get("spec") or {}).get("deployment") or {}).get("autoscaling"):
+            if hpa is None:
+                hpa = kube.read_hpa(engine_name(name), namespace)
+            fields["autoscaling"] = hpa_status(hpa)
+        else:
+            fields["autoscaling"] = None
         new = _new_status(status, extra or {}, deployment, phase, fields)
         if not _changed(status, extra or {}, new):
             return None
@@ -102,7 +111,7 @@ def sync_from_deployment(sync: Sync) -> dict[str, Any] | None:
             )
         except ApiException as exc:
             if exc.status == 409:
-                deployment = pods = pipeline = None  # someone wrote in between: read again
+                deployment = pods = pipeline = hpa = None  # someone wrote between: read again
                 continue
             raise
         _announce(pipeline, status, new)
@@ -120,10 +129,15 @@ def _new_status(
     """The status fields to write: ``extra``, the phase, the replicas and message, and
     the conditions merged into the old ones."""
     generation = extra.get("observedGeneration", status.get("observedGeneration"))
-    conditions = merge_conditions(
-        status.get("conditions"),
-        deployment_conditions(deployment, phase, now(), generation, fields["message"]),
-    )
+    t = now()
+    ours = deployment_conditions(deployment, phase, t, generation, fields["message"])
+    if fields["autoscaling"]:
+        ours.append(
+            condition(CONDITION, *autoscaling_condition(fields["autoscaling"]), t, generation)
+        )
+    conditions = merge_conditions(status.get("conditions"), ours)
+    if not fields["autoscaling"]:  # autoscaling removed: its condition goes too
+        conditions = [c for c in conditions if c["type"] != CONDITION]
     return {**extra, "phase": phase, **fields, "conditions": conditions}
 
 
@@ -132,9 +146,16 @@ def _changed(status: dict[str, Any], extra: dict[str, Any], new: dict[str, Any])
     caller's ``extra`` fields differ from the status, before the Deployment's override
     them)."""
     fields = [*extra.items(), *((k, v) for k, v in new.items() if k != "conditions")]
-    return any(status.get(k) != v for k, v in fields) or [
+    return any(_stored(status.get(k)) != _stored(v) for k, v in fields) or [
         (c["type"], c["status"]) for c in new["conditions"]
     ] != [(c.get("type"), c.get("status")) for c in status.get("conditions") or []]
+
+
+def _stored(value: Any) -> Any:
+    """A value as the merge patch leaves it stored: a mapping without its None fields."""
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if v is not None}
+    return value
 
 
 def _announce(pipeline: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -148,6 +169,10 @@ def _announce(pipeline: dict[str, Any], old: dict[str, Any], new: dict[str, Any]
         kopf.warn(pipeline, reason="EngineNotReady", message=f"{ready} ready: {why}")
     elif problem and problem != old.get("message"):
         kopf.warn(pipeline, reason="EngineNotReady", message=problem)
+    why = (new.get("autoscaling") or {}).get("reason")
+    if why and why != (old.get("autoscaling") or {}).get("reason"):
+        message = (new["autoscaling"].get("message") or "").strip()
+        kopf.warn(pipeline, reason="AutoscalingInactive", message=f"{why}: {message}")
 
 
 def probe_ready(pod: dict[str, Any]) -> str | None:
@@ -166,6 +191,7 @@ def probe_ready(pod: dict[str, Any]) -> str | None:
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=cache.ENGINE_OBJECTS)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=cache.ENGINE_OBJECTS)
 @kopf.on.event("", "v1", "pods", labels=cache.ENGINE_OBJECTS)
 def engine_changed(
     type: str,
@@ -182,9 +208,11 @@ def engine_changed(
     if type == "DELETED":
         return  # an undeploy, a delete or a replaced pod; other events carry the news
     pipeline = labels[PIPELINE_LABEL]
-    deployment = None
+    deployment = hpa = None
     if body.get("kind") == "Deployment":
         deployment = dict(body)
+    elif body.get("kind") == "HorizontalPodAutoscaler":
+        hpa = dict(body)  # it scaled, or cannot (its conditions)
     elif not (health.pod_problem(dict(body)) or health.unready_running_pods([dict(body)])):
         return
     try:
@@ -196,6 +224,7 @@ def engine_changed(
                 probe=memo.probe,
                 deployment=deployment,
                 pods=cache.listed(pod_index, namespace, pipeline),
+                hpa=hpa,
             )
         )
     except (ApiException, Urllib3Error, kopf.TemporaryError) as exc:
