@@ -215,6 +215,8 @@ class DataPlane:
         status = 500
         held = id(self.pipelines.get(name) or self.models.get(name))
         self.leases[held] += 1
+        inflight = self.metrics.inflight.labels(label)
+        inflight.inc()
         try:
             answer = await self._infer(name, await read(), pick, models, arrived, headers or {})
             status = 200
@@ -225,6 +227,7 @@ class DataPlane:
             raise
         finally:
             self.leases[held] -= 1
+            inflight.dec()
             self.metrics.requests.labels(label, str(status)).inc()
             if status >= 400:
                 self.metrics.errors.labels(label, str(status)).inc()

@@ -31,6 +31,13 @@ class Metrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        # What an autoscaler's inflight metric reads (prometheus-adapter serves it per pod).
+        self.inflight = Gauge(
+            "edgepipe_inflight_requests",
+            "Inference requests being served now (read to answered), by pipeline.",
+            ["pipeline"],
+            registry=self.registry,
+        )
         self.step_latency = Histogram(
             "edgepipe_step_latency_seconds",
             "Model time of one pipeline step per request.",
