@@ -1,5 +1,5 @@
 # Entry points; each calls a script so that CI and users run the same thing.
-.PHONY: demo test docs lint format bench bench-edge soak scale footprint generate image
+.PHONY: demo test docs lint format bench bench-edge bench-fleet soak scale footprint generate image
 
 demo:
 	scripts/demo
@@ -27,6 +27,10 @@ bench:
 bench-edge:
 	scripts/setup --dev
 	.venv/bin/python bench/edge_bench.py
+
+bench-fleet:
+	scripts/setup --dev
+	.venv/bin/python bench/fleet_bench.py
 
 generate:
 	.venv/bin/python -m edgepipe.crds --write

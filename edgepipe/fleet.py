@@ -6,20 +6,23 @@ Plain OCI tags and manifests, so any registry serves (Debian's ``docker-registry
   edge should run (the very manifest a version tag names, so its signature, kept by
   digest, covers it). A publish with ``--edge NAME`` (or a Publish's ``edges``) moves it.
 - **Status**: ``<prefix>/status/<pipeline>/<edge>:latest``, a tiny artifact the edge
-  overwrites on every change and at least every 5 minutes. Its config blob is the status
-  JSON (``STATUS_SCHEMA``); the same JSON sits in the manifest's ``io.edgepipe.status``
-  annotation, so one manifest GET reads it (and a HEAD's digest says whether it changed).
+  overwrites on every change and at least every 5 minutes, with one manifest PUT: the
+  status JSON (``STATUS_SCHEMA``) is its ``io.edgepipe.status`` annotation (config and
+  layer are the empty ``{}``), so one manifest GET reads it and a HEAD's digest says
+  whether it changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 from edgepipe import oci
 
 STATUS_ARTIFACT = "application/vnd.edgepipe.edge.status.v1"
-STATUS_CONFIG = "application/vnd.edgepipe.edge.status.v1+json"
+# The empty JSON object, the status manifest's config and layer (the status is annotated).
+EMPTY_DIGEST = "sha256:" + hashlib.sha256(b"{}").hexdigest()
 STATUS_ANNOTATION = "io.edgepipe.status"
 STATUS_TAG = "latest"
 # An edge rewrites its status at least this often, so that lastSeen tells a live edge.
@@ -95,15 +98,21 @@ def move_pointer(client: oci.Client, repository: str, digest: str, edge: str) ->
     )
 
 
-def push_status(client: oci.Client, repository: str, doc: dict[str, Any]) -> None:
-    """Overwrite an edge's status artifact with ``doc``."""
+def push_status(
+    client: oci.Client, repository: str, doc: dict[str, Any], *, blob_known: bool = False
+) -> None:
+    """Overwrite an edge's status artifact with ``doc``: one manifest PUT (plus, the first
+    time, the empty config blob it names; ``blob_known`` skips that check)."""
     data = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    empty = {"mediaType": oci.EMPTY_CONFIG, "digest": EMPTY_DIGEST, "size": 2}
+    if not blob_known:
+        empty = client.push_bytes(repository, b"{}", oci.EMPTY_CONFIG)
     manifest = {
         "schemaVersion": 2,
         "mediaType": oci.MANIFEST,
         "artifactType": STATUS_ARTIFACT,
-        "config": client.push_bytes(repository, data, STATUS_CONFIG),
-        "layers": [client.push_bytes(repository, b"{}", oci.EMPTY_CONFIG)],
+        "config": empty,
+        "layers": [empty],
         "annotations": {STATUS_ANNOTATION: data.decode()},
     }
     client.put_manifest(repository, manifest, tag=STATUS_TAG)

@@ -96,4 +96,4 @@ class Heartbeat:
         t = self.target
         if self.client is None:
             self.client = oci.Client(t.registry, t.credentials, plain_http=t.plain_http)
-        fleet.push_status(self.client, t.repository, doc)
+        fleet.push_status(self.client, t.repository, doc, blob_known=self.pushed > 0)

@@ -317,6 +317,16 @@ class Settings(AccessSettings):
         return UpdatePolicy(
             self.update_seconds,
             self.update_probation_seconds,
+    update_heartbeat_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=300,
+        description="edge mode: the edge's status in the registry "
+        "(`<prefix>/status/<pipeline>/<edge>`) is rewritten on every change and at least "
+        "this often, so that its `lastSeen` tells a live edge",
+        json_schema_extra={"unit": "seconds"},
+    )
+
             self.update_max_error_rate,
             self.update_lock,
         )
@@ -325,6 +335,7 @@ class Settings(AccessSettings):
     def edge(self) -> EdgeSource | None:
         """Edge mode's pipeline source; None unless PIPELINE_URL is set."""
         if not self.pipeline_url:
+            heartbeat_seconds=self.update_heartbeat_seconds,
             return None
         return EdgeSource(self.pipeline_url, self.oci_registry, self.oci_verify_key)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -56,6 +57,7 @@ class Updater:
         self.client: oci.Client | None = None
         self.ready: versions.Version | None = None  # fetched, waiting for the lock to go
         self.failures = 0  # registry failures in a row, for the back-off
+        self.took: dict[str, float] = {}  # the last update's phases, in seconds (logged)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -108,7 +110,7 @@ class Updater:
         if digest == self.status.running["digest"]:
             self.ready = None
             self.status.polled("unchanged", digest)
-            if self.status.state in ("Downloading", "Waiting"):
+            if self.status.state != "Current":  # e.g. the pointer moved back to what runs
                 self.status.set("Current")
             return
         if digest in self.record.bad:
@@ -125,8 +127,10 @@ class Updater:
     # -- one update -------------------------------------------------------------------------
 
     async def _update(self, digest: str) -> None:
+        took = self.took = {"download": 0.0, "load": 0.0, "smoke": 0.0, "switch": 0.0}
         if self.ready is None or self.ready.digest != digest:
             self.status.set("Downloading", f"version at {digest}")
+            t = time.perf_counter()
             try:
                 self.ready = await asyncio.to_thread(
                     versions.fetch, self.client, self.ref, digest, self.key, self.cache
@@ -134,6 +138,7 @@ class Updater:
             except versions.UpdateFailed as exc:
                 self._failed(digest, exc)
                 return
+            took["download"] = time.perf_counter() - t
         if self.update.lock is not None and self.update.lock.exists():
             self.status.set("Waiting", f"{self.update.lock} exists (EDGEPIPE_ENGINE_UPDATE_LOCK)")
             self._result("waiting")
@@ -146,7 +151,10 @@ class Updater:
             return
         previous = self.status.running
         await asyncio.to_thread(versions.keep_started, self.cache, self.url, self.ref)
+        t = time.perf_counter()
         await self._switch(pipeline, candidate.brief())
+        took["switch"] = time.perf_counter() - t
+        log.info("update: took %s", ", ".join(f"{k} {v:.3f} s" for k, v in took.items()))
         self.status.previous = previous
         self.status.set("Probation", f"{self.update.probation_seconds:g} s")
         broke = await self._probation(pipeline.name)
@@ -162,17 +170,20 @@ class Updater:
     def _load(self, version: versions.Version):
         """Load and smoke-test beside the running version; UpdateFailed if it cannot serve."""
         s = self.settings
+        t = time.perf_counter()
         pipeline = load_pipeline(
             version.config, version.paths, s.threads_per_call, s.max_image_pixels,
             s.shadow_timeout_ms,
         )  # fmt: skip
         if pipeline.error:
             raise versions.UpdateFailed("load-failed", f"does not load: {pipeline.error}")
+        loaded = time.perf_counter()
         try:
             smoke_test(pipeline)
         except SmokeFailed as exc:
             pipeline.close()
             raise versions.UpdateFailed("smoke-failed", f"smoke test failed: {exc}") from None
+        self.took.update(load=loaded - t, smoke=time.perf_counter() - loaded)
         return pipeline
 
     async def _switch(self, pipeline, brief: dict[str, str]) -> None:

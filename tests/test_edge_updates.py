@@ -284,3 +284,36 @@ def test_ten_swaps_back_and_forth_keep_memory_and_cache_flat(own_registry, tmp_p
     blobs = sorted(p.name for p in (cache / "blobs" / "sha256").iterdir())
     assert len(blobs) == 2 and not [n for n in blobs if n.startswith(".")], blobs
     assert len(list((cache / "pipelines").glob("*.json"))) <= 5
+
+
+def test_the_pages_edge_follows_two_updates_and_rolls_one_back(tmp_path) -> None:
+    """docs/how-to/edge-updates.md's blocks, word for word, every output line checked."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+
+    from tests.helpers import walkthrough as wt
+    from tests.helpers.paths import ROOT
+
+    for tool in ("docker-registry", "htpasswd"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (scripts/setup --dev)")
+    for port in (5055, 8095):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} is taken"
+    cmds = wt.commands((ROOT / "docs" / "how-to" / "edge-updates.md").read_text())
+    out_path = tmp_path / "stdout"
+    with open(out_path, "w") as out, open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen(
+            ["bash", "-c", wt.script(cmds)], cwd=ROOT, stdout=out, stderr=err,
+            start_new_session=True, env={**os.environ, "TMPDIR": str(tmp_path)},
+        )  # fmt: skip
+        try:
+            proc.wait(timeout=180)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.returncode == 0, (tmp_path / "stderr").read_text()[-3000:]
+    problems = wt.mismatches(cmds, out_path.read_text())
+    assert not problems, "\n".join(problems)

@@ -46,6 +46,10 @@ class _Registry(oras.provider.Registry):
     def do_request(self, *args: Any, **kwargs: Any) -> requests.Response:
         # oras-py retries failed requests for about two minutes, sleeping in between. We
         # report them at once and let the caller (kopf's back-off, a CLI user) decide.
+        basic = getattr(self.auth, "_basic_auth", None)
+        if len(args) < 4 and isinstance(self.auth, oras.auth.BasicAuth) and basic:
+            # oras sends the login only after a 401: every request would be two.
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), **self.auth.get_auth_header()}
         try:
             return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)
         except requests.exceptions.SSLError as exc:

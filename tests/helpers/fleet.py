@@ -135,6 +135,7 @@ class CountingProxy:
         self.upstream = upstream
         self.blob_bytes = 0
         self.requests: list[str] = []
+        self.codes: list[int] = []  # each request's answer, in the same order
         self.cut: str | None = None  # a blob digest whose next download breaks half-way
         self.ranges: list[str] = []  # Range headers seen
         proxy = self
@@ -154,6 +155,7 @@ class CountingProxy:
                 resp = conn.getresponse()
                 data = resp.read()
                 proxy.requests.append(f"{self.command} {self.path}")
+                proxy.codes.append(resp.status)
                 if self.headers.get("Range"):
                     proxy.ranges.append(self.headers["Range"])
                 if self.command == "GET" and "/blobs/" in self.path:
