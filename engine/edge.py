@@ -181,7 +181,7 @@ def _pull_models(
     by_sha = {
         layer["digest"]: layer
         for layer in fetched.manifest.get("layers", [])
-        if layer.get("mediaType") == oci.MODEL_LAYER
+        if oci.is_weight_layer(layer)  # ModelPack's raw weight, or edgepipe's earlier type
     }
     log.info("Fetching model layers")
     paths: dict[str, Path] = {}
@@ -277,9 +277,20 @@ def _log_model(layer: dict[str, Any], name: str, version: str) -> None:
 
 
 def fetch_model(url: str, settings: Settings) -> Path:
-    """An ``oci://`` model reference (a Pipeline step's url) as a verified cached file."""
+    """An ``oci://`` model reference (a Pipeline step's url: a ModelPack artifact, a
+    modelcar image, an earlier edgepipe model) as a verified cached file."""
     ref = oci.Reference.parse(url)
     client = client_for(settings.registry_login, ref.registry)
-    manifest, _ = client.get_manifest(ref)
-    digest = oci.model_layer(manifest, ref)["digest"]
-    return fetch_blob(client, ref.repository, digest, settings.cache_dir, url)
+    found = oci.locate(client, ref)
+    oci.check_size(found, settings.max_model_bytes)
+    if found.digest is not None:  # a raw layer is the file
+        return fetch_blob(client, ref.repository, found.digest, settings.cache_dir, url)
+    # Layers are read (never extracted) in a folder of the cache; only the ONNX file stays.
+    work = settings.cache_dir / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        path, sha = oci.extract(client, found, Path(tmp), settings.max_model_bytes)
+        dest = blob_path(settings.cache_dir, f"sha256:{sha}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+    return dest

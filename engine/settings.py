@@ -195,6 +195,12 @@ class Settings(AccessSettings):
         description="edge mode: where pulled models go",
         json_schema_extra={"default_text": "~/.cache/edgepipe/engine"},
     )
+    max_model_bytes: Size = Field(
+        4 * 2**30,
+        description="a model layer (an ONNX file, or a modelcar image's layer holding one) "
+        "or a file in it larger than this is refused before it is downloaded (`2Gi`, bytes)",
+        json_schema_extra={"default_text": "4Gi", "type_text": "size"},
+    )
     drain_seconds: int = Field(
         0,
         ge=0,
@@ -311,6 +317,12 @@ class Settings(AccessSettings):
         "but waits; it is applied within one poll of the file's removal",
     )
 
+    @property
+    def update(self) -> UpdatePolicy:
+        """Edge updates: the ``update_*`` fields as one object."""
+        return UpdatePolicy(
+            self.update_seconds,
+            self.update_probation_seconds,
     update_heartbeat_seconds: float = Field(
         300.0,
         gt=0,
@@ -321,21 +333,15 @@ class Settings(AccessSettings):
         json_schema_extra={"unit": "seconds"},
     )
 
-    @property
-    def update(self) -> UpdatePolicy:
-        """Edge updates: the ``update_*`` fields as one object."""
-        return UpdatePolicy(
-            self.update_seconds,
-            self.update_probation_seconds,
             self.update_max_error_rate,
             self.update_lock,
-            heartbeat_seconds=self.update_heartbeat_seconds,
         )
 
     @property
     def edge(self) -> EdgeSource | None:
         """Edge mode's pipeline source; None unless PIPELINE_URL is set."""
         if not self.pipeline_url:
+            heartbeat_seconds=self.update_heartbeat_seconds,
             return None
         return EdgeSource(self.pipeline_url, self.oci_registry, self.oci_verify_key)
 

@@ -133,9 +133,7 @@ def _config(data: bytes, what: str) -> PipelineConfig:
 def _download(
     client: oci.Client, repository: str, manifest: dict, config: PipelineConfig, cache: Path
 ) -> dict[str, Path]:
-    layers = {
-        x["digest"] for x in manifest.get("layers", []) if x.get("mediaType") == oci.MODEL_LAYER
-    }
+    layers = {x["digest"] for x in manifest.get("layers", []) if oci.is_weight_layer(x)}
     paths: dict[str, Path] = {}
     for where, model in config.models():
         digest = f"sha256:{model.sha256}"

@@ -37,7 +37,9 @@ def test_push_a_model_and_pull_it_back(auth_registry, yolov8n_path, tmp_path) ->
     assert pushed.uploaded and seen[-1][0] == seen[-1][1] == yolov8n_path.stat().st_size
     ref = oci.Reference.parse(pushed.reference)
     manifest, digest = client.get_manifest(ref)
-    assert digest == pushed.manifest_digest and manifest["artifactType"] == oci.MODEL_ARTIFACT
+    assert (
+        digest == pushed.manifest_digest and manifest["artifactType"] == oci.modelpack.ARTIFACT_TYPE
+    )
     (layer,) = manifest["layers"]
     ann = layer["annotations"]
     assert ann["io.edgepipe.model.name"] == "yolov8n"

@@ -1,32 +1,56 @@
 """OCI artifacts for models and pipelines, on the oras SDK.
 
-- A **model** is an artifact of type ``application/vnd.edgepipe.model.v1``: an empty config
-  and one layer, the ONNX file (``application/vnd.edgepipe.model.onnx``), annotated with
-  its name, version, sha256, runtime and input/output signatures. Its reference is
-  ``oci://<registry>/<prefix>/models/<name>@sha256:<manifest digest>``.
+- A **model** is a CNCF ModelPack v1 artifact (``modelpack``: artifact type
+  ``application/vnd.cncf.model.manifest.v1+json``, a ``format: onnx`` config, the ONNX file
+  as one raw weight layer annotated with its ``org.cncf.model.filepath``, plus edgepipe's
+  own annotations: name, version, sha256, runtime, input/output signatures). Its reference
+  is ``oci://<registry>/<prefix>/models/<name>@sha256:<manifest digest>``. A model is read
+  from a ModelPack artifact of any tool, a KServe modelcar image (``/models``) or edgepipe's
+  earlier media types (``modelfiles``), ``?path=FILE`` choosing among several files.
 - A **pipeline** is an artifact of type ``application/vnd.edgepipe.pipeline.v1`` whose config
   blob is the pipeline config document (the engine's own bytes) and whose layers are the
-  models, by digest.
+  models, by digest, as raw ModelPack weights.
 
 ``refs`` names things (media types, references, credentials, errors), ``client`` talks to
-a registry, ``target`` says where a publish goes, and ``models`` pushes and reads model
-artifacts.
+a registry, ``target`` says where a publish goes, ``models`` pushes and reads model
+artifacts, and ``tars`` reads image layers without extracting them.
 """
 
+from . import modelpack
 from .client import Client
-from .models import ModelInfo, PushedModel, model_info, model_layer, model_sha256, push_model
+from .modelfiles import DEFAULT_MAX_MODEL_BYTES, Located, ModelNotFound, check_size, extract, locate
+from .models import (
+    ModelInfo,
+    PushedModel,
+    is_weight_layer,
+    model_info,
+    model_layer,
+    model_sha256,
+    push_model,
+)
 from .refs import *  # noqa: F403 - the names, media types and errors, as refs.__all__ lists
 from .target import Target, file_digest
+from .tars import TooLarge, UnsafeArchive
 
 __all__ = [
+    "DEFAULT_MAX_MODEL_BYTES",
     "Client",
+    "Located",
     "ModelInfo",
+    "ModelNotFound",
     "PushedModel",
     "Target",
+    "TooLarge",
+    "UnsafeArchive",
+    "check_size",
+    "extract",
     "file_digest",
+    "is_weight_layer",
+    "locate",
     "model_info",
     "model_layer",
     "model_sha256",
+    "modelpack",
     "push_model",
 ]
 __all__ += refs.__all__  # noqa: F405

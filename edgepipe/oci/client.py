@@ -131,12 +131,13 @@ class Client:
         name = f"{self.registry}/{repository}" + (f":{tag}" if tag else "")
         return oras.container.Container(name, registry=self.registry)
 
-    def get_manifest(self, ref: Reference) -> tuple[dict[str, Any], str]:
-        """The manifest and its digest."""
-        raw, digest = self.get_manifest_bytes(ref)
+    def get_manifest(self, ref: Reference, accept: str = MANIFEST) -> tuple[dict[str, Any], str]:
+        """The manifest and its digest (``accept``: the media types asked for, e.g. an
+        image index's too)."""
+        raw, digest = self.get_manifest_bytes(ref, accept)
         return json.loads(raw), digest
 
-    def get_manifest_bytes(self, ref: Reference) -> tuple[bytes, str]:
+    def get_manifest_bytes(self, ref: Reference, accept: str = MANIFEST) -> tuple[bytes, str]:
         """The manifest as the registry holds it (what its digest and a signature cover)."""
         container = self._container(ref.repository)
         url = f"{self.scheme}://{self.registry}/v2/{ref.repository}/manifests/" + (
@@ -144,7 +145,7 @@ class Client:
         )
         self.reg.auth.load_configs(container)
         resp = self._check(
-            self.reg.do_request(url, "GET", headers={"Accept": MANIFEST}), f"manifest {ref}"
+            self.reg.do_request(url, "GET", headers={"Accept": accept}), f"manifest {ref}"
         )
         digest = "sha256:" + hashlib.sha256(resp.content).hexdigest()
         if ref.digest and digest != ref.digest:
@@ -313,13 +314,14 @@ class Client:
         dest: Path,
         progress: Progress | None = None,
         attempts: int = PULL_ATTEMPTS,
+        max_bytes: int | None = None,
     ) -> Path:
         """Download a blob to ``dest`` atomically: temp file, verify the digest, rename.
 
         A connection cut mid-blob is picked up where it stopped (an HTTP Range request,
         the hash carried on), or from the start if the registry ignores the range; up to
         ``attempts`` connections, with a short back-off. Only a whole file with the right
-        digest is ever renamed into place.
+        digest is ever renamed into place; past ``max_bytes`` the download stops (OciError).
         """
         url = f"{self.scheme}://{self.registry}/v2/{repository}/blobs/{digest}"
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -345,6 +347,11 @@ class Client:
                             f.write(chunk)
                             h.update(chunk)
                             done += len(chunk)
+                            if max_bytes is not None and done > max_bytes:
+                                raise OciError(
+                                    f"blob {digest} from {self.registry}/{repository} is over "
+                                    f"{max_bytes} bytes; refusing it"
+                                )
                             if progress:
                                 progress(done, total)
                         if total and done < total:

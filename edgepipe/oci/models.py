@@ -1,20 +1,21 @@
-"""Model artifacts: an ONNX file pushed by digest with its signature, and read back."""
+"""Model artifacts: an ONNX file pushed as a ModelPack artifact, and read back."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgepipe import onnxfile
 
+from . import modelpack
 from .client import Client
+from .modelfiles import DEFAULT_MAX_MODEL_BYTES, extract, locate
 from .refs import (
     ANNOTATION,
-    EMPTY_CONFIG,
     MANIFEST,
-    MODEL_ARTIFACT,
     MODEL_LAYER,
     Credentials,
     OciError,
@@ -42,7 +43,11 @@ def push_model(
     version: str | None = None,
     progress: Progress | None = None,
 ) -> PushedModel:
-    """Push an ONNX file as a model artifact; re-pushing the same file uploads nothing."""
+    """Push an ONNX file as a ModelPack v1 artifact (a ``format: onnx`` config and the file
+    as one raw weight layer); re-pushing the same file uploads nothing.
+
+    edgepipe's own facts (name, version, sha256, runtime, signature) ride along as
+    annotations, which other tools ignore."""
     from edgepipe.config import digest_to_uuid
 
     path = Path(path)
@@ -51,19 +56,21 @@ def push_model(
     inputs, outputs = onnxfile.signature(path)
     version = version or digest_to_uuid(sha)
     uploaded = client.push_blob(repository, path, digest, size, progress)
-    empty_config = client.push_bytes(repository, b"{}", EMPTY_CONFIG)
+    document = modelpack.config_document(name, version, [digest])
+    config = client.push_bytes(repository, modelpack.config_bytes(document), modelpack.CONFIG)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST,
-        "artifactType": MODEL_ARTIFACT,
-        "config": empty_config,
+        "artifactType": modelpack.ARTIFACT_TYPE,
+        "config": config,
         "layers": [
             {
-                "mediaType": MODEL_LAYER,
+                "mediaType": modelpack.WEIGHT_RAW,
                 "digest": digest,
                 "size": size,
                 "annotations": {
-                    "org.opencontainers.image.title": path.name,
+                    modelpack.FILEPATH: path.name,
+                    modelpack.TITLE: path.name,
                     f"{ANNOTATION}.name": name,
                     f"{ANNOTATION}.version": version,
                     f"{ANNOTATION}.sha256": sha,
@@ -80,11 +87,18 @@ def push_model(
     return PushedModel(ref, sha, manifest_digest, uploaded)
 
 
+def is_weight_layer(layer: dict[str, Any]) -> bool:
+    """A model file as one raw layer: a ModelPack raw weight, or edgepipe's earlier type
+    (publishes and caches from before ModelPack)."""
+    return layer.get("mediaType") in (modelpack.WEIGHT_RAW, MODEL_LAYER)
+
+
 def model_layer(manifest: dict[str, Any], ref: object) -> dict[str, Any]:
+    """The first raw weight layer of a model manifest."""
     for layer in manifest.get("layers", []):
-        if layer.get("mediaType") == MODEL_LAYER:
+        if is_weight_layer(layer):
             return layer
-    raise OciError(f"{ref} is not an edgepipe model (no {MODEL_LAYER} layer)")
+    raise OciError(f"{ref} is not a model (no {modelpack.WEIGHT_RAW} layer)")
 
 
 @dataclass(frozen=True)
@@ -97,16 +111,34 @@ class ModelInfo:
 
 
 def model_info(
-    url: str, credentials: Credentials | None = None, plain_http: bool | None = None
+    url: str,
+    credentials: Credentials | None = None,
+    plain_http: bool | None = None,
+    max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
 ) -> ModelInfo:
-    """Read an ``oci://`` model reference's manifest (one small request)."""
+    """Read an ``oci://`` model reference: its manifest (one small request) when a raw
+    layer is the file; a modelcar image or a tar weight is downloaded (to a temporary
+    folder) and the file hashed, once per manifest digest in this process."""
     ref = Reference.parse(url)
     client = Client(
         ref.registry, credentials, plain_http=speaks_plain_http(ref.registry, plain_http)
     )
-    manifest, _ = client.get_manifest(ref)
-    layer = model_layer(manifest, ref)
-    return ModelInfo(layer["digest"].removeprefix("sha256:"), _output_names(layer))
+    found = locate(client, ref)
+    if found.digest is not None:
+        layer = found.layers[0]
+        return ModelInfo(found.digest.removeprefix("sha256:"), _output_names(layer))
+    key = (ref.registry, ref.repository, ref.path, tuple(x["digest"] for x in found.layers))
+    if key not in _EXTRACTED:
+        with tempfile.TemporaryDirectory(prefix="edgepipe-model-") as work:
+            _, sha = extract(client, found, Path(work), max_bytes)
+        while len(_EXTRACTED) >= 64:
+            _EXTRACTED.pop(next(iter(_EXTRACTED)))
+        _EXTRACTED[key] = ModelInfo(sha, None)
+    return _EXTRACTED[key]
+
+
+# An operator resolves the same reference on every reconcile: an image is read once.
+_EXTRACTED: dict[tuple[Any, ...], ModelInfo] = {}
 
 
 def _output_names(layer: dict[str, Any]) -> list[str] | None:

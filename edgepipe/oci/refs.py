@@ -82,16 +82,26 @@ class DigestMismatch(OciError):
 
 @dataclass(frozen=True)
 class Reference:
-    """``[oci://]registry/repository[:tag][@sha256:digest]``."""
+    """``[oci://]registry/repository[:tag][@sha256:digest][?path=FILE]``.
+
+    ``path`` (models only) names one file of an artifact or image that holds several: a
+    ModelPack weight's ``org.cncf.model.filepath``, or a file under a modelcar's ``/models``.
+    """
 
     registry: str
     repository: str
     tag: str | None = None
     digest: str | None = None
+    path: str | None = None
 
     @classmethod
     def parse(cls, ref: str) -> Reference:
-        raw = ref.removeprefix("oci://")
+        raw, _, query = ref.removeprefix("oci://").partition("?")
+        path = None
+        if query:
+            key, _, path = query.partition("=")
+            if key != "path" or not path:
+                raise OciError(f"{ref}: expected ?path=FILE after the reference")
         digest = None
         if "@" in raw:
             raw, digest = raw.split("@", 1)
@@ -106,7 +116,7 @@ class Reference:
         last = rest.rsplit("/", 1)[-1]
         if ":" in last:
             rest, tag = rest.rsplit(":", 1)
-        return cls(registry, rest, tag, digest)
+        return cls(registry, rest, tag, digest, path)
 
     @property
     def target(self) -> str:
@@ -121,6 +131,8 @@ class Reference:
             out += f":{self.tag}"
         if self.digest:
             out += f"@{self.digest}"
+        if self.path:
+            out += f"?path={self.path}"
         return out
 
 

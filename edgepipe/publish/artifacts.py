@@ -60,8 +60,10 @@ def _ensure_model_blob(
             if src.registry == target.registry
             else oci.Client(src.registry, plain_http=oci.speaks_plain_http(src.registry))
         )
-        manifest, _ = source.get_manifest(src)
-        layer = oci.model_layer(manifest, src)
+        found = oci.locate(source, src)
+        if found.digest is None:  # inside a modelcar image or a tar weight: copy it out
+            return _push_extracted(client, source, found, repository, digest, progress)
+        layer = found.layers[0]
         if layer["digest"] != digest:
             raise PublishError(f"{ref_url} holds {layer['digest']}, the pipeline says {digest}")
         if client.blob_exists(repository, digest):
@@ -77,6 +79,24 @@ def _ensure_model_blob(
         "a model given as a path inside the engine image cannot be published from here; "
         "push it first (edgepipe model push FILE --registry …) and use its oci:// reference"
     )
+
+
+def _push_extracted(
+    client: oci.Client,
+    source: oci.Client,
+    found: oci.Located,
+    repository: str,
+    digest: str,
+    progress: oci.Progress | None,
+) -> int:
+    """The ONNX file of a modelcar image or a tar weight, as its own blob; its size."""
+    with tempfile.TemporaryDirectory(prefix="edgepipe-model-") as tmp:
+        local, sha = oci.extract(source, found, Path(tmp), oci.DEFAULT_MAX_MODEL_BYTES)
+        if f"sha256:{sha}" != digest:
+            raise PublishError(f"{found.ref} holds sha256:{sha}, the pipeline says {digest}")
+        size = local.stat().st_size
+        client.push_blob(repository, local, digest, size, progress)
+    return size
 
 
 def push_pipeline(
@@ -113,10 +133,13 @@ def push_pipeline(
         seen.add(digest)
         layers.append(
             {
-                "mediaType": oci.MODEL_LAYER,
+                # A standard raw weight; edgepipe's facts are annotations (the config, not
+                # the media type, says which step uses it).
+                "mediaType": oci.modelpack.WEIGHT_RAW,
                 "digest": digest,
                 "size": size,
                 "annotations": {
+                    oci.modelpack.FILEPATH: f"{model.sha256}.onnx",
                     "org.opencontainers.image.title": f"{model.sha256}",
                     f"{oci.ANNOTATION}.name": model.name,
                     f"{oci.ANNOTATION}.version": model_version(model),
