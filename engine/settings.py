@@ -317,12 +317,6 @@ class Settings(AccessSettings):
         "but waits; it is applied within one poll of the file's removal",
     )
 
-    @property
-    def update(self) -> UpdatePolicy:
-        """Edge updates: the ``update_*`` fields as one object."""
-        return UpdatePolicy(
-            self.update_seconds,
-            self.update_probation_seconds,
     update_heartbeat_seconds: float = Field(
         300.0,
         gt=0,
@@ -333,15 +327,21 @@ class Settings(AccessSettings):
         json_schema_extra={"unit": "seconds"},
     )
 
+    @property
+    def update(self) -> UpdatePolicy:
+        """Edge updates: the ``update_*`` fields as one object."""
+        return UpdatePolicy(
+            self.update_seconds,
+            self.update_probation_seconds,
             self.update_max_error_rate,
             self.update_lock,
+            heartbeat_seconds=self.update_heartbeat_seconds,
         )
 
     @property
     def edge(self) -> EdgeSource | None:
         """Edge mode's pipeline source; None unless PIPELINE_URL is set."""
         if not self.pipeline_url:
-            heartbeat_seconds=self.update_heartbeat_seconds,
             return None
         return EdgeSource(self.pipeline_url, self.oci_registry, self.oci_verify_key)
 
