@@ -24,6 +24,9 @@ LOCAL_INFERENCE_STORAGE = "1Gi"
 # On SIGTERM the engine fails readiness and keeps serving this long, so that Services stop
 # sending it traffic before it stops listening; then it finishes what is in flight.
 DRAIN_SECONDS = 5
+# Where the Secret with the engine's API tokens is mounted: a file (not an env var), so
+# that a rotated Secret reaches a running engine (EDGEPIPE_ENGINE_API_TOKEN_FILE).
+TOKEN_DIR = "/var/run/secrets/edgepipe/api-token"
 # Time the pod gets from SIGTERM to SIGKILL: the drain, then in-flight requests.
 TERMINATION_GRACE_SECONDS = 30
 
@@ -106,3 +109,15 @@ def engine_env(cpus: float | str) -> list[dict[str, str]]:
         {"name": "EDGEPIPE_ENGINE_CACHE_DIR", "value": CACHE_DIR},
         {"name": "EDGEPIPE_ENGINE_DRAIN_SECONDS", "value": str(DRAIN_SECONDS)},
     ]
+
+
+def token_from_secret(secret: str, key: str) -> tuple[list[dict], list[dict], list[dict]]:
+    """(env, volumes, volume mounts) that hand the engine its API tokens from ``key`` of
+    Secret ``secret``, as a file it re-reads when the Secret changes."""
+    env = [{"name": "EDGEPIPE_ENGINE_API_TOKEN_FILE", "value": f"{TOKEN_DIR}/token"}]
+    volume = {
+        "name": "api-token",
+        "secret": {"secretName": secret, "items": [{"key": key, "path": "token"}]},
+    }
+    mount = {"name": "api-token", "mountPath": TOKEN_DIR, "readOnly": True}
+    return env, [volume], [mount]

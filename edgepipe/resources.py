@@ -20,6 +20,7 @@ from .config import (
     Step,
     Validation,
 )
+from .secretrefs import EngineAuth, SecretRef
 
 # Defined once, in spec (the base of every document), and re-exported here.
 from .spec import API_VERSION as API_VERSION
@@ -104,10 +105,6 @@ class DeploymentConfig(SpecModel):
         return EngineConfig(cpus=self.cpus, memory=self.memory, gpus=self.gpus)
 
 
-class SecretRef(SpecModel):
-    name: str = Field(description="Secret in the object's own namespace.")
-
-
 class ModelRegistry(SpecModel):
     """The registry that holds a Pipeline's ``oci://`` models."""
 
@@ -161,6 +158,9 @@ class PipelineSpec(SpecModel):
         default=None,
         description="How to reach the registry of the steps' oci:// models: credentials and "
         "plain HTTP. Both the operator and the engine pods use them.",
+    )
+    auth: EngineAuth | None = Field(
+        default=None, description="Who may call the engine: its API token, from a Secret."
     )
 
 

@@ -78,6 +78,7 @@ def render_chart(
         "engine_port": enginepod.ENGINE_PORT,
         "grpc_port": enginepod.GRPC_PORT,
         "cache_dir": enginepod.CACHE_DIR,
+        "token_dir": enginepod.TOKEN_DIR,
         # Probes and the security context as JSON, which is YAML: one source for both.
         "probes": {k: json.dumps(v) for k, v in enginepod.probes().items()},
         "security_context": json.dumps(enginepod.container_security_context()),

@@ -21,7 +21,9 @@ def _edge_env(
 ) -> dict[str, str | None]:
     """The engine's edge-mode env vars. Credentials stay references to the user's own
     variables (``var`` formats one: ``$X`` for a shell, ``${X}`` for compose); a value of
-    None passes the variable through from the environment (a multi-line PEM key)."""
+    None passes the variable through from the environment (a multi-line PEM key, and the
+    engine's API token: set in the environment it is required, unset the edge is open;
+    never written into the line, where a terminal or the process list would show it)."""
     env: dict[str, str | None] = {
         "PIPELINE_URL": pipeline_url,
         "OCI_REGISTRY": registry,
@@ -35,6 +37,7 @@ def _edge_env(
         env["OCI_VERIFY_KEY"] = None
     if plain_http:
         env["OCI_PLAIN_HTTP"] = "true"
+    env["EDGEPIPE_ENGINE_API_TOKEN"] = None
     return env
 
 
@@ -74,6 +77,7 @@ def compose_yaml(
     )
     if "OCI_VERIFY_KEY" in env:
         env["OCI_VERIFY_KEY"] = "${OCI_VERIFY_KEY}"
+    env["EDGEPIPE_ENGINE_API_TOKEN"] = "${EDGEPIPE_ENGINE_API_TOKEN:-}"  # empty: no token
     doc = {
         "services": {
             "engine": {

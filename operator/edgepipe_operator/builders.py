@@ -22,6 +22,7 @@ from edgepipe.enginepod import (
     probes,
     rollout,
     service_ports,
+    token_from_secret,
 )
 from edgepipe.manifests import parse_pipeline_spec, pipeline_config
 from edgepipe.outputs import OutputsOf, check_validations
@@ -121,6 +122,15 @@ def build_configmap(config: PipelineConfig, namespace: str) -> dict[str, Any]:
     }
 
 
+def engine_token(spec: PipelineSpec) -> tuple[list[dict], list[dict], list[dict]]:
+    """(env, volumes, mounts) for ``spec.auth.tokenSecretRef``: the engine reads its API
+    tokens from the Secret mounted as a file; nothing without a reference."""
+    ref = spec.auth.token_secret_ref if spec.auth else None
+    if ref is None:
+        return [], [], []
+    return token_from_secret(ref.name, ref.key)
+
+
 def build_deployment(
     config: PipelineConfig,
     spec: PipelineSpec,
@@ -142,13 +152,14 @@ def build_deployment(
     if deploy.gpus:
         resources["limits"]["nvidia.com/gpu"] = str(deploy.gpus)
     login_env, login_volumes, login_mounts = pod_registry(spec.registry, login)
+    token_env, token_volumes, token_mounts = engine_token(spec)
     container = {
         "name": "engine",
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": ["edgepipe-engine"],
         "args": ["--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
-        "env": [*engine_env(deploy.cpus), *login_env],
+        "env": [*engine_env(deploy.cpus), *login_env, *token_env],
         "ports": container_ports(),
         "resources": resources,
         **probes(),
@@ -156,6 +167,7 @@ def build_deployment(
             {"name": "pipeline-config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "model-cache", "mountPath": CACHE_DIR},
             *login_mounts,
+            *token_mounts,
         ],
         "securityContext": container_security_context(),
     }
@@ -186,6 +198,7 @@ def build_deployment(
                         {"name": "pipeline-config", "configMap": {"name": configmap_name(name)}},
                         {"name": "model-cache", "emptyDir": {}},
                         *login_volumes,
+                        *token_volumes,
                     ],
                 },
             },

@@ -25,7 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         "~/.kube/config) or, inside a pod, its service account.",
     )
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", help="watch one namespace only")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        help="watch this namespace only; repeat it (or comma-separate) for several",
+    )
     scope.add_argument(
         "-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)"
     )
@@ -51,17 +56,18 @@ def main(argv: list[str] | None = None) -> None:
         load_config()
     except Exception as exc:
         sys.exit(f"edgepipe-operator: no Kubernetes credentials: {exc}")
-    namespace = args.namespace or settings.namespace
+    given = [n.strip() for arg in args.namespace or () for n in arg.split(",") if n.strip()]
+    namespaces = given or settings.namespaces
     # kopf sets up its own log handler; with an insecure test kubeconfig, urllib3 would
     # otherwise warn on every single request.
     kopf.configure(verbose=args.verbose)
     warnings.simplefilter("once", InsecureRequestWarning)
     kopf.run(
         standalone=True,  # one operator per cluster; no peering resources needed
-        clusterwide=namespace is None,
-        namespaces=[namespace] if namespace else [],
+        clusterwide=not namespaces,
+        namespaces=namespaces,
         liveness_endpoint=args.liveness,
-        memo=operator_memo(settings, namespace),  # the settings, read once, for every handler
+        memo=operator_memo(settings, namespaces),  # the settings, read once, for every handler
     )
 
 

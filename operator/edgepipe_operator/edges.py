@@ -90,10 +90,11 @@ async def poll(memo: kopf.Memo) -> None:
     # Its own API connection: the handlers' ones are theirs.
     settings: OperatorSettings = memo.settings
     kube, interval = Kube(pool_size=2), settings.edge_poll_seconds
-    namespace = memo.get("watch_namespace") or settings.namespace
+    namespaces = memo.get("watch_namespaces") or settings.namespaces or [None]
     while True:
-        try:
-            await asyncio.to_thread(refresh_all, kube, namespace)
-        except (ApiException, Urllib3Error) as exc:
-            log.warning("reading Publishes for their edges: %s", exc)
+        for namespace in namespaces:  # None: the whole cluster
+            try:
+                await asyncio.to_thread(refresh_all, kube, namespace)
+            except (ApiException, Urllib3Error) as exc:
+                log.warning("reading Publishes for their edges: %s", exc)
         await asyncio.sleep(interval)

@@ -21,6 +21,7 @@ from edgepipe import oci
 from edgepipe.config import ConfigError, PipelineConfig, config_error
 from edgepipe.publish import PublishError, publish
 from edgepipe.resources import GROUP, VERSION, PipelineSpec, PublishSpec
+from edgepipe.secretrefs import check_own_namespace
 from edgepipe.timestamps import now
 
 from . import history
@@ -211,6 +212,7 @@ def _publish(
 ):
     with failing():
         parsed = PublishSpec.model_validate(dict(spec))
+        check_own_namespace(parsed, namespace, "Publish")
     config, pspec = _pipeline_config(kube, memo, parsed, namespace, retry)
     with failing():
         target = publish_target(kube, parsed.registry, namespace)

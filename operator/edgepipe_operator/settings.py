@@ -26,7 +26,7 @@ class OperatorSettings(EnvSettings):
     image_pull_policy: str = Field("IfNotPresent", description="the engine containers' pull policy")
     namespace: str | None = Field(
         None,
-        description="watch one namespace instead of the whole cluster",
+        description="watch these namespaces (comma-separated) instead of the whole cluster",
         json_schema_extra={"default_text": "(all)"},
     )
     edge_poll_seconds: float = Field(
@@ -49,3 +49,8 @@ class OperatorSettings(EnvSettings):
     workers: int = Field(
         8, ge=1, description="handlers run at once (threads, and API connections for them)"
     )
+
+    @property
+    def namespaces(self) -> list[str]:
+        """The namespaces watched; empty: the whole cluster."""
+        return [n.strip() for n in (self.namespace or "").split(",") if n.strip()]

@@ -23,10 +23,10 @@ from .kube import Kube
 from .settings import OperatorSettings
 
 
-def operator_memo(settings: OperatorSettings, namespace: str | None) -> kopf.Memo:
+def operator_memo(settings: OperatorSettings, namespaces: list[str]) -> kopf.Memo:
     """What the handlers share, made once at start: the settings read from the environment
-    and the namespace watched (None: every namespace)."""
-    return kopf.Memo(settings=settings, watch_namespace=namespace)
+    and the namespaces watched (empty: every namespace)."""
+    return kopf.Memo(settings=settings, watch_namespaces=namespaces)
 
 
 @kopf.on.startup()
@@ -46,6 +46,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = ours.workers
     settings.posting.worker_limit = ours.workers
     memo.kube = Kube(pool_size=ours.workers + 2)
+    # Watching named namespaces, the operator has Roles there and no cluster-wide access:
+    # kopf then takes the names as they are and scans CRDs once, instead of watching
+    # namespaces and CRDs cluster-wide (which would need a ClusterRole).
+    if memo.get("watch_namespaces"):
+        settings.scanning.disabled = True
     memo.applied = cache.Applied()
     # Asking unready engines why needs pod IPs this process can reach.
     memo.probe = readiness.probe_ready if ours.probe_engines else None

@@ -62,3 +62,11 @@ file (float64, which would print as 2.024e+07) is written back as its digits. */
 {{- printf "%s:%s" $repo (include "edgepipe.tag" .) }}
 {{- end }}
 {{- end }}
+
+{{/* The namespaces the operator watches, comma-separated (watchNamespaces, and the older
+operator.watchNamespace); empty: the whole cluster. */}}
+{{- define "edgepipe.watchNamespaces" -}}
+{{- $ns := .Values.watchNamespaces | default list -}}
+{{- with .Values.operator.watchNamespace }}{{ $ns = append $ns . }}{{ end -}}
+{{- $ns | uniq | join "," -}}
+{{- end }}
