@@ -140,7 +140,8 @@ def publish_push(
         raise click.UsageError("give a CONFIG file or --model FILE.onnx (one of them)")
     raw = load_config(config_file) if config_file else config_for_model_file(model_file)
     say(f"hashing the models of {raw.name}")  # seconds for a large model, before any upload
-    config = resolve_refs(resolve_local(raw))
+    dest = target(registry, username, password, plain_http)
+    config = resolve_refs(resolve_local(raw), dest)
     # Rules that name an output the pipeline does not answer fail here, before any upload.
     check_validations(config, readable_outputs)
     deployment = DeploymentConfig(
@@ -154,7 +155,6 @@ def publish_push(
         edge_list = check_edges(list(edges))
     except (signing.KeyProblem, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
-    dest = target(registry, username, password, plain_http)
     with Transfer(f"publishing {config.name}") as transfer:
         result = do_publish(
             config,

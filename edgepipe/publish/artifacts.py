@@ -20,14 +20,20 @@ from .errors import PublishError
 Log = Callable[[str], None]
 
 
-def resolve_refs(config: PipelineConfig) -> PipelineConfig:
+def resolve_refs(config: PipelineConfig, target: oci.Target | None = None) -> PipelineConfig:
     """Fill in the sha256 of ``oci://`` models from the registry (local files already
-    are), and compute the version."""
+    are), and compute the version. A model in the target's registry is read with its
+    login (a modelcar image is downloaded to hash its ONNX file)."""
 
     def resolve(where: str, model: ModelRef) -> ModelRef:
         if model.url and model.url.startswith("oci://") and not model.sha256:
             try:
-                return model.model_copy(update={"sha256": oci.model_sha256(model.url)})
+                same = target is not None and oci.Reference.parse(model.url).registry == (
+                    target.registry
+                )
+                login = (target.credentials, target.plain_http) if same else (None, None)
+                sha = oci.model_sha256(model.url, *login)
+                return model.model_copy(update={"sha256": sha})
             except oci.OciError as exc:
                 raise ConfigError(f"{where}.url: {exc}", f"{where}.url") from None
         return model
