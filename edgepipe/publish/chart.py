@@ -20,7 +20,7 @@ import yaml
 
 from edgepipe import enginepod, oci
 from edgepipe.config import PipelineConfig
-from edgepipe.resources import DeploymentConfig
+from edgepipe.resources import Autoscaling, DeploymentConfig
 
 from .errors import PublishError
 
@@ -61,6 +61,8 @@ def render_chart(
     )
     repo, tag = split_image(engine_image)
     chart_version = CHART_VERSION_PREFIX + config.version
+    # The chart's autoscaling defaults (off): the published spec's, or 1-3 at 70% CPU.
+    auto = deployment.autoscaling or Autoscaling(max_replicas=3)
     values = {
         "chart_name": chart_name,
         "chart_version": chart_version,
@@ -73,6 +75,9 @@ def render_chart(
         "image_repository": repo,
         "image_tag": tag,
         "replicas": deployment.replicas,
+        "autoscaling": auto,
+        "autoscaling_target": f"{auto.target:g}",
+        "autoscaling_behavior": json.dumps(auto.behavior or {}),
         "config_cpus": enginepod.config_cpus(deployment.cpus),
         "cpu": enginepod.cpu_quantity(deployment.cpus),
         "engine_port": enginepod.ENGINE_PORT,

@@ -1,0 +1,140 @@
+"""Autoscaling in the charts (issue 28), rendered by the real helm: the Publish's edge chart
+has an optional HPA, off by default and changing nothing then; the operator chart may
+deploy the Prometheus scrape config and prometheus-adapter's rule for ``inflight``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgepipe import oci
+from edgepipe.config import ModelRef, PipelineConfig, Step
+from edgepipe.publish.chart import render_chart
+from edgepipe.resources import Autoscaling, DeploymentConfig
+from tests.helpers.helm import helm
+
+LOGIN = ("ociRegistry.registry=r", "ociRegistry.username=u", "ociRegistry.password=p")
+
+
+def docs(rendered: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+def chart(dest: Path, deployment: DeploymentConfig) -> Path:
+    model = ModelRef(name="m", path="/models/m.onnx", sha256="0" * 64)
+    return render_chart(
+        dest,
+        chart_name="c",
+        config=PipelineConfig(name="c", steps=[Step(model=model)]).with_version(),
+        pipeline_url="r/edge/pipelines/c:v",
+        target=oci.Target.parse("r/edge"),
+        engine_image="edgepipe-engine:0.1.0",
+        deployment=deployment,
+    )
+
+
+def template(chart_dir: Path, *sets: str) -> str:
+    args = [a for s in (*LOGIN, *sets) for a in ("--set", s)]
+    return helm("template", "e", str(chart_dir), *args).stdout
+
+
+def by_kind(rendered: str) -> dict[str, dict]:
+    return {d["kind"]: d for d in docs(rendered)}
+
+
+def test_off_by_default_and_unchanged_then(tmp_path: Path) -> None:
+    edge = chart(tmp_path, DeploymentConfig(replicas=2))
+    default = template(edge)
+    assert "HorizontalPodAutoscaler" not in by_kind(default)
+    assert by_kind(default)["Deployment"]["spec"]["replicas"] == 2
+    assert template(edge, "autoscaling.enabled=false") == default
+    # Byte for byte what the chart rendered before it had autoscaling: the same chart with
+    # the HPA template and the replicas guard taken out.
+    bare = tmp_path / "bare"
+    shutil.copytree(edge, bare)
+    (bare / "templates" / "hpa.yaml").unlink()
+    deployment = bare / "templates" / "deployment.yaml"
+    lines = deployment.read_text().splitlines(keepends=True)
+    guard = [i for i, line in enumerate(lines) if "autoscaling.enabled" in line]
+    assert len(guard) == 1 and "{{- end }}" in lines[guard[0] + 2]
+    del lines[guard[0] + 2], lines[guard[0]]
+    deployment.write_text("".join(lines))
+    assert template(bare) == default
+
+
+def test_enabled_it_renders_a_valid_hpa_and_the_deployment_leaves_replicas(
+    tmp_path: Path,
+) -> None:
+    edge = chart(tmp_path, DeploymentConfig(replicas=2))
+    rendered = by_kind(
+        template(
+            edge,
+            "autoscaling.enabled=true",
+            "autoscaling.minReplicas=2",
+            "autoscaling.maxReplicas=5",
+            "autoscaling.target=60",
+            "autoscaling.behavior.scaleDown.stabilizationWindowSeconds=30",
+        )
+    )
+    assert "replicas" not in rendered["Deployment"]["spec"]
+    hpa = rendered["HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["metadata"]["name"] == rendered["Deployment"]["metadata"]["name"]
+    assert hpa["spec"] == {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "e-c"},
+        "minReplicas": 2,
+        "maxReplicas": 5,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 60},
+                },
+            }
+        ],
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 30}},
+    }
+
+
+def test_the_published_autoscaling_gives_the_defaults(tmp_path: Path) -> None:
+    auto = Autoscaling(min_replicas=2, max_replicas=6, metric="inflight", target=2.5)
+    edge = chart(tmp_path, DeploymentConfig(autoscaling=auto))
+    values = yaml.safe_load((edge / "values.yaml").read_text())["autoscaling"]
+    assert values == {
+        "enabled": False,  # still off: the edge cluster may have no metrics stack
+        "minReplicas": 2,
+        "maxReplicas": 6,
+        "metric": "inflight",
+        "target": 2.5,
+        "behavior": {},
+    }
+    hpa = by_kind(template(edge, "autoscaling.enabled=true"))["HorizontalPodAutoscaler"]
+    assert hpa["spec"]["metrics"] == [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "edgepipe_inflight_requests"},
+                "target": {"type": "AverageValue", "averageValue": "2.5"},
+            },
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "autoscaling.metric=rps",
+        "autoscaling.minReplicas=0",
+        "autoscaling.target=0",
+    ],
+)
+def test_the_values_schema_refuses_a_bad_autoscaling_value(tmp_path: Path, bad: str) -> None:
+    edge = chart(tmp_path, DeploymentConfig())
+    args = [a for s in (*LOGIN, "autoscaling.enabled=true", bad) for a in ("--set", s)]
+    proc = helm("template", "e", str(edge), *args, check=False)
+    assert proc.returncode != 0
+    assert "autoscaling" in proc.stderr
