@@ -20,11 +20,13 @@ from edgepipe.client.engine import outputs_of
 from edgepipe.localengine import EngineProcess
 from tests.helpers import onnx_models as m
 from tests.helpers.modeltools import (
+    as_earlier_edgepipe,
     build_modelcar,
     build_oras,
     modelpack_config,
     oras_run,
     push_modelcar,
+    push_modelcar_index,
 )
 from tests.helpers.publishing import creds_env, edge_env, publish
 
@@ -128,3 +130,45 @@ def test_a_modelcar_with_several_models_serves_the_one_path_names(
         oci.model_info(f"oci://{tag}", creds)
     answer = served(f"oci://{tag}?path=/models/b.onnx", auth_registry, tmp_path, start_engine)
     np.testing.assert_array_equal(answer, X + 2)
+
+
+def test_a_modelcar_pushed_as_an_image_index_is_served(
+    auth_registry, start_engine, tmp_path
+) -> None:
+    model = m.add_constant(tmp_path / "model.onnx", 5.0)
+    image = f"{auth_registry.host}/io/modelcar-arch:v1"
+    build_modelcar(image, {"model.onnx": model}, tmp_path / "build")
+    index = f"{auth_registry.host}/io/modelcar-index:v1"
+    push_modelcar_index(image, index, auth_registry, tmp_path)
+    creds = oci.Credentials(auth_registry.username, auth_registry.password)
+    client = oci.Client(auth_registry.host, creds, plain_http=True)
+    listed, _ = client.get_manifest(oci.Reference.parse(index), oci.modelfiles.ACCEPT)
+    assert "manifests" in listed  # an index indeed
+    answer = served(f"oci://{index}", auth_registry, tmp_path, start_engine)
+    np.testing.assert_array_equal(answer, onnxruntime_answer(model))
+
+
+def test_an_edge_with_a_cache_from_before_modelpack_starts_offline(
+    own_registry, models_dir, tmp_path
+) -> None:
+    """A publish in edgepipe's earlier media types is served, cached, and served again
+    with the registry down."""
+    config = {
+        "name": "edge",
+        "steps": [{"model": {"name": "add1", "path": str(models_dir / "add1.onnx")}}],
+    }
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    published = publish(config, configs, own_registry)
+    creds = oci.Credentials(own_registry.username, own_registry.password)
+    client = oci.Client(own_registry.host, creds, plain_http=True)
+    as_earlier_edgepipe(client, published["pipelineUrl"])
+    env = edge_env({"status": published}, own_registry, tmp_path / "cache")
+    for label in ("online", "offline"):
+        with EngineProcess(env=env, log_path=tmp_path / f"{label}.log") as engine:
+            (rec,) = EngineClient(engine.url).infer_records("edge", [{"x": X}])
+        np.testing.assert_array_equal(outputs_of(rec)[0], X + 1)
+        own_registry.stop()
+    cached = next((tmp_path / "cache" / "pipelines").glob("*.json")).read_text()
+    assert oci.MODEL_LAYER in cached and oci.modelpack.WEIGHT_RAW not in cached
+    assert "registry unreachable" in (tmp_path / "offline.log").read_text()

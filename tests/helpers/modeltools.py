@@ -171,3 +171,28 @@ def push_artifact(
     }
     client.put_manifest(repository, manifest, tag=tag)
     return f"oci://{client.registry}/{repository}:{tag}"
+
+
+def push_modelcar_index(image: str, dest: str, reg, folder: Path) -> None:
+    """The image as the one entry of an image index (a manifest list), as multi-arch
+    modelcars are pushed."""
+    config = docker_config(reg, folder / "docker")
+    index = f"localhost/edgepipe-test-index-{hashlib.sha256(dest.encode()).hexdigest()[:12]}"
+    podman("manifest", "rm", index, check=False)
+    podman("manifest", "create", index)
+    podman("manifest", "add", index, f"containers-storage:{image}")
+    podman(
+        "manifest", "push", "--all", "--tls-verify=false", "--authfile", str(config),
+        index, f"docker://{dest}", timeout=300,
+    )  # fmt: skip
+
+
+def as_earlier_edgepipe(client: oci.Client, url: str) -> None:
+    """Rewrite a published pipeline as edgepipe wrote it before ModelPack: its model layers
+    in ``application/vnd.edgepipe.model.onnx``, no filepath annotation; same tag."""
+    ref = oci.Reference.parse(url)
+    manifest, _ = client.get_manifest(ref)
+    for layer in manifest["layers"]:
+        layer["mediaType"] = oci.MODEL_LAYER
+        layer["annotations"].pop(oci.modelpack.FILEPATH, None)
+    client.put_manifest(ref.repository, manifest, tag=ref.tag)
