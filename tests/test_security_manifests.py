@@ -10,31 +10,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-from edgepipe_operator import builders
 from edgepipe_operator.settings import OperatorSettings
 
-from edgepipe import oci
-from edgepipe.config import ModelRef, PipelineConfig, Step
 from edgepipe.engine.settings import Settings
 from edgepipe.enginepod import TOKEN_DIR
 from edgepipe.publish import compose_yaml, docker_run_command
-from edgepipe.publish.chart import render_chart
-from edgepipe.resources import DeploymentConfig, PipelineSpec, PublishSpec
+from edgepipe.resources import PipelineSpec, PublishSpec
 from edgepipe.secretrefs import ForeignSecret, check_own_namespace
 from tests.helpers.helm import helm
-from tests.helpers.paths import ROOT
 from tests.helpers.podsecurity import restricted_violations
-
-OPERATOR_CHART = str(ROOT / "charts/edgepipe")
-
-
-def docs(rendered: str) -> list[dict]:
-    return [d for d in yaml.safe_load_all(rendered) if d]
-
-
-def pod_of(rendered: str) -> dict:
-    (dep,) = [d for d in docs(rendered) if d["kind"] == "Deployment"]
-    return dep["spec"]["template"]["spec"]
+from tests.helpers.securitypods import (
+    OPERATOR_CHART,
+    docs,
+    edge_template,
+    engine_pod,
+    pod_of,
+)
+from tests.helpers.securitypods import edge_chart as render_edge_chart
 
 
 def as_env(entries: list[dict]) -> dict[str, str]:
@@ -43,22 +35,7 @@ def as_env(entries: list[dict]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def edge_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model = ModelRef(name="m", path="/models/m.onnx", sha256="0" * 64)
-    return render_chart(
-        tmp_path_factory.mktemp("edge-chart"),
-        chart_name="c",
-        config=PipelineConfig(name="c", steps=[Step(model=model)]).with_version(),
-        pipeline_url="r/edge/pipelines/c:v",
-        target=oci.Target.parse("r/edge"),
-        engine_image="edgepipe-engine:0.1.0",
-        deployment=DeploymentConfig(),
-    )
-
-
-def edge_template(chart: Path, *sets: str) -> str:
-    login = ("ociRegistry.registry=r", "ociRegistry.username=u", "ociRegistry.password=p")
-    args = [a for s in (*login, *sets) for a in ("--set", s)]
-    return helm("template", "e", str(chart), *args).stdout
+    return render_edge_chart(tmp_path_factory.mktemp("edge-chart"))
 
 
 def test_the_edge_chart_takes_the_token_from_a_secret(edge_chart: Path) -> None:
@@ -97,26 +74,15 @@ def test_the_docker_and_compose_lines_pass_the_token_through() -> None:
     assert env["EDGEPIPE_ENGINE_API_TOKEN"] == "${EDGEPIPE_ENGINE_API_TOKEN:-}"
 
 
-def _pipeline_spec(**extra) -> PipelineSpec:
-    return builders.parse_spec(
-        {"steps": [{"model": {"name": "m", "url": "oci://r/m:1", "sha256": "0" * 64}}], **extra}
-    )
-
-
 def test_the_operator_mounts_a_pipelines_token_secret() -> None:
-    spec = _pipeline_spec(auth={"tokenSecretRef": {"name": "engine-token", "key": "tokens"}})
-    config = builders.resolve_pipeline("p", spec)
-    pod = builders.build_deployment(config, spec, "ns", image="e:1")["spec"]["template"]["spec"]
+    pod = engine_pod(auth={"tokenSecretRef": {"name": "engine-token", "key": "tokens"}})
     (engine,) = pod["containers"]
     assert as_env(engine["env"])["EDGEPIPE_ENGINE_API_TOKEN_FILE"] == f"{TOKEN_DIR}/token"
     volume = next(v for v in pod["volumes"] if v["name"] == "api-token")
     assert volume["secret"]["secretName"] == "engine-token"
     assert volume["secret"]["items"] == [{"key": "tokens", "path": "token"}]
     assert restricted_violations(pod) == []
-    plain = _pipeline_spec()
-    pod = builders.build_deployment(
-        builders.resolve_pipeline("p", plain), plain, "ns", image="e:1"
-    )["spec"]["template"]["spec"]
+    pod = engine_pod()
     assert "EDGEPIPE_ENGINE_API_TOKEN_FILE" not in as_env(pod["containers"][0]["env"])
     assert restricted_violations(pod) == []
 
