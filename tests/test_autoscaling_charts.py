@@ -138,3 +138,35 @@ def test_the_values_schema_refuses_a_bad_autoscaling_value(tmp_path: Path, bad: 
     proc = helm("template", "e", str(edge), *args, check=False)
     assert proc.returncode != 0
     assert "autoscaling" in proc.stderr
+
+
+OPERATOR_CHART = str(Path(__file__).resolve().parent.parent / "charts" / "edgepipe")
+
+
+def test_the_operator_chart_renders_the_inflight_configs_only_when_asked(tmp_path: Path) -> None:
+    off = docs(helm("template", "x", OPERATOR_CHART).stdout)
+    assert not [d for d in off if d["kind"] == "ConfigMap"]
+    on = docs(helm("template", "x", OPERATOR_CHART, "--set", "inflightMetrics.enabled=true").stdout)
+    maps = {d["metadata"]["name"]: d["data"] for d in on if d["kind"] == "ConfigMap"}
+    assert set(maps) == {"x-edgepipe-prometheus-scrape", "x-edgepipe-adapter-rules"}
+    scrape = yaml.safe_load(maps["x-edgepipe-prometheus-scrape"]["prometheus.yml"])
+    (job,) = scrape["scrape_configs"]
+    assert job["scrape_interval"] == "5s" and job["metrics_path"] == "/metrics"
+    keep = {r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
+    assert keep == {"edgepipe-engine", "http"}  # engine pods, on the port named in enginepod
+    (rule,) = yaml.safe_load(maps["x-edgepipe-adapter-rules"]["config.yaml"])["rules"]
+    assert rule["name"]["as"] == "edgepipe_inflight_requests"
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
+    assert "[30s]" in rule["metricsQuery"]
+    # Debian's Prometheus takes the scrape config as it is.
+    promtool = shutil.which("promtool")
+    if promtool:
+        config = tmp_path / "prometheus.yml"
+        config.write_text(maps["x-edgepipe-prometheus-scrape"]["prometheus.yml"])
+        import subprocess
+
+        proc = subprocess.run([promtool, "check", "config", str(config)], capture_output=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
