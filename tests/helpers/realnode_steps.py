@@ -86,9 +86,10 @@ def registry_on_bridge(base: Path, gateway: str) -> Registry:
     return Registry(base, auth=True, address=gateway).start()
 
 
-def install_operator(cluster: NodeCluster, image: str) -> None:
+def install_operator(cluster: NodeCluster, image: str, *sets: str) -> None:
     """``helm install charts/edgepipe``: the operator in a pod, under the chart's RBAC, from
-    the operator image; engines get the chart's default, edgepipe-engine with its tag."""
+    the operator image; engines get the chart's default, edgepipe-engine with its tag.
+    ``sets``: more ``--set`` values (``watchNamespaces={team-a}``)."""
     repo, tag = image.rsplit(":", 1)
     proc = subprocess.run(
         [
@@ -97,6 +98,7 @@ def install_operator(cluster: NodeCluster, image: str) -> None:
             "--namespace", OPERATOR_NS, "--create-namespace",
             "--set", f"image.repository={repo}", "--set-string", f"image.tag={tag}",
             "--set", "image.pullPolicy=Never",
+            *(a for value in sets for a in ("--set", value)),
             "--wait", "--timeout", "180s",
         ],
         capture_output=True, text=True,
@@ -187,7 +189,8 @@ def port_forward(
             wait_for("the gRPC port-forward", lambda: _grpc_ready(f"127.0.0.1:{port}"), 30)
             yield f"127.0.0.1:{port}"
             return
-        wait_for("the port-forward", lambda: _answers(url + "/pipelines"), 30)
+        # A probe path: open on an engine that asks other requests for a token.
+        wait_for("the port-forward", lambda: _answers(url + "/health/live"), 30)
         yield url
     finally:
         proc.terminate()
