@@ -21,6 +21,7 @@ format:
 bench:
 	scripts/setup --dev
 	.venv/bin/python bench/engine_bench.py
+	.venv/bin/python bench/access_bench.py
 	.venv/bin/python bench/image_bench.py
 	.venv/bin/python bench/experiments_bench.py
 
