@@ -1,0 +1,189 @@
+"""Autoscaling on real pods (issue 28): the operator's HPA, the real HPA controller and
+metrics-server reading the real kubelet. A bounded load from the host through the
+Service's ClusterIP scales a Pipeline up to at least 2 Ready replicas and, once it stops,
+back to 1, with no failed request; with metrics-server stopped the Pipeline's status says
+why it cannot scale. The time from load to a second replica serving is printed, split."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import orjson
+import pytest
+
+from tests.helpers import realnode_steps as rn
+from tests.helpers.autoscaling_load import Load, PodWatch
+from tests.helpers.kube import Kubectl, OperatorProcess, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
+
+TARGET = 30  # percent of the CPU request
+# Short windows, so the test does not wait the default 5 minutes to scale down.
+BEHAVIOR = {
+    "scaleUp": {"stabilizationWindowSeconds": 0},
+    "scaleDown": {
+        "stabilizationWindowSeconds": 15,
+        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 5}],
+    },
+}
+ROWS = orjson.dumps([{"x": [1.0, 2.0, 3.0, 4.0]}] * 50)
+
+
+@pytest.fixture(scope="module")
+def node(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
+    cluster = rn.start_cluster(tmp_path_factory.mktemp("autoscale") / "cp", [images["engine"]])
+    yield cluster
+    rn.stop_cluster(cluster)
+
+
+@pytest.fixture(scope="module")
+def registry(node: rn.NodeCluster, tmp_path_factory: pytest.TempPathFactory):
+    reg = rn.registry_on_bridge(tmp_path_factory.mktemp("autoscale-registry"), node.gateway)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(node: rn.NodeCluster, images, tmp_path_factory: pytest.TempPathFactory):
+    """The operator as a process on the host (its chart's pod is tested in test_realnode)."""
+    op = OperatorProcess(
+        node.kubeconfig,
+        tmp_path_factory.mktemp("autoscale-operator") / "op.log",
+        {"EDGEPIPE_OPERATOR_ENGINE_IMAGE": images["engine"]},
+    ).start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture(scope="module")
+def add1(registry, models_dir) -> str:
+    return rn.push_model(registry, models_dir / "add1.onnx", "add1")
+
+
+@pytest.fixture
+def ns(node: rn.NodeCluster, request: pytest.FixtureRequest):
+    name = request.node.name.replace("_", "-")[:40].strip("-")
+    kubectl = node.kubectl(name)
+    kubectl("create", "namespace", name, namespaced=False)
+    yield kubectl
+    kubectl("delete", "namespace", name, "--wait=false", namespaced=False, check=False)
+
+
+def autoscaled(name: str, model: str, secret: str, **auto) -> dict:
+    manifest = rn.pipeline(name, model, secret)
+    manifest["spec"]["deployment"]["autoscaling"] = {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "metric": "cpu",
+        "target": TARGET,
+        **auto,
+    }
+    return manifest
+
+
+def ready_pods(ns: Kubectl, name: str) -> list[dict]:
+    return [p for p in rn.engine_pods(ns, name) if rn.pod_ready(p)]
+
+
+def test_cpu_load_scales_up_then_down_without_a_failed_request(
+    operator, registry, add1, ns: Kubectl
+) -> None:
+    secret = rn.registry_secret(ns, registry)
+    ns.apply(autoscaled("busy", add1, secret, behavior=BEHAVIOR))
+    rn.wait_running(ns, "busy", timeout=240)
+    (first,) = rn.engine_pods(ns, "busy")
+    ip = ns.get("service", "busy-engine")["spec"]["clusterIP"]
+    url = f"http://{ip}:8080/pipelines/busy"
+    # The HPA has its first CPU figure before the load starts (else it would wait for it).
+    wait_for(
+        "the HPA's first CPU figure",
+        lambda: (rn.status(ns, "busy").get("autoscaling") or {}).get("current"),
+        120,
+    )
+    watch = PodWatch(ns, "busy", TARGET).start([first["metadata"]["name"]])
+    heavy = Load(url, ROWS, workers=3, limit=400)
+    light = Load(url, ROWS, workers=1, pause=1.0, limit=600)  # runs through the scale-down
+    t0 = time.time()
+    heavy.start()
+    light.start()
+    try:
+        wait_for("2 Ready replicas", lambda: len(ready_pods(ns, "busy")) >= 2, 300, 1)
+        up = time.time()
+        wait_for(
+            "the new pod serving", lambda: any("serving" in m for m in watch.pods.values()), 60
+        )
+        st = rn.status(ns, "busy")
+        assert st["autoscaling"]["desiredReplicas"] >= 2 and not st["autoscaling"].get("reason")
+        heavy.stop()
+        quiet = time.time()
+        wait_for("back to 1 replica", lambda: len(rn.engine_pods(ns, "busy")) == 1, 300, 1)
+        down = time.time()
+    finally:
+        heavy.stop()
+        light.stop()
+        watch.stop()
+    failures = heavy.failures + light.failures
+    assert failures == [], failures[:5]
+    assert heavy.ok > 50 and light.ok > 10
+    st = wait_for(
+        "the status at 1 replica",
+        lambda: (
+            (s := rn.status(ns, "busy")).get("autoscaling", {}).get("currentReplicas") == 1 and s
+        ),
+        60,
+    )
+    assert st["phase"] == "Running" and st["readyReplicas"] == 1
+    report(watch, t0, up, quiet, down, heavy.ok + light.ok)
+
+
+def report(watch: PodWatch, t0: float, up: float, quiet: float, down: float, requests: int) -> None:
+    """The scale-up's time, split: metrics delay, HPA sync, pod start, model load,
+    readiness, first request served; then the scale-down's."""
+    pods = sorted(watch.pods.values(), key=lambda m: m.get("created", 1e18))
+    marks = pods[0] if pods else {}
+    seen = watch.events.get("hpa_saw_load")
+    scaled = watch.events.get("scaled")
+
+    def gap(a: float | None, b: float | None) -> str:
+        return f"{b - a:5.1f}s" if a is not None and b is not None else "    ?"
+
+    print(
+        "\nautoscaling on the real node (the machine was loaded):"
+        f"\n  load start -> HPA sees CPU above {TARGET}%: {gap(t0, seen)} (metrics delay)"
+        f"\n  -> Deployment asks for 2 replicas:      {gap(seen, scaled)} (HPA sync)"
+        f"\n  -> new pod created:                     {gap(scaled, marks.get('created'))}"
+        f"\n  -> container running:                   {gap(marks.get('created'), marks.get('started'))} (pod start)"
+        f"\n  -> engine live:                         {gap(marks.get('started'), marks.get('live'))}"
+        f"\n  -> model loaded (/health/ready):        {gap(marks.get('live'), marks.get('loaded'))} (model load)"
+        f"\n  -> pod Ready (kubelet probe):           {gap(marks.get('loaded'), marks.get('ready'))} (readiness)"
+        f"\n  -> first request served by it:          {gap(marks.get('ready'), marks.get('serving'))}"
+        f"\n  load start -> 2nd replica Ready:        {gap(t0, up)}"
+        f"\n  pod created -> Ready:                   {gap(marks.get('created'), marks.get('ready'))}"
+        f"\n  load stop -> back to 1 replica:         {gap(quiet, down)}"
+        f"\n  requests: {requests}, failed: 0"
+    )
+
+
+def test_a_cpu_autoscaler_without_metrics_server_says_why(
+    node: rn.NodeCluster, operator, registry, add1, ns: Kubectl
+) -> None:
+    secret = rn.registry_secret(ns, registry)
+    script = str(rn.SCRIPT)
+    subprocess.run([script, "stop-component", str(node.base), "metrics-server"], check=True)
+    try:
+        ns.apply(autoscaled("blind", add1, secret))
+        rn.wait_running(ns, "blind", timeout=240)
+
+        def why():
+            auto = rn.status(ns, "blind").get("autoscaling") or {}
+            return auto if auto.get("reason") else None
+
+        auto = wait_for("the autoscaler's reason in the status", why, 120)
+        assert auto["reason"] == "FailedGetResourceMetric", auto
+        assert "metrics" in auto["message"]
+        conditions = {c["type"]: c for c in rn.status(ns, "blind")["conditions"]}
+        assert conditions["Autoscaling"]["status"] == "False"
+        assert conditions["Autoscaling"]["reason"] == "FailedGetResourceMetric"
+    finally:
+        subprocess.run([script, "start-component", str(node.base), "metrics-server"], check=True)
