@@ -9,20 +9,13 @@ import pytest
 @pytest.mark.cluster
 def test_handlers_are_wired_under_kopf_runner(cluster, kubectl, monkeypatch) -> None:
     """The reconciler, registered as kopf would load it, deploys and undeploys a Pipeline."""
-    # The kubernetes client read KUBECONFIG when it was imported: point its default at the
-    # test cluster, for this process and for kopf's own login alike.
-    import kubernetes
-    from edgepipe_operator.kube import load_config
+    # The operator's own login handler (startup.py) reads KUBECONFIG when kopf logs in.
     from kopf.testing import KopfRunner
 
     from tests.helpers.kube import wait_for
     from tests.helpers.pipelines import pipeline, wait_phase
 
     monkeypatch.setenv("KUBECONFIG", str(cluster["kubeconfig"]))
-    monkeypatch.setattr(
-        kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(cluster["kubeconfig"])
-    )
-    load_config()
     args = ["run", "--standalone", "--all-namespaces", "-m", "edgepipe_operator.startup"]
     with KopfRunner(args, timeout=60) as runner:
         kubectl.apply(pipeline("wired"))

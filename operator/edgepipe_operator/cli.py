@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.report("edgepipe-operator"))
     import kopf
 
-    from .kube import load_config
+    from .kube import credentials
     from .startup import operator_memo  # registers the handlers
 
     try:
-        load_config()
+        credentials(kopf.OperatorSettings())  # checked here for a one-line error
     except Exception as exc:
         sys.exit(f"edgepipe-operator: no Kubernetes credentials: {exc}")
     given = [n.strip() for arg in args.namespace or () for n in arg.split(",") if n.strip()]

@@ -15,13 +15,11 @@ import logging
 from typing import Any
 
 import kopf
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe import edgelog, oci
 from edgepipe.resources import PublishSpec
 
-from .kube import Kube
+from .kube import ApiError, Kube, Unreachable
 from .registry import SecretProblem, publish_target
 from .settings import OperatorSettings
 
@@ -80,21 +78,20 @@ def refresh_all(kube: Kube, namespace: str | None) -> None:
             refresh(kube, obj)
         except (oci.OciError, SecretProblem, ValueError) as exc:  # ValueError: a bad spec
             log.info("publish %s: cannot read its edges' log uploads: %s", name, exc)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status != 409:
                 log.warning("publish %s: %s", name, exc)
 
 
 async def poll(memo: kopf.Memo) -> None:
     """Read every Publish's edges' uploads every ``edge_poll_seconds``, until cancelled."""
-    # Its own API connection: the handlers' ones are theirs.
     settings: OperatorSettings = memo.settings
-    kube, interval = Kube(pool_size=2), settings.edge_poll_seconds
+    kube, interval = memo.kube, settings.edge_poll_seconds
     namespaces = memo.get("watch_namespaces") or settings.namespaces or [None]
     while True:
         for namespace in namespaces:  # None: the whole cluster
             try:
                 await asyncio.to_thread(refresh_all, kube, namespace)
-            except (ApiException, Urllib3Error) as exc:
+            except (ApiError, Unreachable) as exc:
                 log.warning("reading Publishes for their edges: %s", exc)
         await asyncio.sleep(interval)

@@ -14,8 +14,6 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import kopf
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe.config import ConfigError, PipelineConfig
 from edgepipe.resources import GROUP, VERSION, Autoscaling, PipelineSpec
@@ -38,6 +36,7 @@ from .builders import (
     resolve_pipeline,
 )
 from .hpa import HANDOVER_MANAGER, build_hpa, build_replicas_handover, handover_replicas
+from .kube import ApiError, Unreachable
 from .publish_records import drop_gone_publishes
 from .readiness import Sync, sync_from_deployment
 from .registry import Login, SecretProblem
@@ -51,7 +50,7 @@ MODEL_RETRIES = 3
 
 def api_error(exc: Exception, what: str) -> kopf.TemporaryError | kopf.PermanentError:
     """Conflicts, throttling, server and network errors are retried; the rest are final."""
-    if isinstance(exc, ApiException) and exc.status in (400, 403, 422):
+    if isinstance(exc, ApiError) and exc.status in (400, 403, 422):
         return kopf.PermanentError(f"{what}: HTTP {exc.status}: {exc.reason}")
     return kopf.TemporaryError(f"{what}: {exc}", delay=5)
 
@@ -138,7 +137,7 @@ def reconcile_pipeline(**kwargs: Any) -> None:
     """Resolve the spec, keep its version, then deploy or undeploy it."""
     event = PipelineEvent.from_kopf(kwargs)
     # Publishes deleted while no operator watched leave the list (whatever the spec says).
-    with contextlib.suppress(ApiException, Urllib3Error):
+    with contextlib.suppress(ApiError, Unreachable):
         drop_gone_publishes(
             event.memo.kube, event.name, event.namespace, event.status, event.publish_index
         )
@@ -199,7 +198,7 @@ def _remember(event: PipelineEvent, config: PipelineConfig, parsed: PipelineSpec
             cache.listed(event.revision_index, event.namespace, event.name),
             event.current,
         )
-    except (ApiException, Urllib3Error) as exc:
+    except (ApiError, Unreachable) as exc:
         raise api_error(exc, "keeping the version's config") from None
 
 
@@ -215,7 +214,7 @@ def undeploy(rollout: Rollout) -> None:
                 engine_name(name) if kind != "ConfigMap" else configmap_name(name),
                 event.namespace,
             )
-        except (ApiException, Urllib3Error) as exc:
+        except (ApiError, Unreachable) as exc:
             raise api_error(exc, f"deleting {kind}") from None
     t = now()
     generation = rollout.version_fields["observedGeneration"]
@@ -263,7 +262,7 @@ def deploy(rollout: Rollout) -> None:
         # Deployment events that came before that write were skipped (the status was not
         # this spec's yet): read the Deployment once more. Later events find it current.
         sync_from_deployment(replace(first, extra=None, pipeline=written, deployment=None))
-    except (ApiException, Urllib3Error) as exc:
+    except (ApiError, Unreachable) as exc:
         raise api_error(exc, "writing the status") from None
     if event.status.get("version") != config.version:
         kopf.info(event.body, reason="Deploying", message=f"deploying version {config.version}")
@@ -299,7 +298,7 @@ def _apply(rollout: Rollout) -> dict[str, Any] | None:
                 answer = _apply_autoscaled(event, manifest, auto)
             else:
                 answer = event.memo.kube.apply(manifest)
-        except (ApiException, Urllib3Error) as exc:
+        except (ApiError, Unreachable) as exc:
             raise api_error(exc, f"applying {manifest['kind']}") from None
         event.memo.applied.wrote(manifest)
         if manifest["kind"] == "Deployment":
@@ -333,5 +332,5 @@ def _drop_hpa(event: PipelineEvent) -> None:
         return  # never had one: no call
     try:
         event.memo.kube.delete("HorizontalPodAutoscaler", engine_name(event.name), event.namespace)
-    except (ApiException, Urllib3Error) as exc:
+    except (ApiError, Unreachable) as exc:
         raise api_error(exc, "deleting the HorizontalPodAutoscaler") from None

@@ -12,12 +12,10 @@ import contextlib
 from typing import Any
 
 import kopf
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe.resources import GROUP, VERSION
 
-from .kube import Kube
+from .kube import ApiError, Kube, Unreachable
 
 
 @kopf.index(GROUP, VERSION, "publishes")
@@ -86,5 +84,5 @@ def forget_deleted_publish(
     if event.get("type") != "DELETED" or not spec.get("pipeline"):
         return
     # The Publish is gone either way; a failed write is mended by the Pipeline's next reconcile.
-    with contextlib.suppress(ApiException, Urllib3Error):
+    with contextlib.suppress(ApiError, Unreachable):
         remove_from_pipeline(memo.kube, spec["pipeline"], namespace, name)

@@ -13,9 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe import oci
 from edgepipe.config import ConfigError, PipelineConfig, config_error
@@ -26,7 +24,7 @@ from edgepipe.timestamps import now
 
 from . import history
 from .builders import condition, parse_spec, resolve_pipeline
-from .kube import Kube
+from .kube import ApiError, Kube, Unreachable
 from .publish_records import record_on_pipeline
 from .registry import SecretProblem, publish_target, signer_from_secret
 from .resolve import ModelUnreachable, make_resolver, pipeline_login
@@ -150,7 +148,7 @@ def reconcile_publish(
             }
         )
         raise kopf.TemporaryError(str(exc), delay=delay) from None
-    except (ApiException, Urllib3Error) as exc:
+    except (ApiError, Unreachable) as exc:
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=5) from None
 
     t = now()
@@ -203,7 +201,7 @@ def _record(
         return
     entry = {"name": name, "version": version, "phase": phase, "helmChartReference": chart}
     # The Publish's own status is the record; the Pipeline's list is a convenience.
-    with contextlib.suppress(ApiException, Urllib3Error):
+    with contextlib.suppress(ApiError, Unreachable):
         record_on_pipeline(kube, pipeline, namespace, entry)
 
 

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from edgepipe.enginepod import ENGINE_PORT
 from edgepipe.timestamps import now
@@ -33,7 +31,7 @@ from .builders import (
     selector_labels,
 )
 from .hpa import CONDITION, autoscaling_condition, hpa_status
-from .kube import Kube
+from .kube import ApiError, Kube, Unreachable
 
 
 @dataclass(frozen=True)
@@ -109,7 +107,7 @@ def sync_from_deployment(sync: Sync) -> dict[str, Any] | None:
                 new,
                 resource_version=pipeline["metadata"]["resourceVersion"],
             )
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 409:
                 deployment = pods = pipeline = hpa = None  # someone wrote between: read again
                 continue
@@ -227,5 +225,5 @@ def engine_changed(
                 hpa=hpa,
             )
         )
-    except (ApiException, Urllib3Error, kopf.TemporaryError) as exc:
+    except (ApiError, Unreachable, kopf.TemporaryError) as exc:
         kopf.warn(body, reason="StatusSyncFailed", message=str(exc))

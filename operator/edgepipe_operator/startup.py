@@ -19,8 +19,10 @@ from . import (  # noqa: F401 - registers the handlers
     publishes,
     readiness,
 )
-from .kube import Kube
+from .kube import Kube, credentials, open_session
 from .settings import OperatorSettings
+
+SPARE_CONNECTIONS = 4  # kopf's patches and events, the edge poll
 
 
 def operator_memo(settings: OperatorSettings, namespaces: list[str]) -> kopf.Memo:
@@ -30,7 +32,7 @@ def operator_memo(settings: OperatorSettings, namespaces: list[str]) -> kopf.Mem
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Run by kopf's own CLI (`kopf run -m edgepipe_operator.startup`), nobody passed the
     # settings: the defaults, since no handler reads the environment.
     ours: OperatorSettings = memo.setdefault("settings", OperatorSettings.from_env({}))
@@ -40,12 +42,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = 20  # logging.INFO: events for transitions, not debug chatter
-    # Handlers run on this many threads, each with its own API connection. (kopf's own
+    # Handlers run on this many threads, each making one API call at a time. (kopf's own
     # per-object workers stay unlimited: a limit deadlocks a restart, since workers waiting
     # for the indices to fill hold every slot the indexing needs.)
     settings.execution.max_workers = ours.workers
     settings.posting.worker_limit = ours.workers
-    memo.kube = Kube(pool_size=ours.workers + 2)
+    _kube(memo)
     # Watching named namespaces, the operator has Roles there and no cluster-wide access:
     # kopf then takes the names as they are and scans CRDs once, instead of watching
     # namespaces and CRDs cluster-wide (which would need a ClusterRole).
@@ -54,6 +56,54 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.applied = cache.Applied()
     # Asking unready engines why needs pod IPs this process can reach.
     memo.probe = readiness.probe_ready if ours.probe_engines else None
+
+
+def _kube(memo: kopf.Memo) -> Kube:
+    """The handlers' client; login (which may run before configure) gives it its session."""
+    if "kube" not in memo:
+        memo.kube = Kube(asyncio.get_running_loop())
+    return memo.kube
+
+
+@kopf.on.login()
+async def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.AiohttpSession:
+    """One aiohttp session for kopf and the handlers alike (kopf logs in again, and calls
+    this again, when the apiserver refuses the credentials)."""
+    info = credentials(settings)
+    session = open_session(info, connection_limit(memo))
+    _kube(memo).use(session, info.server)
+    return kopf.AiohttpSession(
+        aiohttp_session=session, server=info.server, default_namespace=info.default_namespace
+    )
+
+
+def connection_limit(memo: kopf.Memo) -> int:
+    """The pool's bound: one connection per watch stream, plus one per handler thread, plus
+    a few for kopf's own patches and events and the edge poll.
+
+    A bound can only deadlock if every connection is held by someone waiting for another
+    request to finish. Nobody does: a watch stream holds its connection for as long as it
+    runs but waits only for the apiserver, and every other request (a handler's call, one
+    of kopf's patches, an event) holds one only until its own answer. With more connections
+    than streams, some request always finishes and frees one; the rest queue (FIFO) in the
+    meantime. (kopf's ``worker_limit`` deadlocked because its slots were held by workers
+    waiting for the indices, which needed slots to fill.)
+    """
+    ours: OperatorSettings | None = memo.get("settings")
+    workers = ours.workers if ours else OperatorSettings.model_fields["workers"].default
+    namespaces = max(1, len(memo.get("watch_namespaces") or []))
+    # + the cluster-wide CRD and namespace scans kopf runs when it may
+    return watched_resources() * namespaces + 2 + workers + SPARE_CONNECTIONS
+
+
+def watched_resources() -> int:
+    """How many kinds kopf watches for our handlers (each is one stream per namespace)."""
+    registry = kopf.get_default_registry()
+    kinds = set()
+    for part in ("_indexing", "_watching", "_spawning", "_changing"):
+        if (handlers := getattr(registry, part, None)) is not None:
+            kinds |= set(handlers.get_all_selectors())
+    return len(kinds) or 16  # (kopf's registry changed: a generous guess)
 
 
 # Registered after configure, so it runs after it: the poll reads the memo's settings.
