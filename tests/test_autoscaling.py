@@ -223,3 +223,31 @@ def test_the_clients_deploy_patch_names_every_field() -> None:
     assert autoscaling_patch(False) is None
     with pytest.raises(ConfigError, match=r"spec\.deployment\.autoscaling\.maxReplicas"):
         autoscaling_patch({"minReplicas": 5, "maxReplicas": 3})
+
+
+def test_pipeline_get_shows_current_and_desired_replicas_and_why_not() -> None:
+    from edgepipe.cli.pipeline import _details
+
+    obj = {
+        "metadata": {"name": "demo"},
+        "spec": {"deployment": {"autoscaling": {"maxReplicas": 4, "target": 70}}},
+        "status": {
+            "phase": "Running",
+            "deployed": True,
+            "replicas": 2,
+            "readyReplicas": 2,
+            "autoscaling": {"currentReplicas": 2, "desiredReplicas": 3, "current": "91%"},
+        },
+    }
+    assert "Scaling:  2 current, 3 desired (1-4); cpu 91% of target 70%" in _details(obj)
+    obj["status"]["autoscaling"] = {
+        "currentReplicas": 1,
+        "desiredReplicas": 1,
+        "reason": "FailedGetResourceMetric",
+        "message": "unable to get metrics",
+    }
+    assert _details(obj).endswith(
+        "cpu ? of target 70%; cannot scale: FailedGetResourceMetric: unable to get metrics"
+    )
+    del obj["status"]["autoscaling"]
+    assert "Scaling" not in _details(obj)
