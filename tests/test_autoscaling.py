@@ -251,3 +251,23 @@ def test_pipeline_get_shows_current_and_desired_replicas_and_why_not() -> None:
     )
     del obj["status"]["autoscaling"]
     assert "Scaling" not in _details(obj)
+
+
+def test_a_scale_up_keeps_an_autoscaled_pipeline_running_but_a_rollout_does_not() -> None:
+    def deployment(want: int, **status) -> dict:
+        return {
+            "metadata": {"generation": 3},
+            "spec": {"replicas": want},
+            "status": {"observedGeneration": 3, **status},
+        }
+
+    # The HPA asked for 3; 1 serves, 2 start; all of the current template.
+    scaling = deployment(3, replicas=3, updatedReplicas=3, availableReplicas=1, readyReplicas=1)
+    assert builders.deployment_phase(scaling, autoscaled=True)[0] == "Running"
+    assert builders.deployment_phase(scaling)[0] == "Deploying"
+    # A new version rolling out (an old pod left): Deploying either way.
+    rolling = deployment(2, replicas=3, updatedReplicas=1, availableReplicas=2, readyReplicas=2)
+    assert builders.deployment_phase(rolling, autoscaled=True)[0] == "Deploying"
+    # Nothing serving yet: Deploying.
+    empty = deployment(1, replicas=1, updatedReplicas=1, availableReplicas=0)
+    assert builders.deployment_phase(empty, autoscaled=True)[0] == "Deploying"

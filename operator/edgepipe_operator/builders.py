@@ -128,7 +128,10 @@ def engine_token(spec: PipelineSpec) -> tuple[list[dict], list[dict], list[dict]
     ref = spec.auth.token_secret_ref if spec.auth else None
     if ref is None:
         return [], [], []
-    return token_from_secret(ref.name, ref.key)
+    env, volumes, mounts = token_from_secret(ref.name, ref.key)
+    if not spec.auth.metrics_auth:
+        env.append({"name": "EDGEPIPE_ENGINE_METRICS_AUTH", "value": "false"})
+    return env, volumes, mounts
 
 
 def build_deployment(
@@ -318,8 +321,11 @@ def record_version(history: list[dict] | None, version: str, digest: str, now: s
     return history[-MAX_HISTORY:]
 
 
-def deployment_phase(deployment: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
-    """(phase, status fields) of a deployed pipeline, read from its Deployment."""
+def deployment_phase(
+    deployment: dict[str, Any] | None, autoscaled: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """(phase, status fields) of a deployed pipeline, read from its Deployment. While an
+    autoscaler adds replicas to a finished rollout, serving ones keep it Running."""
     if not deployment:
         return "Deploying", {"replicas": 0, "readyReplicas": 0}
     spec = deployment.get("spec") or {}
@@ -333,6 +339,8 @@ def deployment_phase(deployment: dict[str, Any] | None) -> tuple[str, dict[str, 
     fields = {"replicas": want, "readyReplicas": ready}
     if current and available >= want and updated >= want and st.get("replicas", 0) == want:
         return "Running", fields
+    if autoscaled and current and available >= 1 and updated >= st.get("replicas", 0):
+        return "Running", fields  # a scale, not a rollout: every pod has the template
     return "Deploying", fields
 
 

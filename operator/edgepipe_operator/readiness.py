@@ -83,14 +83,15 @@ def sync_from_deployment(sync: Sync) -> dict[str, Any] | None:
             return None
         if deployment is None:
             deployment = kube.read_deployment(engine_name(name), namespace)
-        phase, fields = deployment_phase(deployment)
+        autoscaled = bool(((pipeline.get("spec") or {}).get("deployment") or {}).get("autoscaling"))
+        phase, fields = deployment_phase(deployment, autoscaled)
         problem = None
         if phase != "Running":
             if pods is None:
                 pods = kube.list_pods(namespace, selector_labels(name))
             problem = health.pods_problem(pods, probe=sync.probe)
         fields["message"] = problem
-        if ((pipeline.get("spec") or {}).get("deployment") or {}).get("autoscaling"):
+        if autoscaled:
             if hpa is None:
                 hpa = kube.read_hpa(engine_name(name), namespace)
             fields["autoscaling"] = hpa_status(hpa)
@@ -198,6 +199,7 @@ def engine_changed(
     labels: kopf.Labels,
     memo: kopf.Memo,
     pod_index: kopf.Index,
+    pipeline_index: kopf.Index,
     **_: Any,
 ) -> None:
     """A Deployment rolls, or a pod's container waits, crashes, restarts or is running but
@@ -214,16 +216,20 @@ def engine_changed(
     elif not (health.pod_problem(dict(body)) or health.unready_running_pods([dict(body)])):
         return
     try:
-        sync_from_deployment(
+        written = sync_from_deployment(
             Sync(
                 memo.kube,
                 pipeline,
                 namespace,
                 probe=memo.probe,
+                # The watch's copy, or ours when the watch has not seen our last write yet:
+                # a rolling update's many events cost no Pipeline GET.
+                pipeline=memo.pipelines.get(pipeline_index, namespace, pipeline),
                 deployment=deployment,
                 pods=cache.listed(pod_index, namespace, pipeline),
                 hpa=hpa,
             )
         )
+        memo.pipelines.wrote(written)
     except (ApiError, Unreachable, kopf.TemporaryError) as exc:
         kopf.warn(body, reason="StatusSyncFailed", message=str(exc))
