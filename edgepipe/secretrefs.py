@@ -38,6 +38,11 @@ class EngineAuth(SpecModel):
         "then needs 'Authorization: Bearer <token>'. Mounted as a file, so that a rotated "
         "Secret reaches running engines without a restart.",
     )
+    metrics_auth: bool = Field(
+        default=True,
+        description="With a token, /metrics needs it too; false leaves /metrics open for a "
+        "scraper without it (EDGEPIPE_ENGINE_METRICS_AUTH).",
+    )
 
 
 class ForeignSecret(ConfigError):

@@ -82,6 +82,10 @@ def test_the_operator_mounts_a_pipelines_token_secret() -> None:
     assert volume["secret"]["secretName"] == "engine-token"
     assert volume["secret"]["items"] == [{"key": "tokens", "path": "token"}]
     assert restricted_violations(pod) == []
+    settings = Settings.from_env(as_env(engine["env"]))
+    assert settings.api_token_file is not None and settings.metrics_protected
+    scraped = engine_pod(auth={"tokenSecretRef": {"name": "t"}, "metricsAuth": False})
+    assert not Settings.from_env(as_env(scraped["containers"][0]["env"])).metrics_protected
     pod = engine_pod()
     assert "EDGEPIPE_ENGINE_API_TOKEN_FILE" not in as_env(pod["containers"][0]["env"])
     assert restricted_violations(pod) == []
