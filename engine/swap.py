@@ -9,7 +9,6 @@ version's batchers, shadows and onnxruntime sessions go once its lease count is 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 
 from .addressing import model_views
@@ -56,4 +55,5 @@ async def retire(plane: DataPlane, old: list[Pipeline], grace: float) -> None:
         for step in p.steps:  # the sessions: freed now, not at the next collection
             step.batcher = None
     old.clear()
-    gc.collect()
+    # No gc.collect(): a full collection stalls the event loop (tens of ms); with the
+    # batcher cycle broken above, reference counting frees the sessions now.

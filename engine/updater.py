@@ -106,7 +106,8 @@ class Updater:
             self._result("registry-down" if retry else "error", str(exc))
             return
         self.failures = 0
-        self.record.saw_pointer(digest)
+        if self.record.saw_pointer(digest):
+            self.record.save(self.record_file)
         if digest == self.status.running["digest"]:
             self.ready = None
             self.status.polled("unchanged", digest)

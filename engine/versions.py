@@ -72,11 +72,14 @@ class DeviceRecord:
     def save(self, path: Path) -> None:
         write_atomic(path, json.dumps(asdict(self)).encode())
 
-    def saw_pointer(self, digest: str) -> None:
-        """A pointer that moved forgets the old bad marks: it may name one again on purpose."""
-        if digest != self.pointer:
-            self.bad = {d: why for d, why in self.bad.items() if d == digest}
-            self.pointer = digest
+    def saw_pointer(self, digest: str) -> bool:
+        """A pointer that moved forgets the old bad marks: it may name one again on purpose.
+        True when the record changed."""
+        if digest == self.pointer:
+            return False
+        self.bad = {d: why for d, why in self.bad.items() if d == digest}
+        self.pointer = digest
+        return True
 
 
 def record_path(cache: Path, url: str) -> Path:

@@ -91,7 +91,6 @@ def publish(
     signatures: dict[str, str] = {}
     if signer is not None:
         signatures["pipeline"] = _sign(target, pipeline_url, digest, signer, log)
-    move_pointers(target, pipeline_url, digest, edges or [], log)
     with tempfile.TemporaryDirectory() as tmp:
         chart_dir = render_chart(
             Path(tmp),
@@ -108,6 +107,8 @@ def publish(
     log(f"chart pushed: {chart_ref}")
     if signer is not None:
         signatures["chart"] = _sign(target, chart_ref, chart_ref.rsplit("@", 1)[1], signer, log)
+    # Last: an edge that follows its pointer starts updating once everything is published.
+    move_pointers(target, pipeline_url, digest, edges or [], log)
     t = now()
     return PublishResult(
         pipeline_name=config.name,
