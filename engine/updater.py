@@ -56,7 +56,8 @@ class Updater:
         self.record = versions.DeviceRecord.load(self.record_file)
         self.client: oci.Client | None = None
         self.ready: versions.Version | None = None  # fetched, waiting for the lock to go
-        self.failures = 0  # registry failures in a row, for the back-off
+        self.failures = 0  # polls in a row the registry failed, for the back-off
+        self.retries = 0  # downloads in a row that failed (registry, disk), likewise
         self.took: dict[str, float] = {}  # the last update's phases, in seconds (logged)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -93,7 +94,8 @@ class Updater:
         self.status.set("Current")
 
     def _next_wait(self) -> float:
-        base = self.update.seconds * (2 ** min(self.failures, 8) if self.failures else 1)
+        n = max(self.failures, self.retries)
+        base = self.update.seconds * (2 ** min(n, 8) if n else 1)
         return min(base, max(MAX_BACKOFF, self.update.seconds)) * random.uniform(0.8, 1.2)
 
     async def poll(self) -> None:
@@ -106,10 +108,11 @@ class Updater:
             self._result("registry-down" if retry else "error", str(exc))
             return
         self.failures = 0
-        if self.record.saw_pointer(digest):
+        if self.record.saw_pointer(digest):  # a new version gets a try at once
             self.record.save(self.record_file)
+            self.retries = 0
         if digest == self.status.running["digest"]:
-            self.ready = None
+            self.ready, self.retries = None, 0
             self.status.polled("unchanged", digest)
             if self.status.state != "Current":  # e.g. the pointer moved back to what runs
                 self.status.set("Current")
@@ -165,6 +168,7 @@ class Updater:
         self.record.running, self.record.previous = candidate.brief(), previous
         self.record.save(self.record_file)
         await asyncio.to_thread(self._keep, digest)
+        self.retries = 0
         self.status.set("Current")
         self._result("applied")
 
@@ -233,9 +237,10 @@ class Updater:
         self._result("rolled-back")
 
     def _failed(self, digest: str, exc: versions.UpdateFailed) -> None:
-        if exc.retry:  # the registry or the disk: the version may be fine, try again
+        if exc.retry:  # the registry or the disk: the version may be fine; back off, retry
+            self.retries += 1
             if exc.result == "registry-down":
-                self.client, self.failures = None, self.failures + 1
+                self.client = None
             self.status.set("Downloading", f"{exc} (will retry)")
         else:
             self._mark_bad(digest, str(exc))

@@ -152,7 +152,7 @@ def _download(
             except oci.OciError as exc:
                 raise UpdateFailed("download", f"model {digest}: {exc}", retry=True) from None
             except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                     raise UpdateFailed(
                         "disk-full",
                         f"model {digest}: the disk is full ({exc.strerror})",

@@ -315,3 +315,28 @@ def test_the_pages_edge_follows_two_updates_and_rolls_one_back(tmp_path) -> None
     assert proc.returncode == 0, (tmp_path / "stderr").read_text()[-3000:]
     problems = wt.mismatches(cmds, out_path.read_text())
     assert not problems, "\n".join(problems)
+
+
+def test_a_full_disk_during_the_download_keeps_the_old_version(own_registry, tmp_path) -> None:
+    """The engine may write no file above 4 MB (RLIMIT_FSIZE, inherited; Python ignores
+    SIGXFSZ, so the write fails as a full disk's would): a 10 MB model cannot land."""
+    import resource
+
+    v1 = push(own_registry, tmp_path, add(tmp_path, 1.0), "--edge", EDGE)
+    env = edge_env(own_registry, v1, EDGE, tmp_path / "cache", None)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4_000_000, limits[1]))
+    try:
+        e = engine(env, tmp_path / "e.log").start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    try:
+        push(own_registry, tmp_path, add(tmp_path, 2.0, pad_bytes=10_000_000), "--edge", EDGE)
+        st = wait_status(e.url, "Downloading", timeout=15, reason="the disk is full")
+        assert st["running"]["version"] == v1["pipelineVersion"]
+        assert answer(e.url, "upd")["outputs"][0]["Float"]["data"][0] == 1.0
+        assert metric(e, 'edgepipe_update_total{result="disk-full"}') >= 1
+        blobs = list((tmp_path / "cache" / "blobs" / "sha256").iterdir())
+        assert not [b for b in blobs if b.name.startswith(".")], blobs  # no partial file left
+    finally:
+        e.stop()
