@@ -14,7 +14,9 @@ import pytest
 
 from tests.helpers import realnode_steps as rn
 from tests.helpers.autoscaling_load import Load, PodWatch
+from tests.helpers.inflight_stack import InflightStack
 from tests.helpers.kube import Kubectl, OperatorProcess, wait_for
+from tests.helpers.paths import ROOT
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 
@@ -187,3 +189,42 @@ def test_a_cpu_autoscaler_without_metrics_server_says_why(
         assert conditions["Autoscaling"]["reason"] == "FailedGetResourceMetric"
     finally:
         subprocess.run([script, "start-component", str(node.base), "metrics-server"], check=True)
+
+
+def test_inflight_load_scales_through_prometheus_and_the_adapter(
+    node: rn.NodeCluster, operator, registry, add1, ns: Kubectl, tmp_path
+) -> None:
+    """The engine's gauge, scraped by Debian's Prometheus and served by prometheus-adapter
+    with the operator chart's rule, scales a Pipeline on requests in flight per pod."""
+    build = [str(ROOT / "scripts" / "build-metrics-server"), "prometheus-adapter"]
+    proc = subprocess.run(build, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    adapter = proc.stdout.strip().splitlines()[-1]
+    stack = InflightStack(
+        tmp_path / "inflight", node.kubeconfig, node.gateway, adapter, ns.namespace
+    )
+    stack.start()
+    secret = rn.registry_secret(ns, registry)
+    ns.apply(autoscaled("queue", add1, secret, metric="inflight", target=1, behavior=BEHAVIOR))
+    load = Load("", ROWS, workers=4, limit=400)
+    try:
+        rn.wait_running(ns, "queue", timeout=240)
+        wait_for(
+            "the HPA's first in-flight figure",
+            lambda: (rn.status(ns, "queue").get("autoscaling") or {}).get("current"),
+            180,
+        )
+        ip = ns.get("service", "queue-engine")["spec"]["clusterIP"]
+        load.url = f"http://{ip}:8080/pipelines/queue"
+        t0 = time.time()
+        load.start()
+        wait_for("2 Ready replicas", lambda: len(ready_pods(ns, "queue")) >= 2, 300, 1)
+        print(f"\ninflight: load start -> 2nd replica Ready in {time.time() - t0:.1f}s")
+        assert "in flight" in rn.status(ns, "queue")["autoscaling"]["current"]
+        load.stop()
+        wait_for("back to 1 replica", lambda: len(rn.engine_pods(ns, "queue")) == 1, 300, 1)
+    finally:
+        load.stop()
+        stack.stop()
+    assert load.failures == [], load.failures[:5]
+    assert load.ok > 50
