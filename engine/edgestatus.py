@@ -76,6 +76,7 @@ class Heartbeat:
         self.every = every
         self.client: oci.Client | None = None
         self.pushed = 0
+        self.down = False  # the last push failed
 
     async def run(self) -> None:
         while True:
@@ -85,9 +86,16 @@ class Heartbeat:
                 await asyncio.to_thread(self._push, doc)
                 self.pushed += 1
                 wait = self.every
+                self.down = False
+            except oci.AuthError as exc:  # no push rights: the status stays on the device
+                log.warning("edge status stays local (GET /status): the registry refused "
+                            "it (%s)", exc)  # fmt: skip
+                return
             except oci.OciError as exc:
                 self.client = None
-                log.warning("edge status not written to the registry: %s; retrying", exc)
+                if not self.down:  # once per outage
+                    log.warning("edge status not written to the registry: %s; retrying", exc)
+                self.down = True
                 wait = min(self.every, 30.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.status.changed.wait(), wait)
