@@ -19,6 +19,7 @@ from edgepipe.client import EngineClient
 from edgepipe.client.engine import outputs_of
 from edgepipe.localengine import EngineProcess
 from tests.helpers import onnx_models as m
+from tests.helpers.cli import ep
 from tests.helpers.modeltools import (
     as_earlier_edgepipe,
     build_modelcar,
@@ -112,9 +113,13 @@ def test_a_modelcar_image_is_served_by_an_engine_and_at_the_edge(
     configs.mkdir()
     published = publish(config, configs, auth_registry)
     env = edge_env({"status": published}, auth_registry, tmp_path / "edge-cache")
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps([{"x": [[1, 2, 3, 4]]}]))
     with EngineProcess(env=env, log_path=tmp_path / "edge.log") as engine:
         (rec,) = EngineClient(engine.url).infer_records("edge", [{"x": X}])
+        cli = ep("infer", "edge", "--engine", engine.url, "--input", str(rows), "-o", "json")
     np.testing.assert_array_equal(outputs_of(rec)[0], X + 3)
+    assert json.loads(cli.stdout)[0]["outputs"][0]["Float"]["data"] == [4.0, 5.0, 6.0, 7.0]
 
 
 def test_a_modelcar_with_several_models_serves_the_one_path_names(
