@@ -6,6 +6,7 @@ holds edgepipe's earlier media types still starts offline."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -17,6 +18,8 @@ import pytest
 from edgepipe import oci
 from edgepipe.client import EngineClient
 from edgepipe.client.engine import outputs_of
+from edgepipe.engine.edge import fetch_model
+from edgepipe.engine.settings import Settings
 from edgepipe.localengine import EngineProcess
 from tests.helpers import onnx_models as m
 from tests.helpers.cli import ep
@@ -26,8 +29,10 @@ from tests.helpers.modeltools import (
     build_oras,
     modelpack_config,
     oras_run,
+    push_artifact,
     push_modelcar,
     push_modelcar_index,
+    tar_layer,
 )
 from tests.helpers.publishing import creds_env, edge_env, publish
 
@@ -177,3 +182,24 @@ def test_an_edge_with_a_cache_from_before_modelpack_starts_offline(
     cached = next((tmp_path / "cache" / "pipelines").glob("*.json")).read_text()
     assert oci.MODEL_LAYER in cached and oci.modelpack.WEIGHT_RAW not in cached
     assert "registry unreachable" in (tmp_path / "offline.log").read_text()
+
+
+@pytest.mark.parametrize("media_type", ["tar", "tar+gzip"])
+def test_a_modelpack_tar_weight_is_read(auth_registry, models_dir, tmp_path, media_type) -> None:
+    """A weight layer may be a tar (plain or gzip'd) holding the file its filepath names."""
+    onnx = (models_dir / "add1.onnx").read_bytes()
+    layer = tar_layer([("add1.onnx", onnx)])
+    if media_type == "tar+gzip":
+        layer = gzip.compress(layer, mtime=0)
+    creds = oci.Credentials(auth_registry.username, auth_registry.password)
+    client = oci.Client(auth_registry.host, creds, plain_http=True)
+    weight = f"application/vnd.cncf.model.weight.v1.{media_type}"
+    tag = media_type.replace("+", "-")
+    url = push_artifact(client, "io/tar-weight", [(weight, layer, "add1.onnx")], tag)
+    info = oci.model_info(url, creds)
+    assert info.sha256 == hashlib.sha256(onnx).hexdigest()
+    settings = Settings(
+        cache_dir=tmp_path / "cache", oci_username=creds.username, oci_password=creds.password
+    )
+    path = fetch_model(url, settings)
+    assert path.read_bytes() == onnx and path.name == info.sha256
