@@ -51,7 +51,8 @@ def operator_command(mode: str, n: int, out: Path) -> list[str]:
         memray = str(Path(sys.executable).parent / "memray")
         binary = out / f"operator-{n}.bin"
         binary.unlink(missing_ok=True)
-        return [memray, "run", "--native", "-q", "-o", str(binary), "-m", "edgepipe_operator.cli"]
+        tracked = ["--native", "--trace-python-allocators"]  # every object, not pymalloc's arenas
+        return [memray, "run", *tracked, "-q", "-o", str(binary), "-m", "edgepipe_operator.cli"]
     return [sys.executable, __file__, "child", str(out / f"tracemalloc-{n}.txt")]
 
 
@@ -133,6 +134,10 @@ def main() -> None:
         return child(Path(sys.argv[2]))
     if len(sys.argv) > 2 and sys.argv[1] == "report":  # a .bin from an earlier run
         return print(peak_report(Path(sys.argv[2])))
+    # Started in the background, SIGINT would be ignored: make both signals stop the run
+    # through its finally blocks (the control plane is stopped, not left behind).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=["memray", "tracemalloc"])
     parser.add_argument("--pipelines", type=int, default=200)

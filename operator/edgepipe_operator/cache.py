@@ -19,6 +19,8 @@ from typing import Any
 
 import kopf
 
+from edgepipe.resources import GROUP, VERSION
+
 from .builders import MANAGED_BY, PIPELINE_LABEL, VERSION_LABEL
 
 APPLIED_ANNOTATION = "edgepipe.io/applied-digest"
@@ -94,8 +96,84 @@ def revision_index(
 def pod_index(
     body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
+    """What health.py reads of a pod: its deletion, IP, scheduling and containers' states."""
     meta = {"name": name, "deletionTimestamp": body.metadata.get("deletionTimestamp")}
-    return {(namespace, labels[PIPELINE_LABEL]): {"metadata": meta, "status": dict(body.status)}}
+    status = body.status
+    slim = {
+        "podIP": status.get("podIP"),
+        "conditions": [
+            c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"
+        ],
+        "containerStatuses": [
+            {k: cs.get(k) for k in ("state", "lastState", "ready")}
+            for cs in status.get("containerStatuses") or []
+        ],
+    }
+    return {(namespace, labels[PIPELINE_LABEL]): {"metadata": meta, "status": slim}}
+
+
+@kopf.index(GROUP, VERSION, "pipelines")
+def pipeline_index(
+    body: kopf.Body, namespace: str, name: str, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """What the status sync reads of a Pipeline (so a Deployment's event costs no GET)."""
+    return {(namespace, name): slim_pipeline(body)}
+
+
+def slim_pipeline(body: Any) -> dict[str, Any]:
+    """A Pipeline's identity and versions, whether (and how) it is deployed, its status."""
+    meta, spec = body["metadata"], body.get("spec") or {}
+    keep = ("name", "namespace", "uid", "generation", "resourceVersion")
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: meta.get(k) for k in keep},
+        "spec": {
+            "deployed": spec.get("deployed"),
+            "deployment": {"autoscaling": (spec.get("deployment") or {}).get("autoscaling")},
+        },
+        "status": dict(body.get("status") or {}),
+    }
+
+
+class Pipelines:
+    """The Pipelines as the watch last saw them or as this process last wrote them,
+    whichever is newer: the watch lags our own status writes by a moment, and a sync that
+    read the older copy would skip a write it needs (nothing to change, it would think).
+
+    Newer is the higher resourceVersion: etcd's revision, an integer on every apiserver
+    (a version that is not one sends the caller to read the Pipeline itself). A copy that
+    is stale anyway (another writer's lagging write) costs one 409 and a read: every
+    status write has the copy's resourceVersion as its precondition.
+    """
+
+    def __init__(self) -> None:
+        self.written: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def get(self, index: kopf.Index | None, namespace: str, name: str) -> dict[str, Any] | None:
+        seen = next(iter(index.get((namespace, name), [])), None) if index is not None else None
+        ours = self.written.get((namespace, name))
+        if ours is None or seen is None:
+            if seen is None:  # gone, or not seen yet: the caller reads it
+                self.written.pop((namespace, name), None)
+            return seen
+        try:
+            caught_up = _version(seen) >= _version(ours)
+        except ValueError:
+            return None
+        if caught_up:
+            self.written.pop((namespace, name), None)
+            return seen
+        return ours
+
+    def wrote(self, pipeline: dict[str, Any] | None) -> None:
+        if pipeline:
+            meta = pipeline["metadata"]
+            self.written[(meta["namespace"], meta["name"])] = slim_pipeline(pipeline)
+
+
+def _version(pipeline: dict[str, Any]) -> int:
+    return int(pipeline["metadata"]["resourceVersion"])
 
 
 def listed(index: kopf.Index | None, namespace: str, pipeline: str) -> list[dict[str, Any]]:

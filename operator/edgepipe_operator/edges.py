@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 
 from edgepipe import edgelog, oci
-from edgepipe.resources import PublishSpec
+from edgepipe.resources import GROUP, VERSION, PublishSpec
 
 from .kube import ApiError, Kube, Unreachable
 from .registry import SecretProblem, publish_target
@@ -71,8 +71,26 @@ def refresh(kube: Kube, obj: dict[str, Any]) -> bool:
     return True
 
 
-def refresh_all(kube: Kube, namespace: str | None) -> None:
-    for obj in kube.list_custom("publishes", namespace):
+@kopf.index(GROUP, VERSION, "publishes")
+def edge_publish_index(
+    body: kopf.Body, namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]] | None:
+    """The Published Publishes that name edges, with what ``refresh`` reads of them: the
+    poll lists nothing (a LIST of every Publish each interval cost the apiserver O(N))."""
+    if status.get("phase") != "Published" or not status.get("edges"):
+        return None
+    meta = {
+        "name": name,
+        "namespace": namespace,
+        "resourceVersion": body.metadata.get("resourceVersion"),
+    }
+    slim = {"metadata": meta, "spec": dict(spec), "status": {"phase": "Published"}}
+    slim["status"]["edges"] = list(status.get("edges") or [])
+    return {(namespace, name): slim}
+
+
+def refresh_all(kube: Kube, publishes: list[dict[str, Any]]) -> None:
+    for obj in publishes:
         name = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
         try:
             refresh(kube, obj)
@@ -83,15 +101,15 @@ def refresh_all(kube: Kube, namespace: str | None) -> None:
                 log.warning("publish %s: %s", name, exc)
 
 
-async def poll(memo: kopf.Memo) -> None:
-    """Read every Publish's edges' uploads every ``edge_poll_seconds``, until cancelled."""
+async def poll(memo: kopf.Memo, index: kopf.Index) -> None:
+    """Read the edges' uploads of every Publish in ``index`` (edge_publish_index: the
+    watched namespaces' only) every ``edge_poll_seconds``, until cancelled."""
     settings: OperatorSettings = memo.settings
     kube, interval = memo.kube, settings.edge_poll_seconds
-    namespaces = memo.get("watch_namespaces") or settings.namespaces or [None]
     while True:
-        for namespace in namespaces:  # None: the whole cluster
-            try:
-                await asyncio.to_thread(refresh_all, kube, namespace)
-            except (ApiError, Unreachable) as exc:
-                log.warning("reading Publishes for their edges: %s", exc)
+        publishes = [obj for key in list(index) for obj in index.get(key, [])]
+        try:
+            await asyncio.to_thread(refresh_all, kube, publishes)
+        except (ApiError, Unreachable) as exc:
+            log.warning("reading Publishes for their edges: %s", exc)
         await asyncio.sleep(interval)

@@ -259,9 +259,11 @@ def deploy(rollout: Rollout) -> None:
     )
     try:
         written = sync_from_deployment(first)
+        memo.pipelines.wrote(written)  # the Deployment's events read it before the watch does
         # Deployment events that came before that write were skipped (the status was not
         # this spec's yet): read the Deployment once more. Later events find it current.
-        sync_from_deployment(replace(first, extra=None, pipeline=written, deployment=None))
+        again = replace(first, extra=None, pipeline=written, deployment=None)
+        memo.pipelines.wrote(sync_from_deployment(again))
     except (ApiError, Unreachable) as exc:
         raise api_error(exc, "writing the status") from None
     if event.status.get("version") != config.version:

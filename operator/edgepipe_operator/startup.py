@@ -54,6 +54,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if memo.get("watch_namespaces"):
         settings.scanning.disabled = True
     memo.applied = cache.Applied()
+    memo.pipelines = cache.Pipelines()
     # Asking unready engines why needs pod IPs this process can reach.
     memo.probe = readiness.probe_ready if ours.probe_engines else None
 
@@ -108,8 +109,8 @@ def watched_resources() -> int:
 
 # Registered after configure, so it runs after it: the poll reads the memo's settings.
 @kopf.on.startup()
-async def start_edge_poll(memo: kopf.Memo, **_: Any) -> None:
-    memo.edge_poll = asyncio.create_task(edges.poll(memo))
+async def start_edge_poll(memo: kopf.Memo, edge_publish_index: kopf.Index, **_: Any) -> None:
+    memo.edge_poll = asyncio.create_task(edges.poll(memo, edge_publish_index))
 
 
 @kopf.on.cleanup()
