@@ -33,7 +33,7 @@ def switch(plane: DataPlane, new: Pipeline) -> list[Pipeline]:
 
 
 def _shares_steps(view: Pipeline, pipeline: Pipeline) -> bool:
-    models = {id(step.model) for step in pipeline.steps}
+    models = {id(m) for s in pipeline.steps for m in (s.model, *s.variants, *s.shadows)}
     return any(id(step.model) in models for step in view.steps)
 
 

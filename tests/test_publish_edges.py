@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from edgepipe import oci
+from edgepipe import fleet, oci
 from edgepipe.client import EngineClient
 from edgepipe.localengine import EngineProcess
 from edgepipe.oci import signing
@@ -54,10 +54,17 @@ def test_signed_publish_with_edges(
         _, digest = client.get_manifest(ref)
         signing.verify(signing.fetch_signatures(client, ref.repository, digest), digest, key, url)
     assert set(st["signatures"]) == {"pipeline", "chart"}
+    # Each edge's pointer names the published manifest, and its docker line follows it.
+    _, published = client.get_manifest(oci.Reference.parse(st["pipelineUrl"]))
+    for i, edge in enumerate(("store-1", "store-2")):
+        pointer = fleet.pointer_url(st["pipelineUrl"], edge)
+        assert client.get_manifest(oci.Reference.parse(pointer))[1] == published
+        assert f"-e PIPELINE_URL={pointer} " in st["edges"][i]["dockerRunCommand"]
 
     # Edge store-1 runs it as its docker line says (verifying), and serves 5 requests.
     env = {
-        "PIPELINE_URL": st["pipelineUrl"], "OCI_REGISTRY": reg.host, "OCI_USERNAME": reg.username,
+        "PIPELINE_URL": fleet.pointer_url(st["pipelineUrl"], "store-1"),
+        "OCI_REGISTRY": reg.host, "OCI_USERNAME": reg.username,
         "OCI_PASSWORD": reg.password, "OCI_PLAIN_HTTP": "true", "EDGE_NAME": "store-1",
         "OCI_VERIFY_KEY": st["publicKey"], "EDGEPIPE_ENGINE_CACHE_DIR": str(tmp_path / "cache"),
         "EDGEPIPE_ENGINE_LOG_SEGMENT_SECONDS": "0.5", "EDGEPIPE_ENGINE_LOG_UPLOAD_SECONDS": "0.5",
