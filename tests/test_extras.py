@@ -66,10 +66,22 @@ def test_a_plain_install_is_the_shared_library(tmp_path) -> None:
     for name in ("edgepipe", "engine", "operator"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # A venv without pip of its own (ensurepip alone takes 15 s or more here); this
+    # interpreter's pip installs into it (--python), so the venv holds only what was installed.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = str(venv / "bin" / "python")
     pip = subprocess.run(
-        [py, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            py,
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            str(src),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
