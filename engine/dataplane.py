@@ -86,6 +86,8 @@ class DataPlane:
         self.leases: Counter[int] = Counter()
         for p in pipelines.values():
             self.attach_batchers(p)
+            # At 0 from the start: an autoscaler on inflight needs the series while idle.
+            metrics.inflight.labels(p.name)
 
     def attach_batchers(self, p: Pipeline) -> None:
         for step in p.steps:

@@ -118,7 +118,7 @@ def publish(
         helm_chart_url=chart_url,
         helm_chart_reference=chart_ref,
         helm_chart_version=CHART_VERSION_PREFIX + (config.version or ""),
-        engine_config=deployment.model_dump(by_alias=True),
+        engine_config=deployment.model_dump(by_alias=True, exclude_none=True),
         registry=target.registry,
         plain_http=target.plain_http,
         created_at=created_at or t,
