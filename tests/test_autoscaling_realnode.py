@@ -115,6 +115,7 @@ def test_cpu_load_scales_up_then_down_without_a_failed_request(
         wait_for(
             "the new pod serving", lambda: any("serving" in m for m in watch.pods.values()), 60
         )
+        watch.read_logs()
         st = rn.status(ns, "busy")
         assert st["autoscaling"]["desiredReplicas"] >= 2 and not st["autoscaling"].get("reason")
         heavy.stop()
@@ -156,9 +157,10 @@ def report(watch: PodWatch, t0: float, up: float, quiet: float, down: float, req
         f"\n  -> Deployment asks for 2 replicas:      {gap(seen, scaled)} (HPA sync)"
         f"\n  -> new pod created:                     {gap(scaled, marks.get('created'))}"
         f"\n  -> container running:                   {gap(marks.get('created'), marks.get('started'))} (pod start)"
-        f"\n  -> engine live:                         {gap(marks.get('started'), marks.get('live'))}"
-        f"\n  -> model loaded (/health/ready):        {gap(marks.get('live'), marks.get('loaded'))} (model load)"
-        f"\n  -> pod Ready (kubelet probe):           {gap(marks.get('loaded'), marks.get('ready'))} (readiness)"
+        f"\n  -> pipeline loaded (engine log):        {gap(marks.get('started'), marks.get('loaded_log'))} (python start, model pull and load)"
+        f"\n  -> port open (engine log):              {gap(marks.get('loaded_log'), marks.get('listening_log'))}"
+        f"\n  -> /health/ready answers (polled):      {gap(marks.get('listening_log'), marks.get('loaded'))}"
+        f"\n  port open -> pod Ready (kubelet probe): {gap(marks.get('listening_log'), marks.get('ready'))} (readiness)"
         f"\n  -> first request served by it:          {gap(marks.get('ready'), marks.get('serving'))}"
         f"\n  load start -> 2nd replica Ready:        {gap(t0, up)}"
         f"\n  pod created -> Ready:                   {gap(marks.get('created'), marks.get('ready'))}"

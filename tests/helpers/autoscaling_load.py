@@ -160,7 +160,25 @@ class PodWatch:
             if ip and "serving" not in marks and _served(ip):
                 self._first(marks, "serving")
 
+    def read_logs(self) -> None:
+        """The engine's own time stamps of each new pod (while it is still there): the
+        pipeline loaded (its 'Running' line) and the port open ('serving on')."""
+        for name, marks in self.pods.items():
+            out = self.kubectl("logs", name, "--timestamps", check=False).stdout
+            for line in out.splitlines():
+                when, _, text = line.partition(" ")
+                if text.rstrip().endswith(": Running"):
+                    self._first(marks, "loaded_log", _nanostamp(when))
+                if "serving on" in text:
+                    self._first(marks, "listening_log", _nanostamp(when))
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join(30)
+
+
+def _nanostamp(text: str) -> float:
+    """kubectl's --timestamps (RFC 3339 with nanoseconds) as epoch seconds."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head + "+00:00").timestamp() + float(f"0.{frac or 0}")
