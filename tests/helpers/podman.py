@@ -37,3 +37,23 @@ def wait_engine_ready(port: int, timeout: float = 60) -> float:
 
     wait_for(f"the engine on port {port}", ok, timeout, interval=0.05)
     return time.monotonic() - t0
+
+
+def docker_run_as_podman(docker_run: str, name: str, port: int, volume: str) -> list[str]:
+    """A printed ``docker run`` line as podman runs it here: host networking (the registry
+    is on the host's loopback), so the engine's ports come from EDGEPIPE_ENGINE_PORT and
+    EDGEPIPE_ENGINE_GRPC_PORT instead of -p. ``$VAR`` words are left to the caller's env,
+    as a shell would expand them; ``-e VAR`` without a value passes VAR through."""
+    import os
+    import shlex
+
+    from edgepipe.localengine import free_port
+
+    words = shlex.split(docker_run.replace("\\\n", " "))
+    assert words[:2] == ["docker", "run"]
+    extra = [
+        "-d", "--name", name, "--network=host",
+        "-e", f"EDGEPIPE_ENGINE_PORT={port}", "-e", f"EDGEPIPE_ENGINE_GRPC_PORT={free_port()}",
+        "-v", f"{volume}:/var/cache/edgepipe",
+    ]  # fmt: skip
+    return [os.path.expandvars(w) for w in [PODMAN, "run", *extra, *words[2:]]]
