@@ -215,12 +215,16 @@ class DataPlane:
         t0 = time.perf_counter()
         arrived = asyncio.get_running_loop().time()
         status = 500
-        held = id(self.pipelines.get(name) or self.models.get(name))
-        self.leases[held] += 1
+        held: int | None = None
         inflight = self.metrics.inflight.labels(label)
         inflight.inc()
         try:
-            answer = await self._infer(name, await read(), pick, models, arrived, headers or {})
+            payload = await read()
+            # Counted against the version it is about to run on: no await until _infer has
+            # looked the pipeline up (engine/swap.py closes a version once its count is 0).
+            held = id(self.pipelines.get(name) or self.models.get(name))
+            self.leases[held] += 1
+            answer = await self._infer(name, payload, pick, models, arrived, headers or {})
             status = 200
             return answer
         except Exception as exc:
@@ -228,7 +232,8 @@ class DataPlane:
             status = getattr(exc, "status", 500)
             raise
         finally:
-            self.leases[held] -= 1
+            if held is not None:
+                self.leases[held] -= 1
             inflight.dec()
             self.metrics.requests.labels(label, str(status)).inc()
             if status >= 400:

@@ -4,6 +4,8 @@ requests in flight finish on the old one, which is then closed and freed.
 The data plane looks a pipeline up once per request (``DataPlane.infer`` counts it in
 ``leases`` by object), so replacing the entry in ``plane.pipelines`` is the switch. The old
 version's batchers, shadows and onnxruntime sessions go once its lease count is zero.
+A request is counted once its body has arrived, in the same step (no await between) as
+the look-up that picks the version it runs on.
 """
 
 from __future__ import annotations
