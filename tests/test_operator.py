@@ -291,7 +291,9 @@ def test_operator_chart_installs_into_the_cluster(cluster, kubectl, namespace) -
     assert 'value: "reg.example:5000/team/edgepipe-engine:1.2"' in moved
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "ep-edgepipe"
     assert kubectl.get("serviceaccount", "ep-edgepipe") is not None
-    role = kubectl.get("clusterrole", "ep-edgepipe", namespaced=False)
+    # Watching one namespace, the chart grants a Role there and nothing cluster-wide.
+    assert kubectl.get("clusterrole", "ep-edgepipe", namespaced=False) is None
+    role = kubectl.get("role", "ep-edgepipe")
     verbs = {
         (g, r): set(rule["verbs"])
         for rule in role["rules"]
@@ -300,7 +302,8 @@ def test_operator_chart_installs_into_the_cluster(cluster, kubectl, namespace) -
     }
     assert verbs[("edgepipe.io", "pipelines/status")] == {"get", "patch"}
     assert "delete" not in verbs[("", "secrets")]
-    binding = kubectl.get("clusterrolebinding", "ep-edgepipe", namespaced=False)
+    binding = kubectl.get("rolebinding", "ep-edgepipe")
+    assert binding["roleRef"]["kind"] == "Role"
     assert binding["subjects"][0]["namespace"] == namespace
     wait_for(
         "the operator pod", lambda: kubectl.items("pods", "app.kubernetes.io/component=operator")
