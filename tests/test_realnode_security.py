@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import realnode_steps as rn
-from tests.helpers.kube import Kubectl
+from tests.helpers.kube import Kubectl, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 SA = f"--as=system:serviceaccount:{rn.OPERATOR_NS}:edgepipe"
@@ -62,9 +62,19 @@ def test_the_namespaced_operator_has_roles_in_team_a_only(teams, node) -> None:
     assert _can(a, "watch", "deployments", "-n", "team-a") == "yes"
     roles = a("get", "clusterroles,clusterrolebindings", "-o", "name", namespaced=False).stdout
     assert "edgepipe" not in roles.replace("system:", "")
-    # The operator's own pod runs in the restricted profile too, on the real node.
-    (pod,) = node.kubectl(rn.OPERATOR_NS).items("pods", "app.kubernetes.io/name=edgepipe")
-    assert rn.pod_ready(pod) and pod["spec"]["nodeName"] == "real-node-0"
+    # The operator's pod runs, ready, on the real node under these Roles alone.
+    ops = node.kubectl(rn.OPERATOR_NS)
+
+    def ready() -> dict | None:
+        pods = ops.items("pods", "app.kubernetes.io/name=edgepipe")
+        return pods[0] if pods and rn.pod_ready(pods[0]) else None
+
+    try:
+        pod = wait_for("the operator pod ready", ready, timeout=180)
+    except AssertionError:
+        described = ops("describe", "pods", check=False).stdout[-3000:]
+        raise AssertionError(described + rn.operator_log(node)) from None
+    assert pod["spec"]["nodeName"] == "real-node-0"
 
 
 def _get(url: str, token: str | None = None) -> int:
