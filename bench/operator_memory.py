@@ -38,6 +38,10 @@ def child(out: Path) -> None:
             lines.append(f"\n# top 25 by {group}")
             for stat in snapshot.statistics(group)[:25]:
                 lines.append(f"{stat.size / 2**20:8.2f} MiB {stat.count:8d} {stat.traceback}")
+        lines.append("\n# the 8 largest by where they were allocated from (8 frames)")
+        for stat in snapshot.statistics("traceback")[:8]:
+            lines.append(f"{stat.size / 2**20:8.2f} MiB {stat.count:8d}")
+            lines.extend(f"      {frame}" for frame in stat.traceback.format())
         out.write_text("\n".join(lines) + "\n")
 
     signal.signal(signal.SIGUSR1, dump)

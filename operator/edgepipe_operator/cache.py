@@ -71,14 +71,31 @@ class Applied:
         self.written[key(manifest)] = manifest["metadata"]["annotations"][APPLIED_ANNOTATION]
 
 
+def lighten(body: kopf.Body) -> None:
+    """Drop the object's managedFields from the watch event kopf holds (the indices run
+    first on every event): nothing here or in kopf reads them, and kopf keeps each object's
+    last event while its worker waits for the next one. Server-side apply's managedFields
+    are a third or more of a Deployment's, a pod's or a Service's JSON."""
+    raw = getattr(body, "_src", None)  # kopf.Body is a view of the event's own dict
+    meta = raw.get("metadata") if isinstance(raw, dict) else None
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+
+
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
 @kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
 @kopf.index("", "v1", "services", labels=MANAGED)
 @kopf.index("", "v1", "configmaps", labels=MANAGED)
 @kopf.index("apps", "v1", "controllerrevisions", labels=REVISIONS)
 def applied_index(
-    resource: kopf.Resource, namespace: str, name: str, annotations: kopf.Annotations, **_: Any
+    body: kopf.Body,
+    resource: kopf.Resource,
+    namespace: str,
+    name: str,
+    annotations: kopf.Annotations,
+    **_: Any,
 ) -> dict[tuple[str, str, str], str | None]:
+    lighten(body)
     return {(resource.plural, namespace, name): annotations.get(APPLIED_ANNOTATION)}
 
 
@@ -87,6 +104,7 @@ def revision_index(
     body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any
 ) -> dict[tuple[str, str | None], dict[str, Any]]:
     """What the revision bookkeeping reads: names, labels and numbers, not the configs."""
+    lighten(body)
     pipeline = labels.get("app.kubernetes.io/instance")
     summary = {"metadata": {"name": name, "labels": dict(labels)}, "revision": body.get("revision")}
     return {(namespace, pipeline): summary}
@@ -97,6 +115,7 @@ def pod_index(
     body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """What health.py reads of a pod: its deletion, IP, scheduling and containers' states."""
+    lighten(body)
     meta = {"name": name, "deletionTimestamp": body.metadata.get("deletionTimestamp")}
     status = body.status
     slim = {
@@ -117,6 +136,7 @@ def pipeline_index(
     body: kopf.Body, namespace: str, name: str, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """What the status sync reads of a Pipeline (so a Deployment's event costs no GET)."""
+    lighten(body)
     return {(namespace, name): slim_pipeline(body)}
 
 
