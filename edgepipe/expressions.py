@@ -20,7 +20,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+
+class _Numpy:
+    """numpy, imported on first use: the operator parses rules with this module to check
+    the names they read, and its image has no numpy; only running a rule needs it."""
+
+    def __getattr__(self, name: str) -> Any:
+        import numpy
+
+        return getattr(numpy, name)
+
+
+np = _Numpy()
 
 MAX_LENGTH = 500
 MAX_NODES = 100
@@ -31,11 +42,11 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "max": lambda a: np.max(a) if np.size(a) else -np.inf,
     "min": lambda a: np.min(a) if np.size(a) else np.inf,
     "mean": lambda a: np.mean(a) if np.size(a) else np.nan,
-    "sum": np.sum,
+    "sum": lambda a: np.sum(a),
     "count": lambda a: np.shape(a)[0] if np.ndim(a) else 1,  # rows: boxes, for detections
-    "abs": np.abs,
-    "isnan": np.isnan,
-    "isfinite": np.isfinite,
+    "abs": lambda a: np.abs(a),
+    "isnan": lambda a: np.isnan(a),
+    "isfinite": lambda a: np.isfinite(a),
 }
 
 _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
@@ -181,7 +192,7 @@ def _describe(node: ast.AST) -> str:
     return type(node).__name__
 
 
-Fn = Callable[[Mapping[str, np.ndarray]], Any]
+Fn = Callable[[Mapping[str, Any]], Any]  # outputs by name (numpy arrays) -> a value
 
 
 def _compile(node: ast.AST) -> Fn:
