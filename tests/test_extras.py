@@ -103,3 +103,15 @@ def test_a_plain_install_is_the_shared_library(tmp_path) -> None:
     for prog, extra in (("edgepipe-engine", "engine"), ("edgepipe", "client")):
         proc = subprocess.run([str(venv / "bin" / prog), "--help"], capture_output=True, text=True)
         assert proc.returncode == 1 and f"pip install 'edgepipe[{extra}]'" in proc.stderr
+
+
+def test_the_operator_starts_without_the_engines_libraries() -> None:
+    """The operator image has no numpy, onnxruntime or pyarrow: importing every handler
+    (what `edgepipe-operator run` does) must not need them."""
+    blocked = "; ".join(f"sys.modules[{m!r}] = None" for m in ("numpy", "onnxruntime", "pyarrow"))
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import sys; {blocked}; import edgepipe_operator.startup"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
