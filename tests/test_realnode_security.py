@@ -75,6 +75,9 @@ def test_the_namespaced_operator_has_roles_in_team_a_only(teams, node) -> None:
         described = ops("describe", "pods", check=False).stdout[-3000:]
         raise AssertionError(described + rn.operator_log(node)) from None
     assert pod["spec"]["nodeName"] == "real-node-0"
+    time.sleep(10)  # without a readiness probe a crash-looping pod is Ready for a moment
+    (pod,) = ops.items("pods", "app.kubernetes.io/name=edgepipe")
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0, rn.operator_log(node)
 
 
 def _get(url: str, token: str | None = None) -> int:
