@@ -59,11 +59,23 @@ def credentials(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
     (KUBECONFIG, else ~/.kube/config): its server, CA or insecure-skip-tls-verify, client
     certificate, bearer token or basic auth."""
     info = kopf.login_with_service_account(settings=settings)
-    if info is None:
-        info = kopf.login_with_kubeconfig(settings=settings)
+    if info is not None:
+        return _service_address(info)
+    info = kopf.login_with_kubeconfig(settings=settings)
     if info is None:
         raise kopf.LoginError("no in-cluster service account and no kubeconfig")
     return _relative_to_kubeconfig(info)
+
+
+def _service_address(info: kopf.ConnectionInfo) -> kopf.ConnectionInfo:
+    """kopf names the apiserver ``https://kubernetes.default.svc``, which needs the
+    cluster's DNS; the kubelet gives every pod the Service's address, which the kubernetes
+    client used (a cluster without DNS, such as the test node, has only that)."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return info
+    return replace(info, server=f"https://{f'[{host}]' if ':' in host else host}:{port}")
 
 
 def _relative_to_kubeconfig(info: kopf.ConnectionInfo) -> kopf.ConnectionInfo:
