@@ -145,8 +145,8 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
-    ) -> Any:
-        """One call, its JSON answer; ApiError for an error status, Unreachable when the
+    ) -> bytes:
+        """One call, its answer's bytes; ApiError for an error status, Unreachable when the
         apiserver cannot be reached (after ``ATTEMPTS`` tries for a broken connection)."""
         data = None if body is None else json.dumps(body, default=str)
         headers = {"Content-Type": content_type} if data is not None else None
@@ -162,7 +162,7 @@ class Kube:
                 ) as response:  # fmt: skip
                     if response.status >= 400:
                         raise await _error(response)
-                    return json.loads(await response.read())
+                    return await response.read()
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, RuntimeError) as exc:
                 # RuntimeError: the session was closed by a re-login; the retry takes the new.
                 if attempt == ATTEMPTS - 1:
@@ -173,7 +173,8 @@ class Kube:
         raise AssertionError("unreachable")
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """``request`` from a handler's thread (never from the loop's own: it would block)."""
+        """``request`` from a handler's thread (never from the loop's own: it would block),
+        its JSON answer."""
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -181,7 +182,9 @@ class Kube:
         if running is self.loop:
             raise RuntimeError("Kube's calls block: make them from a thread, not the event loop")
         future = asyncio.run_coroutine_threadsafe(self.request(method, path, **kwargs), self.loop)
-        return future.result()
+        # Parsed here, in the handler's thread: the loop also reads every watch stream, and
+        # a loop busy parsing answers lags the watches (and kopf then handles stale events).
+        return json.loads(future.result())
 
     def apply(self, manifest: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any]:
         kind, meta = manifest["kind"], manifest["metadata"]
