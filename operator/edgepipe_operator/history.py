@@ -73,13 +73,23 @@ def remember(
     revisions = kube.list_revisions(namespace, selector_labels(config.name))
     manifest = build_revision(config, namespace, next_revision(revisions, config.version))
     kopf.adopt(manifest, owner=body)
-    cache.stamp(manifest)
-    kube.apply(manifest)
-    # The list as it now stands, without reading it again: this version's one replaced.
+    digest = cache.stamp(manifest)
     name = manifest["metadata"]["name"]
+    # A second look at an event the revision index had not caught up with (kopf re-handles
+    # a creation when its watch lags our own writes): the list is read from etcd, so a
+    # revision already there with this digest needs no second write.
+    if not any(_is(r, name, digest) for r in revisions):
+        kube.apply(manifest)
+    # The list as it now stands, without reading it again: this version's one replaced.
     revisions = [r for r in revisions if r["metadata"]["name"] != name] + [manifest]
     for name in revisions_to_prune(revisions, keep):
         kube.delete("ControllerRevision", name, namespace)
+
+
+def _is(revision: dict, name: str, digest: str) -> bool:
+    meta = revision.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return meta.get("name") == name and annotations.get(cache.APPLIED_ANNOTATION) == digest
 
 
 def kept_versions(kube: Kube, pipeline: str, namespace: str) -> list[str]:
