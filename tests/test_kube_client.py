@@ -117,7 +117,7 @@ def test_a_refused_token_and_a_gone_apiserver(cluster: dict, tmp_path, monkeypat
     gone = tmp_path / "gone.kubeconfig"
     gone.write_text(json.dumps(config))
     for kube in _client(gone, monkeypatch):
-        with pytest.raises(Unreachable, match="GET /apis/edgepipe.io"):
+        with pytest.raises(Unreachable, match=r"GET /apis/edgepipe\.io"):
             kube.list_custom("pipelines", None)
 
 

@@ -82,7 +82,11 @@ def test_operator_runs_from_its_chart_under_its_own_rbac(operator_pod: rn.NodeCl
     assert can.stdout.strip() == "yes"
     # Its cache watches what it owns, cluster-wide (a missing verb crashes kopf's watcher).
     for kind in (
-        "services", "configmaps", "controllerrevisions", "deployments", "pods",
+        "services",
+        "configmaps",
+        "controllerrevisions",
+        "deployments",
+        "pods",
         "horizontalpodautoscalers",
     ):
         watch = kubectl(
