@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 from edgepipe_operator.settings import OperatorSettings, SettingsError
 
@@ -55,3 +58,27 @@ def test_a_probe_engines_typo_is_refused_not_read_as_false(value: str) -> None:
     for word, flag in (("yes", True), ("on", True), ("0", False), ("Off", False)):
         env = {"EDGEPIPE_OPERATOR_PROBE_ENGINES": word}
         assert OperatorSettings.from_env(env).probe_engines is flag
+
+
+OPERATOR = Path(__file__).resolve().parents[1] / "operator" / "edgepipe_operator"
+
+
+def test_only_the_cli_reads_the_settings_from_the_environment() -> None:
+    readers = []
+    for path in sorted(OPERATOR.glob("*.py")):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            reads = (isinstance(node, ast.Attribute) and node.attr in ("from_env", "environ")) or (
+                isinstance(node, ast.Name) and node.id == "getenv"
+            )
+            if not reads:
+                continue
+            line = lines[node.lineno - 1].strip()
+            # kube.py finds the apiserver as every Kubernetes client does (KUBECONFIG, the
+            # in-cluster KUBERNETES_SERVICE_HOST): a connection, not one of our settings.
+            connection = path.name == "kube.py" and "EDGEPIPE" not in line
+            if path.name != "cli.py" and not connection:
+                readers.append((path.name, line))
+    # startup.configure's fallback (for kopf's own CLI) reads an empty mapping: the defaults.
+    assert [name for name, line in readers if "from_env({})" not in line] == []
+    assert [name for name, _ in readers] == ["startup.py"]

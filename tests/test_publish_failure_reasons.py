@@ -4,9 +4,6 @@ to be retried; and only the operator's CLI reads the environment."""
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 from edgepipe_operator.history import VersionNotKept
 from edgepipe_operator.publishes import PublishFailed, failing
@@ -18,8 +15,6 @@ from edgepipe import oci
 from edgepipe.config import ConfigError
 from edgepipe.publish import PublishError
 from edgepipe.resources import PublishSpec
-
-OPERATOR = Path(__file__).resolve().parents[1] / "operator" / "edgepipe_operator"
 
 
 def bad_publish_spec() -> ValidationError:
@@ -59,24 +54,3 @@ def test_each_final_error_has_its_reason(error: Exception, reason: str, message:
 def test_retried_and_unknown_errors_pass_through(error: Exception) -> None:
     with pytest.raises(type(error)), failing("pipeline 'p': "):
         raise error
-
-
-def test_only_the_cli_reads_the_settings_from_the_environment() -> None:
-    readers = []
-    for path in sorted(OPERATOR.glob("*.py")):
-        lines = path.read_text().splitlines()
-        for node in ast.walk(ast.parse("\n".join(lines))):
-            reads = (isinstance(node, ast.Attribute) and node.attr in ("from_env", "environ")) or (
-                isinstance(node, ast.Name) and node.id == "getenv"
-            )
-            if not reads:
-                continue
-            line = lines[node.lineno - 1].strip()
-            # kube.py finds the apiserver as every Kubernetes client does (KUBECONFIG, the
-            # in-cluster KUBERNETES_SERVICE_HOST): a connection, not one of our settings.
-            connection = path.name == "kube.py" and "EDGEPIPE" not in line
-            if path.name != "cli.py" and not connection:
-                readers.append((path.name, line))
-    # startup.configure's fallback (for kopf's own CLI) reads an empty mapping: the defaults.
-    assert [name for name, line in readers if "from_env({})" not in line] == []
-    assert [name for name, _ in readers] == ["startup.py"]
