@@ -43,6 +43,7 @@ _KEEP = {
     "additionalProperties",
     "format",
     "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
 }
 
 

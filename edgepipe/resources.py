@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .config import (
     NAME_MAX,
@@ -20,6 +20,7 @@ from .config import (
     Step,
     Validation,
 )
+from .rolloutspec import RolloutSpec, RolloutStatus, check_rollout
 from .secretrefs import EngineAuth, SecretRef
 
 # Defined once, in spec (the base of every document), and re-exported here.
@@ -288,6 +289,12 @@ class EdgeStatus(SpecModel):
     last_upload: str | None = Field(default=None, description="Time of its newest log upload.")
     last_upload_records: int | None = None
     uploaded_segments: int | None = None
+    version: str | None = Field(default=None, description="The version it runs.")
+    digest: str | None = None
+    state: str | None = Field(default=None, description="Its update state, Offline or Unknown.")
+    last_seen: str | None = None
+    reason: str | None = None
+    wave: int | None = Field(default=None, description="Its rollout wave, from 1.")
 
 
 class PublishSpec(SpecModel):
@@ -316,11 +323,19 @@ class PublishSpec(SpecModel):
         default=None,
         description="Sign the pipeline artifact and the chart (cosign's format) with this key.",
     )
+    rollout: RolloutSpec | None = Field(
+        default=None, description="Move the edges in waves; default: every edge at once."
+    )
 
     @field_validator("edges")
     @classmethod
     def _unique_edges(cls, edges: list[str]) -> list[str]:
         return check_edges(edges)
+
+    @model_validator(mode="after")
+    def _rollout_fits_edges(self) -> PublishSpec:
+        check_rollout(self.rollout, self.edges)  # errors name spec.rollout's field
+        return self
 
 
 class PublishStatus(SpecModel):
@@ -342,6 +357,7 @@ class PublishStatus(SpecModel):
         default=None, description="The signing key's public half (PEM), for OCI_VERIFY_KEY."
     )
     edges: list[EdgeStatus] | None = None
+    rollout: RolloutStatus | None = None
     created_at: str | None = None
     updated_at: str | None = None
     observed_generation: int | None = None

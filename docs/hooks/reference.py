@@ -87,6 +87,8 @@ def table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
 
 
 def schema_type(node: dict[str, Any]) -> str:
+    if node.get("x-kubernetes-int-or-string"):
+        return "integer or string"
     kind = node.get("type", "object")
     if kind == "array":
         return f"list of {schema_type(node.get('items', {}))}"
