@@ -226,9 +226,24 @@ def _count(state: RolloutState, reports: dict[str, EdgeReport]) -> None:
     )
 
 
-def abort(state: RolloutState, now: datetime, reason: str) -> Step:
+def start(
+    rollout: RolloutSpec | None,
+    edges: list[str],
+    version: str,
+    digest: str,
+    now: datetime,
+    previous: RolloutState | None = None,
+) -> RolloutState:
+    """A rollout of ``digest`` to ``edges`` planned from ``rollout`` (RolloutState.start)."""
+    return RolloutState.start(version, digest, plan_waves(rollout, edges), now, previous)
+
+
+def abort(state: RolloutState, now: datetime | str, reason: str | datetime) -> Step:
     """Stop ``state`` (e.g. aborted by request): its current wave's moved edges and its
-    failed ones go back to their rollback digests."""
+    failed ones go back to their rollback digests. (``reason`` and ``now`` in either order.)"""
+    if isinstance(now, str):
+        now, reason = reason, now
+    assert isinstance(now, datetime) and isinstance(reason, str)
     s = copy.deepcopy(state)
     if s.phase != "Progressing" or not s.waves:
         return Step("wait", [], s)
@@ -237,7 +252,7 @@ def abort(state: RolloutState, now: datetime, reason: str) -> Step:
     return Step("abort", [e for e in s.edges if e in wave or e in s.failed], s)
 
 
-def resume(state: RolloutState) -> RolloutState:
+def resume(state: RolloutState, now: datetime | None = None) -> RolloutState:
     """An Aborted rollout, Progressing again at the wave it stopped (its pointers to be
     moved again: ``advance`` says move), with its failures forgotten."""
     s = copy.deepcopy(state)

@@ -73,6 +73,12 @@ def test_plan_rounds_up_and_moves_at_least_one() -> None:
     assert [e for w in waves for e in w] == EDGES
 
 
+def test_start_plans_the_waves() -> None:
+    s = rollout.start(spec(waves=[{"percent": 50}, {"percent": 100}]), EDGES[:4], "v2", NEW, T0)
+    assert s.waves == [EDGES[:2], EDGES[2:4]] and s.phase == "Progressing" and s.wave == 0
+    assert s.moved_at is None and s.started_at == T0
+
+
 def test_plan_without_rollout_is_one_wave_and_never_aborts() -> None:
     assert plan_waves(None, EDGES) == [EDGES]
     assert plan_waves(None, []) == []
@@ -343,6 +349,7 @@ def test_abort_by_request_and_resume() -> None:
     step = rollout.abort(s, T0, "aborted by request")
     assert (step.action, step.edges) == ("abort", ["dock-1", "dock-2"])
     assert step.state.reason == "aborted by request"
-    again = rollout.resume(step.state)
+    assert rollout.abort(s, "aborted by request", T0).state == step.state  # either order
+    again = rollout.resume(step.state, T0)
     assert again.phase == "Progressing" and again.failed == [] and again.wave == 0
     assert advance(again, {}, T0, RO).edges == ["dock-1", "dock-2"]
