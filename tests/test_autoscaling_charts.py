@@ -10,43 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgepipe import oci
-from edgepipe.config import ModelRef, PipelineConfig, Step
-from edgepipe.publish.chart import render_chart
 from edgepipe.resources import Autoscaling, DeploymentConfig
-from tests.helpers.helm import helm
-
-LOGIN = ("ociRegistry.registry=r", "ociRegistry.username=u", "ociRegistry.password=p")
-
-
-def docs(rendered: str) -> list[dict]:
-    return [d for d in yaml.safe_load_all(rendered) if d]
-
-
-def chart(dest: Path, deployment: DeploymentConfig) -> Path:
-    model = ModelRef(name="m", path="/models/m.onnx", sha256="0" * 64)
-    return render_chart(
-        dest,
-        chart_name="c",
-        config=PipelineConfig(name="c", steps=[Step(model=model)]).with_version(),
-        pipeline_url="r/edge/pipelines/c:v",
-        target=oci.Target.parse("r/edge"),
-        engine_image="edgepipe-engine:0.1.0",
-        deployment=deployment,
-    )
-
-
-def template(chart_dir: Path, *sets: str) -> str:
-    args = [a for s in (*LOGIN, *sets) for a in ("--set", s)]
-    return helm("template", "e", str(chart_dir), *args).stdout
-
-
-def by_kind(rendered: str) -> dict[str, dict]:
-    return {d["kind"]: d for d in docs(rendered)}
+from tests.helpers.helm import OPERATOR_CHART, by_kind, docs, edge_chart, edge_sets, helm
+from tests.helpers.helm import edge_template as template
 
 
 def test_off_by_default_and_unchanged_then(tmp_path: Path) -> None:
-    edge = chart(tmp_path, DeploymentConfig(replicas=2))
+    edge = edge_chart(tmp_path, DeploymentConfig(replicas=2))
     default = template(edge)
     assert "HorizontalPodAutoscaler" not in by_kind(default)
     assert by_kind(default)["Deployment"]["spec"]["replicas"] == 2
@@ -68,7 +38,7 @@ def test_off_by_default_and_unchanged_then(tmp_path: Path) -> None:
 def test_enabled_it_renders_a_valid_hpa_and_the_deployment_leaves_replicas(
     tmp_path: Path,
 ) -> None:
-    edge = chart(tmp_path, DeploymentConfig(replicas=2))
+    edge = edge_chart(tmp_path, DeploymentConfig(replicas=2))
     rendered = by_kind(
         template(
             edge,
@@ -102,7 +72,7 @@ def test_enabled_it_renders_a_valid_hpa_and_the_deployment_leaves_replicas(
 
 def test_the_published_autoscaling_gives_the_defaults(tmp_path: Path) -> None:
     auto = Autoscaling(min_replicas=2, max_replicas=6, metric="inflight", target=2.5)
-    edge = chart(tmp_path, DeploymentConfig(autoscaling=auto))
+    edge = edge_chart(tmp_path, DeploymentConfig(autoscaling=auto))
     values = yaml.safe_load((edge / "values.yaml").read_text())["autoscaling"]
     assert values == {
         "enabled": False,  # still off: the edge cluster may have no metrics stack
@@ -133,14 +103,11 @@ def test_the_published_autoscaling_gives_the_defaults(tmp_path: Path) -> None:
     ],
 )
 def test_the_values_schema_refuses_a_bad_autoscaling_value(tmp_path: Path, bad: str) -> None:
-    edge = chart(tmp_path, DeploymentConfig())
-    args = [a for s in (*LOGIN, "autoscaling.enabled=true", bad) for a in ("--set", s)]
+    edge = edge_chart(tmp_path, DeploymentConfig())
+    args = edge_sets("autoscaling.enabled=true", bad)
     proc = helm("template", "e", str(edge), *args, check=False)
     assert proc.returncode != 0
     assert "autoscaling" in proc.stderr
-
-
-OPERATOR_CHART = str(Path(__file__).resolve().parent.parent / "charts" / "edgepipe")
 
 
 def test_the_operator_chart_renders_the_inflight_configs_only_when_asked(tmp_path: Path) -> None:

@@ -14,17 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers.helm import helm
+from tests.helpers.helm import OPERATOR_CHART, docs, edge_chart, edge_template, helm
 from tests.helpers.kube import Kubectl, OperatorProcess
 from tests.helpers.pipelines import pipeline, status, wait_phase
-from tests.helpers.securitypods import (
-    OPERATOR_CHART,
-    docs,
-    edge_chart,
-    edge_template,
-    engine_pod,
-    pod_of,
-)
+from tests.helpers.securitypods import engine_pod, pod_of
 
 pytestmark = pytest.mark.cluster
 

@@ -17,16 +17,10 @@ from edgepipe.enginepod import TOKEN_DIR
 from edgepipe.publish import compose_yaml, docker_run_command
 from edgepipe.resources import PipelineSpec, PublishSpec
 from edgepipe.secretrefs import ForeignSecret, check_own_namespace
-from tests.helpers.helm import helm
+from tests.helpers.helm import OPERATOR_CHART, docs, edge_template, helm
+from tests.helpers.helm import edge_chart as render_edge_chart
 from tests.helpers.podsecurity import restricted_violations
-from tests.helpers.securitypods import (
-    OPERATOR_CHART,
-    docs,
-    edge_template,
-    engine_pod,
-    pod_of,
-)
-from tests.helpers.securitypods import edge_chart as render_edge_chart
+from tests.helpers.securitypods import engine_pod, pod_of
 
 
 def as_env(entries: list[dict]) -> dict[str, str]:

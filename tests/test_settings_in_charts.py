@@ -6,18 +6,14 @@ from __future__ import annotations
 import re
 
 import pytest
-import yaml
 from edgepipe_operator import builders
 from edgepipe_operator.registry import Login
 from edgepipe_operator.settings import OperatorSettings
 
 from edgepipe import oci
-from edgepipe.config import ModelRef, PipelineConfig, Step
 from edgepipe.engine.settings import Settings
-from edgepipe.publish.chart import render_chart
-from edgepipe.resources import DeploymentConfig
 from edgepipe.settingsbase import env_names
-from tests.helpers.helm import helm
+from tests.helpers.helm import OPERATOR_CHART, edge_chart, edge_template, helm, of_kind
 from tests.helpers.paths import ROOT
 
 ENGINE_VARS = {n for f in Settings.model_fields for n in env_names(Settings, f)}
@@ -26,8 +22,7 @@ ENV_NAME = re.compile(r"""(?:name:\s*|"name":\s*")([A-Z][A-Z0-9_]*_[A-Z0-9_]+)\b
 
 
 def container_env(rendered: str) -> list[dict]:
-    dep = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
-    return dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    return of_kind(rendered, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
 
 
 def as_env(entries: list[dict]) -> dict[str, str]:
@@ -50,12 +45,10 @@ def test_every_env_var_named_in_a_template_or_builder_is_a_setting() -> None:
 
 
 def test_the_operator_charts_defaults_are_the_models() -> None:
-    env = container_env(helm("template", "x", str(ROOT / "charts/edgepipe")).stdout)
+    env = container_env(helm("template", "x", OPERATOR_CHART).stdout)
     assert OperatorSettings.from_env(as_env(env)) == OperatorSettings()
     env = container_env(
-        helm(
-            "template", "x", str(ROOT / "charts/edgepipe"), "--set", "operator.watchNamespace=ns"
-        ).stdout
+        helm("template", "x", OPERATOR_CHART, "--set", "operator.watchNamespace=ns").stdout
     )
     assert {e["name"] for e in env} <= OPERATOR_VARS
     assert OperatorSettings.from_env(as_env(env)).namespace == "ns"
@@ -80,23 +73,7 @@ def test_the_engine_pods_the_operator_builds_take_their_env(form: str) -> None:
 
 
 def test_the_edge_charts_env_is_the_engines(tmp_path) -> None:
-    model = ModelRef(name="m", path="/models/m.onnx", sha256="0" * 64)
-    chart = render_chart(
-        tmp_path,
-        chart_name="c",
-        config=PipelineConfig(name="c", steps=[Step(model=model)]).with_version(),
-        pipeline_url="r/edge/pipelines/c:v",
-        target=oci.Target.parse("r/edge"),
-        engine_image="edgepipe-engine:0.1.0",
-        deployment=DeploymentConfig(),
-    )
-    env = container_env(
-        helm(
-            "template", "e", str(chart), "--set", "ociRegistry.registry=r",
-            "--set", "ociRegistry.username=u", "--set", "ociRegistry.password=p",
-            "--set", "verifyKey=PEM",
-        ).stdout
-    )  # fmt: skip
+    env = container_env(edge_template(edge_chart(tmp_path), "verifyKey=PEM"))
     assert {e["name"] for e in env} <= ENGINE_VARS
     settings = Settings.from_env(as_env(env))
     assert settings.edge is not None and settings.edge.verify_key == "PEM"
