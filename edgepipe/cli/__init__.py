@@ -1,10 +1,10 @@
 """``edgepipe``: the command line for models, pipelines, inference and publishing.
 
-One module per command group (``model``, ``pipeline``, ``infer``, ``publish``, ``logs``); each
-command only parses its options, calls the library and prints. Errors are one line on
-stderr and a non-zero exit (``run`` turns them into that); ``--debug`` shows tracebacks.
-Registry credentials come from ``--username``/``--password`` or ``OCI_USERNAME``/
-``OCI_PASSWORD``.
+One module per command group (``model``, ``pipeline``, ``infer``, ``publish``, ``logs``,
+``console``); each command only parses its options, calls the library and prints. Errors
+are one line on stderr and a non-zero exit (``run`` turns them into that); ``--debug``
+shows tracebacks. Registry credentials come from ``--username``/``--password`` or
+``OCI_USERNAME``/``OCI_PASSWORD``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ import click
 from edgepipe import __version__
 
 from .common import expected_errors
+from .console import console_cmd
 from .infer import infer_cmd
 from .logs import logs_cmd
 from .model import model
 from .pipeline import pipeline
 from .publish import publish
+from .rollout import publish_edges, publish_rollout
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +39,10 @@ main.add_command(pipeline)
 main.add_command(infer_cmd)
 main.add_command(publish)
 main.add_command(logs_cmd)
+main.add_command(console_cmd)
+# On the publish group from here, which keeps publish.py (push, create, show) short.
+publish.add_command(publish_rollout)
+publish.add_command(publish_edges)
 
 
 def run() -> None:

@@ -18,9 +18,10 @@ from edgepipe.resources import API_VERSION, GROUP, VERSION, Autoscaling
 
 from . import kubeconfig as kubeconfig_file
 from .publishes import PublishMixin
-from .status import WAIT_SECONDS, ClusterError, Progress, status_is_current
+from .rollouts import RolloutMixin
+from .status import WAIT_SECONDS, ClusterError, Progress, find_version, status_is_current
 
-__all__ = ["Client", "ClusterError", "Progress"]
+__all__ = ["Client", "ClusterError", "Progress", "find_version"]
 
 # A wait gives up early when nothing has acted on the object for this long: no operator.
 NO_OPERATOR_AFTER = 15.0
@@ -44,7 +45,7 @@ def _check(manifest: dict[str, Any]) -> None:
         raise ClusterError(f"{manifest.get('kind')} {name!r}: {exc}") from None
 
 
-class Client(PublishMixin):
+class Client(PublishMixin, RolloutMixin):
     """Pipelines and Publishes in a cluster, as a data scientist uses them."""
 
     def __init__(
@@ -351,31 +352,6 @@ class Client(PublishMixin):
             )
             for pod in pods
         }
-
-
-SHORT_VERSION = 8  # as pipeline list shows versions
-
-
-def find_version(pipeline: str, history: list[str], wanted: str) -> str:
-    """The kept version ``wanted`` names: itself, or the one version it is a prefix of (at
-    least 8 characters, as ``pipeline list`` shows them, and git takes short hashes)."""
-    if wanted in history:
-        return wanted
-    kept = f"its versions are {', '.join(history) or 'none yet'}"
-    if len(wanted) < SHORT_VERSION:
-        raise ClusterError(
-            f"version {wanted!r} is too short: give at least {SHORT_VERSION} characters of a "
-            f"version of pipeline {pipeline!r}; {kept}"
-        )
-    found = sorted({v for v in history if v.startswith(wanted)})
-    if len(found) > 1:
-        raise ClusterError(
-            f"version {wanted!r} is ambiguous in pipeline {pipeline!r}: it starts "
-            f"{', '.join(found)}; give more characters"
-        )
-    if not found:
-        raise ClusterError(f"pipeline {pipeline!r} has no version {wanted}; {kept}")
-    return found[0]
 
 
 def _no_namespace(namespace: str | None) -> str:
