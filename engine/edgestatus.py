@@ -1,6 +1,7 @@
 """What an updating edge reports: its status record (``GET /status``), and the same record
-pushed to the registry on every change and at least every 5 minutes as a heartbeat
-(``<prefix>/status/<pipeline>/<edge>``, schema in ``edgepipe.fleet``)."""
+pushed to the registry on every change and at least every 5 minutes as a heartbeat (tag
+``<edge>.<ms>.<state>.<running12>.<target12>`` in ``<prefix>/status/<pipeline>``, layout and
+schema in ``edgepipe.fleetstatus``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class EdgeStatus:
     since: str = field(default_factory=now)
     target: str | None = None
     last_poll: dict[str, str] | None = None
+    poll_seconds: float = 0.0
     changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def set(self, state: str, reason: str | None = None) -> None:
@@ -54,12 +56,13 @@ class EdgeStatus:
             "previous": self.previous,
             "target": self.target,
             "lastPoll": self.last_poll,
+            "pollSeconds": self.poll_seconds,
         }
 
 
 @dataclass(frozen=True)
 class StatusTarget:
-    """Where the heartbeat goes, and how to log in there."""
+    """Where the heartbeat goes (the pipeline's status repository), and how to log in."""
 
     registry: str
     credentials: oci.Credentials
@@ -75,6 +78,7 @@ class Heartbeat:
         self.target = target
         self.every = every
         self.client: oci.Client | None = None
+        self.writer = fleet.StatusWriter(target.repository, status.edge)
         self.pushed = 0
         self.down = False  # the last push failed
 
@@ -104,4 +108,4 @@ class Heartbeat:
         t = self.target
         if self.client is None:
             self.client = oci.Client(t.registry, t.credentials, plain_http=t.plain_http)
-        fleet.push_status(self.client, t.repository, doc, blob_known=self.pushed > 0)
+        self.writer.push(self.client, doc)

@@ -322,7 +322,7 @@ class Settings(AccessSettings):
         gt=0,
         le=300,
         description="edge mode: the edge's status in the registry "
-        "(`<prefix>/status/<pipeline>/<edge>`) is rewritten on every change and at least "
+        "(its tag in `<prefix>/status/<pipeline>`) is rewritten on every change and at least "
         "this often, so that its `lastSeen` tells a live edge",
         json_schema_extra={"unit": "seconds"},
     )

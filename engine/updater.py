@@ -321,7 +321,10 @@ def _build(settings: Settings, update: UpdatePolicy, plane: DataPlane, metrics: 
     digest = versions.running_digest(settings.cache_dir, str(ref)) or ""
     version = plane.pipelines[name].config.version or ""
     status = edgestatus.EdgeStatus(
-        edge=_edge_name(settings), pipeline=name, running={"version": version, "digest": digest}
+        edge=_edge_name(settings),
+        pipeline=name,
+        running={"version": version, "digest": digest},
+        poll_seconds=update.seconds,
     )
     metrics.running_version.labels(version).set(1)
     return Updater(settings, update, plane, metrics, status)
@@ -339,9 +342,7 @@ def _heartbeat(settings: Settings, updater: Updater) -> edgestatus.Heartbeat | N
         registry=ref.registry,
         credentials=login.credentials(ref.registry),
         plain_http=login.plain_http or oci.is_loopback(ref.registry),
-        repository=fleet.status_repository(
-            edgelog.prefix_of(str(ref)), updater.status.pipeline, updater.status.edge
-        ),
+        repository=fleet.status_repository(edgelog.prefix_of(str(ref)), updater.status.pipeline),
     )
     return edgestatus.Heartbeat(updater.status, target, updater.update.heartbeat_seconds)
 

@@ -69,8 +69,15 @@ def test_v1_to_v2_under_load_with_no_failed_request(own_registry, tmp_path) -> N
         own_registry.host, oci.Credentials(own_registry.username, own_registry.password),
         plain_http=True,
     )  # fmt: skip
-    reported = fleet.read_status(client, fleet.status_repository("edge", "upd", EDGE))
+    reported = fleet.read_status(client, "edge", "upd", EDGE)
     assert reported["running"]["version"] == v2["pipelineVersion"] and reported["lastSeen"]
+    assert reported["pollSeconds"] == 1.0
+    # One tag for the edge (each earlier record's manifest was deleted), naming the record.
+    tags = client.tags(fleet.status_repository("edge", "upd"))
+    assert [t.split(".")[0] for t in tags] == [EDGE], tags
+    (record,) = fleet.list_status_tags(client, "edge", "upd").values()
+    assert record.state == "Current" and record.edge == EDGE
+    assert reported["running"]["digest"].removeprefix("sha256:").startswith(record.running12)
 
 
 FINITE = [{"name": "finite", "expr": "all(isfinite(y))"}]
