@@ -26,14 +26,19 @@ NAMESPACE = "scale"
 
 
 def child(out: Path) -> None:
-    """The operator itself, with a tracemalloc snapshot written on SIGUSR1."""
+    """The operator itself: tracemalloc snapshots at its traced high-water mark (taken by a
+    thread whenever the traced memory grows 10% past the last one) and on SIGUSR1, each
+    written with the asyncio tasks alive then (kopf's per-object workers among them)."""
+    import threading
     import tracemalloc
 
     tracemalloc.start(8)
+    peak: dict = {"size": 0, "report": ""}
 
-    def dump(*_: object) -> None:
+    def report(title: str) -> str:
         snapshot = tracemalloc.take_snapshot()
-        lines = [f"traced: {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB now"]
+        lines = [f"# {title}: traced {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB"]
+        lines.append(census())
         for group in ("filename", "lineno"):
             lines.append(f"\n# top 25 by {group}")
             for stat in snapshot.statistics(group)[:25]:
@@ -42,12 +47,40 @@ def child(out: Path) -> None:
         for stat in snapshot.statistics("traceback")[:8]:
             lines.append(f"{stat.size / 2**20:8.2f} MiB {stat.count:8d}")
             lines.extend(f"      {frame}" for frame in stat.traceback.format())
-        out.write_text("\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
+
+    def watch() -> None:
+        while True:
+            now = tracemalloc.get_traced_memory()[0]
+            if now > peak["size"] * 1.1:
+                peak["size"], peak["report"] = now, report("at the traced peak")
+            time.sleep(1.0)
+
+    def dump(*_: object) -> None:
+        out.write_text(report("now") + "\n\n" + peak["report"])
 
     signal.signal(signal.SIGUSR1, dump)
+    threading.Thread(target=watch, daemon=True).start()
     from edgepipe_operator.cli import main
 
     main(["run", "--all-namespaces"])
+
+
+def census() -> str:
+    """The asyncio tasks alive, by their coroutine; the queued watch events."""
+    import asyncio
+    import gc
+    from collections import Counter
+
+    tasks: Counter[str] = Counter()
+    queued = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.Task):
+            tasks[obj.get_coro().__qualname__] += 1
+        elif isinstance(obj, asyncio.Queue):
+            queued += obj.qsize()
+    top = ", ".join(f"{n} {name}" for name, n in tasks.most_common(6))
+    return f"asyncio tasks: {sum(tasks.values())} ({top}); events queued: {queued}"
 
 
 def operator_command(mode: str, n: int, out: Path) -> list[str]:

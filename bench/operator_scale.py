@@ -69,7 +69,7 @@ def last_write(events: list[dict], resource: str, since: float) -> float | None:
     return round(max(times) - since, 1) if times else None
 
 
-def run(n: int, workdir: Path) -> dict:
+def run(n: int, workdir: Path, rollout: bool = True) -> dict:
     # Room for two pods per Pipeline: a rollout surges one new pod beside the old.
     cluster = ScaleCluster(workdir / f"cp-{n}", pods=2 * n + 20).start()
     try:
@@ -105,6 +105,8 @@ def run(n: int, workdir: Path) -> dict:
                 name: round(p.cpu_seconds() - plane0[name], 1) for name, p in plane.items()
             },
         }
+        if not rollout:
+            return result
         # A change that touches every Pipeline: the operator restarts with a new engine image
         # (a `helm upgrade` of the operator's chart does the same in a cluster).
         op.stop()
@@ -139,11 +141,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,200,500,1000")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--no-rollout", action="store_true", help="measure the creation only (no image rollout)"
+    )
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="edgepipe-scale-") as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
-            result = run(n, Path(tmp))
+            result = run(n, Path(tmp), rollout=not args.no_rollout)
             print(json.dumps(result), flush=True)
             results.append(result)
     if args.json:
@@ -158,7 +163,7 @@ def main() -> None:
         print(
             f"| {r['pipelines']} | {r['all_running_s']} | {r['operator_cpu_s']} "
             f"| {100 * r['operator_cpu_s'] / r['pipelines']:.2f} | {r['operator_peak_rss_mb']} "
-            f"| {r['api_requests_per_pipeline']} | {r['rollout_s']} |"
+            f"| {r['api_requests_per_pipeline']} | {r.get('rollout_s', '-')} |"
         )
 
 

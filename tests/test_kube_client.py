@@ -127,3 +127,33 @@ def test_calls_from_the_loop_itself_are_refused(kube: Kube) -> None:
 
     with pytest.raises(RuntimeError, match="from a thread"):
         asyncio.run_coroutine_threadsafe(from_the_loop(), kube.loop).result()
+
+
+def test_what_kopf_reads_comes_slimmed_the_handlers_calls_whole(kube: Kube, namespace) -> None:
+    """kopf parses LISTs with ``response.json()`` and reads watch streams line by line from
+    ``response.content``: both come without what nobody reads (a ConfigMap's data, every
+    object's managedFields); the handlers' own calls get the whole object."""
+    big = configmap("big", namespace, config="x" * 5000)
+    big["metadata"]["annotations"] = {"edgepipe.io/applied-digest": "d"}
+    kube.apply(big)
+    url = f"{kube.server}/api/v1/namespaces/{namespace}/configmaps"
+
+    async def as_kopf_reads() -> tuple[dict, list[dict]]:
+        assert kube.session is not None
+        async with kube.session.get(url) as response:
+            listed = await response.json()
+        watch = {"watch": "true", "timeoutSeconds": "1"}  # ADDED for each, then closed
+        body = b""
+        async with kube.session.get(url, params=watch) as response:
+            async for chunk in response.content.iter_chunked(1 << 20):
+                body += chunk
+        return listed, [json.loads(line) for line in body.splitlines() if line]
+
+    listed, events = asyncio.run_coroutine_threadsafe(as_kopf_reads(), kube.loop).result()
+    watched = [e["object"] for e in events if e["object"]["metadata"]["name"] == "big"]
+    for obj in [*(i for i in listed["items"] if i["metadata"]["name"] == "big"), *watched]:
+        assert "data" not in obj and "managedFields" not in obj["metadata"]
+        assert obj["metadata"]["annotations"]["edgepipe.io/applied-digest"] == "d"
+    assert len(watched) == 1 and events[0]["type"] == "ADDED"
+    whole = kube.call("GET", f"/api/v1/namespaces/{namespace}/configmaps/big")
+    assert whole["data"]["config"] == "x" * 5000 and whole["metadata"]["managedFields"]

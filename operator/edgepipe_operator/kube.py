@@ -21,6 +21,8 @@ import kopf
 
 from edgepipe.resources import GROUP, VERSION
 
+from .slim import SlimResponse
+
 FIELD_MANAGER = "edgepipe-operator"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -92,7 +94,8 @@ def _relative_to_kubeconfig(info: kopf.ConnectionInfo) -> kopf.ConnectionInfo:
 
 
 def open_session(info: kopf.ConnectionInfo, limit: int) -> aiohttp.ClientSession:
-    """The one session: kopf's watches and patches and the handlers' calls share it."""
+    """The one session: kopf's watches and patches and the handlers' calls share it. What
+    kopf parses of its answers comes slimmed (slim.py): kopf queues every watch event."""
     with warnings.catch_warnings():  # kopf's own deprecation notice on basic auth
         warnings.simplefilter("ignore", DeprecationWarning)
         auth = info.as_aiohttp_basic_auth()
@@ -102,6 +105,7 @@ def open_session(info: kopf.ConnectionInfo, limit: int) -> aiohttp.ClientSession
         headers=info.as_http_headers(),
         auth=auth,
         trust_env=info.trust_env,
+        response_class=SlimResponse,
         **extra,
     )
 
