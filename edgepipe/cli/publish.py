@@ -2,69 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from edgepipe.enginepod import ENGINE_IMAGE
-
 from .common import (
     CliError,
-    Transfer,
     cluster,
     emit,
     kube_options,
     output_option,
-    registry_options,
-    say,
-    target,
     timeout_option,
     wait_progress,
 )
+from .push import fields_text, publish_push
 
 HEADER = f"{'NAME':<28} {'PIPELINE':<24} {'PHASE':<15} CHART VERSION"
-LABELS = {
-    "pipelineVersion": "Pipeline Version",
-    "engineUrl": "Engine URL",
-    "pipelineUrl": "Pipeline URL",
-    "helmChartUrl": "Helm Chart URL",
-    "helmChartReference": "Helm Chart Reference",
-    "helmChartVersion": "Helm Chart Version",
-    "engineConfig": "Engine Config",
-    "createdAt": "Created",
-    "updatedAt": "Updated",
-}
-
-
-def _edge_text(edge: dict[str, Any]) -> str:
-    last = edge.get("lastUpload")
-    if not last:
-        return f"{edge['name']} (no logs uploaded yet)"
-    return f"{edge['name']} (last log upload {last}, {edge.get('lastUploadRecords', '?')} records)"
-
-
-def fields_text(fields: dict[str, Any]) -> str:
-    """A published status for people: labelled fields, then the docker run line."""
-    lines = []
-    for key, label in LABELS.items():
-        value = fields.get(key)
-        if isinstance(value, dict):
-            value = json.dumps(value)
-        lines.append(f"{label + ':':<22} {value}")
-    sigs = fields.get("signatures") or {}
-    lines.append(f"{'Signed:':<22} " + (", ".join(sigs.values()) if sigs else "no"))
-    edges = fields.get("edges") or []
-    lines.append(f"{'Edges:':<22} " + ("; ".join(map(_edge_text, edges)) if edges else "-"))
-    # One docker line per edge location, each with its EDGE_NAME, as -o json has them.
-    runs = [(f"edge {e['name']}", e.get("dockerRunCommand")) for e in edges] or [
-        ("the edge", fields.get("dockerRunCommand"))
-    ]
-    for where, command in runs:
-        if command:
-            lines.append(f"\nRun it at {where}:\n  " + command.replace("\n", "\n  "))
-    return "\n".join(lines)
 
 
 def _line(obj: dict) -> str:
@@ -80,94 +34,8 @@ def publish() -> None:
     """Publish pipelines for the edge."""
 
 
-@publish.command("push")
-@click.argument(
-    "config_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-@click.option(
-    "--model",
-    "model_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Publish one ONNX file as a one-step pipeline instead.",
-)
-@registry_options
-@click.option(
-    "--engine-image",
-    default=ENGINE_IMAGE,
-    show_default=True,
-    help="Engine image the chart and docker run use.",
-)
-@click.option("--chart-name", help="Chart name (default: the pipeline's name).")
-@click.option(
-    "--replicas", type=int, default=1, show_default=True, help="Engine replicas the chart runs."
-)
-@click.option(
-    "--sign-key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="PEM EC P-256 private key: sign the pipeline and the chart in cosign's format.",
-)
-@click.option(
-    "--sign-key-password",
-    envvar="EDGEPIPE_SIGN_KEY_PASSWORD",
-    help="Password of an encrypted --sign-key [env EDGEPIPE_SIGN_KEY_PASSWORD].",
-)
-@click.option("--edge", "edges", multiple=True, help="An edge location's name (repeatable).")
-@output_option
-def publish_push(
-    config_file: Path | None,
-    model_file: Path | None,
-    registry: str,
-    username: str | None,
-    password: str | None,
-    plain_http: bool | None,
-    engine_image: str,
-    chart_name: str | None,
-    replicas: int,
-    sign_key: Path | None,
-    sign_key_password: str | None,
-    edges: tuple[str, ...],
-    output: str,
-) -> None:
-    """Publish a pipeline config (or --model FILE) without a cluster: models, pipeline, chart."""
-    from edgepipe.config import config_for_model_file, load_config, resolve_local
-    from edgepipe.oci import signing
-    from edgepipe.outputs import check_validations, readable_outputs
-    from edgepipe.publish import publish as do_publish
-    from edgepipe.publish import resolve_refs
-    from edgepipe.resources import DeploymentConfig, check_edges
-
-    if bool(config_file) == bool(model_file):
-        raise click.UsageError("give a CONFIG file or --model FILE.onnx (one of them)")
-    raw = load_config(config_file) if config_file else config_for_model_file(model_file)
-    say(f"hashing the models of {raw.name}")  # seconds for a large model, before any upload
-    dest = target(registry, username, password, plain_http)
-    config = resolve_refs(resolve_local(raw), dest)
-    # Rules that name an output the pipeline does not answer fail here, before any upload.
-    check_validations(config, readable_outputs)
-    deployment = DeploymentConfig(
-        replicas=replicas,
-        cpus=config.engine.cpus,
-        memory=config.engine.memory,
-        gpus=config.engine.gpus,
-    )
-    try:
-        signer = signing.Signer.load(sign_key, sign_key_password) if sign_key else None
-        edge_list = check_edges(list(edges))
-    except (signing.KeyProblem, ValueError) as exc:
-        raise click.BadParameter(str(exc)) from None
-    with Transfer(f"publishing {config.name}") as transfer:
-        result = do_publish(
-            config,
-            dest,
-            engine_image=engine_image,
-            deployment=deployment,
-            chart_name=chart_name,
-            log=lambda m: transfer.log(f"  {m}"),
-            progress=transfer.update,
-            signer=signer,
-            edges=edge_list,
-        )
-    emit(result.status_fields(), output, fields_text)
+# push lives in push.py (its wave options make it long); it is publish's first command.
+publish.add_command(publish_push)
 
 
 @publish.command("create")

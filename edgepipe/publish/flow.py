@@ -38,6 +38,7 @@ class PublishResult:
     signatures: dict[str, str] | None = None  # artifact -> its sha256-<hex>.sig reference
     public_key: str | None = None
     edges: list[str] = field(default_factory=list)
+    pipeline_digest: str = ""  # the pipeline manifest's, which the edges' pointers name
 
     def docker_run(self, edge: str | None = None) -> str:
         return docker_run_command(
@@ -83,9 +84,11 @@ def publish(
     progress: oci.Progress | None = None,
     signer: signing.Signer | None = None,
     edges: list[str] | None = None,
+    move_edges: list[str] | None = None,
 ) -> PublishResult:
     """Push the pipeline and its chart (each signed with ``signer`` when given); everything
-    a Publish's status shows."""
+    a Publish's status shows. The pointers of ``move_edges`` (default: every edge) move
+    last; a rollout in waves moves none here (``waves.WaveDriver`` does)."""
     chart_name = chart_name or config.name
     pipeline_url, digest = push_pipeline(target, config, model_files, log=log, progress=progress)
     signatures: dict[str, str] = {}
@@ -108,7 +111,8 @@ def publish(
     if signer is not None:
         signatures["chart"] = _sign(target, chart_ref, chart_ref.rsplit("@", 1)[1], signer, log)
     # Last: an edge that follows its pointer starts updating once everything is published.
-    move_pointers(target, pipeline_url, digest, edges or [], log)
+    moving = edges if move_edges is None else move_edges
+    move_pointers(target, pipeline_url, digest, moving or [], log)
     t = now()
     return PublishResult(
         pipeline_name=config.name,
@@ -126,6 +130,7 @@ def publish(
         signatures=signatures or None,
         public_key=signer.public_pem() if signer else None,
         edges=list(edges or []),
+        pipeline_digest=digest,
     )
 
 
