@@ -136,8 +136,9 @@ def test_waves_move_in_order_each_after_the_last_is_current(edges3: Fleet) -> No
                 st = states[earlier]
                 assert st["state"] == "Current", (edge, earlier, st)
                 assert st["running"]["version"] == v2["pipelineVersion"], (edge, earlier, st)
-    assert seen_moved == set(EDGES)  # the watcher saw each move happen
-    assert len(watch.sweeps) > 5
+    assert seen_moved == set(EDGES)
+    # The watcher saw the waves apart: wave 1 moved while wave 3 had not.
+    assert any(p["dock-1"] == digest != p["dock-3"] for p, _ in watch.sweeps)
     for e in f.engines.values():
         wait_status(e.url, "Current", v2["pipelineVersion"], timeout=5)
 
