@@ -49,6 +49,19 @@ def shots(request: pytest.FixtureRequest):
         print(f"screenshots kept in {where}")
 
 
+def _records(edge: int, step: int) -> int:
+    return 30 + 9 * edge + 12 * step + (edge * step) % 5
+
+
+def _upload(edge: int, step: int) -> dict:
+    """The edge's latest log upload at a step of the test (written as the operator would)."""
+    return {
+        "lastUpload": stamp(60 - 20 * step - edge),
+        "lastUploadRecords": _records(edge, step),
+        "uploadedSegments": step + 1,
+    }
+
+
 def _tuples(driver, script: str, *args) -> list[tuple]:
     return [tuple(row) for row in driver.execute_script(script, *args)]
 
@@ -101,9 +114,9 @@ def test_the_console_shows_edges_waves_and_an_aborted_rollout(
         },
     )
     rollout = {"waves": [{"edges": DOCK[:2]}, {"percent": 100}]}
+    offline = _upload(3, 0)  # dock-4's one upload before it went offline
     kubectl.apply(publish("pub", DOCK, rollout=rollout))
     base = {"phase": "Published", "pipelineVersion": V2, "helmChartVersion": "0.0.1-9d3e41c0"}
-    upload = {"lastUpload": stamp(30), "lastUploadRecords": 40, "uploadedSegments": 1}
     write(
         "publishes",
         "pub",
@@ -120,10 +133,12 @@ def test_the_console_shows_edges_waves_and_an_aborted_rollout(
                 "startedAt": stamp(20),
             },
             "edges": [
-                edge("dock-1", "Current", V2, 1, **upload),
-                edge("dock-2", "Downloading", V1, 1, reason="fetching 2 of 3 layers"),
-                edge("dock-3", "Current", V1, 2),
-                edge("dock-4", "Offline", V1, 2, seen=600),
+                edge("dock-1", "Current", V2, 1, **_upload(0, 0)),
+                edge(
+                    "dock-2", "Downloading", V1, 1, reason="fetching 2 of 3 layers", **_upload(1, 0)
+                ),
+                edge("dock-3", "Current", V1, 2, **_upload(2, 0)),
+                edge("dock-4", "Offline", V1, 2, seen=600, **offline),
             ],
         },
     )
@@ -168,7 +183,7 @@ def test_the_console_shows_edges_waves_and_an_aborted_rollout(
         with browser.chromium(tmp_path / "profile", tmp_path / "chromedriver.log") as driver:
             driver.get(console.url)
             try:
-                _look(driver, write, shots)
+                _look(driver, write, shots, offline)
             finally:
                 driver.save_screenshot(str(shots / "last.png"))
     except BaseException:
@@ -178,7 +193,7 @@ def test_the_console_shows_edges_waves_and_an_aborted_rollout(
         console.stop()
 
 
-def _look(driver, write: StatusWriter, shots: Path) -> None:
+def _look(driver, write: StatusWriter, shots: Path, offline: dict) -> None:
     rows = wait_for("the edges of pub", lambda: _cells(driver, "pub"), timeout=15)
     driver.save_screenshot(str(shots / "1-wave-1.png"))
     assert [(r[0], r[1]) for r in rows] == [
@@ -197,15 +212,18 @@ def _look(driver, write: StatusWriter, shots: Path) -> None:
     pipelines = _text(driver, "#pipelines tbody")
     assert "adder" in pipelines and "Undeployed" in pipelines and V1[:8] in pipelines
     card = _text(driver, '.publish[data-name="pub"]')
-    assert "fetching 2 of 3 layers" in card and "10m ago" in card and "40 records" in card
+    assert (
+        "fetching 2 of 3 layers" in card
+        and "10m ago" in card
+        and f"{_records(0, 0)} records" in card
+    )
     assert "wave 1/2: 1 updated, 0 pending, 0 failed" in card
     assert _waves(driver, "pub") == [
         ("Progressing", "wave wave-progressing"),
         ("Pending", "wave wave-pending"),
     ]
 
-    # The operator finishes wave 1, moves wave 2, and dock-1 uploads again: the page follows.
-    upload = {"lastUpload": stamp(0), "lastUploadRecords": 55}
+    # The operator finishes wave 1, moves wave 2, and edges upload again: the page follows.
     write(
         "publishes",
         "pub",
@@ -217,10 +235,10 @@ def _look(driver, write: StatusWriter, shots: Path) -> None:
                 "updated": 2,
             },
             "edges": [
-                edge("dock-1", "Current", V2, 1, **upload),
-                edge("dock-2", "Current", V2, 1),
-                edge("dock-3", "Downloading", V1, 2),
-                edge("dock-4", "Offline", V1, 2, seen=600),
+                edge("dock-1", "Current", V2, 1, **_upload(0, 1)),
+                edge("dock-2", "Current", V2, 1, **_upload(1, 1)),
+                edge("dock-3", "Downloading", V1, 2, **_upload(2, 1)),
+                edge("dock-4", "Offline", V1, 2, seen=600, **offline),
             ],
         },
     )
@@ -242,8 +260,7 @@ def _look(driver, write: StatusWriter, shots: Path) -> None:
                 "finishedAt": stamp(0),
             },
             "edges": [
-                edge(e, "Current", V2, 1 + (e in DOCK[2:]), **(upload if e == "dock-1" else {}))
-                for e in DOCK
+                edge(e, "Current", V2, 1 + (i > 1), **_upload(i, 2)) for i, e in enumerate(DOCK)
             ],
         },
     )
@@ -251,14 +268,15 @@ def _look(driver, write: StatusWriter, shots: Path) -> None:
     assert _waves(driver, "pub")[1] == ("Done", "wave wave-done")
     assert "Complete: 4 updated, 0 pending, 0 failed" in _text(driver, '.publish[data-name="pub"]')
     assert [r[3] for r in _cells(driver, "pub")] == [GREEN] * 4
-    # dock-1's two uploads are one line of the chart (kept by the server between reads).
+    # Each edge's uploads are one line of the chart (kept by the server between reads);
+    # dock-4 was offline during the second.
     legend = _text(driver, '.publish[data-name="pub"] .u-legend')
     assert all(e in legend for e in DOCK), legend
     points = driver.execute_script(
         "return fetch('/api/fleet').then(r => r.json()).then(f => f.publishes"
-        ".find(p => p.name === 'pub').edges.find(e => e.name === 'dock-1').uploads)"
+        ".find(p => p.name === 'pub').edges.map(e => e.uploads.map(p => p[1])))"
     )
-    assert [n for _, n in points] == [40, 55]
+    assert points == [[_records(i, k) for k in range(3) if (i, k) != (3, 1)] for i in range(4)]
 
     # The aborted rollout: its badge, its reason, its failing edges, and red rows.
     bad = _text(driver, '.publish[data-name="bad"] .rollout')
