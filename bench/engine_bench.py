@@ -1,38 +1,38 @@
-"""Engine benchmark: every figure as a ratio to onnxruntime run directly in-process.
+"""Engine benchmark: every figure as a ratio to its floor, measured side by side in one run.
 
-Run with ``make bench`` (or ``.venv/bin/python bench/engine_bench.py``). In one run, on one
-machine, it measures on one YOLOv8 model (``--model``; by default ``shared/models/yolov8n.onnx``
-beside the clone when it is there, else the trained YOLOv8s that ``scripts/setup`` installs)
-with the same thread count:
+Run with ``make bench`` (or ``.venv/bin/python bench/engine_bench.py``). On one YOLOv8
+model (``--model``; by default ``shared/models/yolov8n.onnx`` beside the clone when it is
+there, else the trained YOLOv8s that ``scripts/setup`` installs), with the same thread
+count, in interleaved rounds (``engine_rounds.Rounds``: a ratio is taken within a round,
+then the median over rounds, so that load from other jobs slows both sides alike):
 
-* the baseline: ``session.run`` in this process;
-* a floor: a minimal aiohttp server that takes raw float32 bytes, runs the same session in
-  a thread and returns raw bytes (``bench/floor_server.py``);
-* the engine over loopback HTTP: Arrow in and out, and pandas-records JSON in and out (the
-  client uses orjson; its own encode/decode time is reported apart);
-* throughput with 1 and 4 concurrent clients (Arrow), with one model call at a time and
-  with one single-threaded call per core, against direct onnxruntime's best;
+* direct: ``session.run`` in this process;
+* the HTTP floor (``bench/floor_server.py``): a bare aiohttp app taking raw float32 bytes,
+  running the same session in a thread and answering raw bytes; and its ``/echo``, the
+  floor of a small request;
+* the engine over loopback HTTP: Arrow in and out; pandas-records JSON in and out (the
+  client uses orjson; its own encode and decode are measured per call and taken off);
+  a 1x4 JSON request to a one-op model;
+* OIP v2 gRPC (tritonclient.grpc, binary tensors) on a YOLOv8n-shaped model with a dynamic
+  batch (~6 ms), against ``bench/grpc_floor.py``: a bare grpc.aio server with the same
+  messages and no model (the floor), and the same server running the model in a thread;
+* throughput with 1 and 4 clients (Arrow) against direct onnxruntime's best;
 * the engine's RSS after start-up and after 100 and 500 mixed requests;
 * the YOLOv8 decode (transpose, threshold, NMS) on a [1,84,8400] output.
-
-onnxruntime on two shared cores sometimes runs whole stretches ~3x slower, so the variants
-run in interleaved blocks and each is reported by its least-disturbed block (the block with
-the lowest median).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,30 +40,15 @@ import onnxruntime as ort
 import orjson
 import pyarrow as pa
 
-from edgepipe import yolo
-from edgepipe.localengine import EngineProcess, free_port
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.engine_rounds import ARROW, Client, Rounds, arrow_request, throughput, timed  # noqa: E402
+from edgepipe import yolo  # noqa: E402
+from edgepipe.localengine import EngineProcess, free_port  # noqa: E402
+
+__all__ = ["ARROW", "Client", "arrow_request", "throughput", "timed"]
 JSON = "application/json; format=pandas-records"
-ARROW = "application/vnd.apache.arrow.file"
-
-
-class Client:
-    """One keep-alive HTTP connection, as a benchmark client would hold."""
-
-    def __init__(self, port: int) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-
-    def post(self, path: str, body: bytes, ctype: str, accept: str | None = None) -> bytes:
-        headers = {"Content-Type": ctype}
-        if accept:
-            headers["Accept"] = accept
-        self.conn.request("POST", path, body=body, headers=headers)
-        resp = self.conn.getresponse()
-        data = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"{path}: HTTP {resp.status}: {data[:300]!r}")
-        return data
+OCTETS = "application/octet-stream"
 
 
 def rss_mb(pid: int) -> float:
@@ -73,50 +58,65 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def timed(fn: Callable[[], object], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+def session(model: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
 
 
-def arrow_request(x: np.ndarray, field: str = "images") -> bytes:
-    table = pa.table({field: pa.FixedShapeTensorArray.from_numpy_ndarray(x)})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema) as w:
-        w.write_table(table)
-    return sink.getvalue().to_pybytes()
+def wait_for(call) -> None:
+    deadline = time.time() + 60
+    while True:
+        try:
+            call()
+            return
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
 
 
-def throughput(fn: Callable[[], object], clients: int, seconds: float) -> float:
-    """Completed calls per second with ``clients`` threads calling ``fn`` in a loop."""
-    stop = time.perf_counter() + seconds
-    counts = [0] * clients
+def spawn(*args: str) -> subprocess.Popen:
+    cmd = [sys.executable, *args]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
-    def worker(i: int) -> None:
-        while time.perf_counter() < stop:
-            fn()
-            counts[i] += 1
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - t0)
+def from_tree(proc: EngineProcess, tree: Path | None) -> EngineProcess:
+    """The engine process run with the engine package of ``tree`` (bench/engine_from.py)."""
+    if tree is not None:
+        proc.args[1:3] = [str(ROOT / "bench/engine_from.py"), str(tree)]
+    return proc
+
+
+def engine_throughput(port: int, path: str, body: bytes, clients: int, seconds: float) -> float:
+    conns = iter([Client(port) for _ in range(clients)])
+    local = threading.local()
+
+    def call() -> None:
+        if not hasattr(local, "c"):
+            local.c = next(conns)
+        local.c.post(path, body, ARROW, ARROW)
+
+    return throughput(call, clients, seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="a model with a 1x3x640x640 input")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--blocks", type=int, default=5)
-    parser.add_argument("--per-block", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--per-round", type=int, default=8)
     parser.add_argument("--rss-requests", type=int, default=500)
-    parser.add_argument("--tp-seconds", type=float, default=8.0)
+    parser.add_argument("--tp-seconds", type=float, default=6.0)
+    parser.add_argument("--tp-rounds", type=int, default=3)
+    parser.add_argument("--skip-tp", action="store_true", help="latency rounds only")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="also run the engine package from this tree (holding engine/), side by side",
+    )
     args = parser.parse_args()
     cpus = args.cpus
     if args.model is None:
@@ -127,198 +127,221 @@ def main() -> None:
             from edgepipe.demo import trained_model_path
 
             args.model = trained_model_path()
+    from tests.helpers import onnx_models
 
+    load_before = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="edgepipe-bench-"))
+    small_model = onnx_models.scale(tmp / "scale.onnx", 2.0)
+    dyn_model = onnx_models.yolov8n_shaped(tmp / "yolov8n-dyn.onnx", dynamic_batch=True)
     rng = np.random.default_rng(0)
     x = rng.random((1, 3, 640, 640), dtype=np.float32)
     raw_in = x.tobytes()
     json_in = orjson.dumps([{"images": x}], option=orjson.OPT_SERIALIZE_NUMPY)
     arrow_in = arrow_request(x)
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = cpus
-    opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(args.model), opts, providers=["CPUExecutionProvider"])
-
-    def direct() -> None:
-        session.run(None, {"images": x})
+    small_in = b'[{"y": [1.5, 2.0, -3.25, 4.0]}]'
+    direct_s, dyn_s = session(args.model, cpus), session(dyn_model, cpus)
 
     env = {"CONFIG_CPUS": str(cpus)}
     logdir = ROOT / "out"
     logdir.mkdir(exist_ok=True)
-    engine = EngineProcess(
-        "--model", str(args.model), env=env, log_path=logdir / "bench-engine.log"
-    )
-    floor_port = free_port()
-    floor = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "bench/floor_server.py"),
-            str(args.model),
-            str(floor_port),
-            str(cpus),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    engine.start()
-    startup_rss = rss_mb(engine.proc.pid)
+    trees = {"": None, "before ": args.before} if args.before else {"": None}
+    engines: dict[str, EngineProcess] = {}
+    for tag, tree in trees.items():
+        for key, model, extra in (
+            ("engine", args.model, {}),
+            ("small", small_model, {}),
+            ("dyn", dyn_model, {}),
+            ("wide", args.model, {"EDGEPIPE_ENGINE_INFER_WORKERS": str(cpus)}),
+        ):
+            log = logdir / f"bench-{tag.strip() or 'after'}-{key}.log"
+            engines[tag + key] = from_tree(
+                EngineProcess("--model", str(model), env={**env, **extra}, log_path=log), tree
+            )
+    floor_port, gfloor_port, gmodel_port = free_port(), free_port(), free_port()
+    floors = [
+        spawn(str(ROOT / "bench/floor_server.py"), str(args.model), str(floor_port), str(cpus)),
+        spawn(str(ROOT / "bench/grpc_floor.py"), str(gfloor_port)),
+        spawn(str(ROOT / "bench/grpc_floor.py"), str(gmodel_port), str(dyn_model), str(cpus)),
+    ]
+    startup_rss = {}
+    for key, proc in engines.items():
+        proc.start()
+        if key.endswith("engine"):
+            startup_rss[key] = rss_mb(proc.proc.pid)
+    import tritonclient.grpc as grpcclient
+
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                Client(floor_port).post("/infer", raw_in, "application/octet-stream")
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.1)
         name = args.model.stem
-        ec, fc = Client(engine.port), Client(floor_port)
         path = f"/pipelines/{name}"
-        client_times: dict[str, list[float]] = {"encode": [], "decode": []}
+        fc = Client(floor_port)
+        wait_for(lambda: fc.post("/infer", raw_in, OCTETS))
+        grpc_targets = {"grpc floor": f"127.0.0.1:{gfloor_port}"}
+        grpc_targets["grpc floor+model"] = f"127.0.0.1:{gmodel_port}"
+        for tag in trees:
+            grpc_targets[tag + "grpc"] = engines[tag + "dyn"].grpc_target
+        grpc_clients = {k: grpcclient.InferenceServerClient(t) for k, t in grpc_targets.items()}
+
+        def grpc_call(which: str):
+            inp = grpcclient.InferInput("images", [1, 3, 640, 640], "FP32")
+            inp.set_data_from_numpy(x)
+            return grpc_clients[which].infer("yolov8n-dyn", [inp]).as_numpy("output0")
+
+        for which in grpc_clients:
+            wait_for(lambda w=which: grpc_call(w))
+        client_s: dict[str, list[float]] = {tag: [] for tag in trees}
         server_decode: list[float] = []
 
-        def json_roundtrip() -> None:
+        def json_roundtrip(c: Client, tag: str) -> None:
             t0 = time.perf_counter()
             body = orjson.dumps([{"images": x}], option=orjson.OPT_SERIALIZE_NUMPY)
             t1 = time.perf_counter()
-            out = ec.post(path, body, JSON)
+            out = c.post(path, body, JSON)
             t2 = time.perf_counter()
             rec = orjson.loads(out)[0]
             np.asarray(rec["outputs"][0]["Float"]["data"], dtype=np.float32)
-            t3 = time.perf_counter()
-            client_times["encode"].append(t1 - t0)
-            client_times["decode"].append(t3 - t2)
+            client_s[tag].append(t1 - t0 + time.perf_counter() - t2)
             server_decode.append(rec["elapsed"][0] / 1e9)
 
-        def arrow_roundtrip() -> None:
-            out = ec.post(path, arrow_in, ARROW, ARROW)
+        def arrow_roundtrip(c: Client) -> None:
+            out = c.post(path, arrow_in, ARROW, ARROW)
             t = pa.ipc.open_file(pa.py_buffer(out)).read_all()
             t.column("out.output0").chunk(0).to_numpy_ndarray()
 
-        def floor_roundtrip() -> None:
-            np.frombuffer(fc.post("/infer", raw_in, "application/octet-stream"), np.float32)
-
         variants = {
-            "direct onnxruntime (baseline)": direct,
-            "floor: raw-bytes aiohttp": floor_roundtrip,
-            "engine Arrow in/out": arrow_roundtrip,
-            "engine JSON in/out (client incl.)": json_roundtrip,
+            "direct": lambda: direct_s.run(None, {"images": x}),
+            "floor": lambda: np.frombuffer(fc.post("/infer", raw_in, OCTETS), np.float32),
+            "echo": lambda: fc.post("/echo", small_in, OCTETS),
+            "direct dyn": lambda: dyn_s.run(None, {"images": x}),
+            "grpc floor": lambda: grpc_call("grpc floor"),
+            "grpc floor+model": lambda: grpc_call("grpc floor+model"),
         }
-        for fn in variants.values():  # warm-up
-            fn()
-            fn()
-        client_times = {"encode": [], "decode": []}
-        server_decode.clear()
-        blocks: dict[str, list[float]] = {k: [] for k in variants}
-        for _ in range(args.blocks):
-            for label, fn in variants.items():
-                blocks[label].append(statistics.median(timed(fn, args.per_block)))
-        best = {k: min(v) for k, v in blocks.items()}
-        base = best["direct onnxruntime (baseline)"]
+        for tag in trees:
+            ec, sc = Client(engines[tag + "engine"].port), Client(engines[tag + "small"].port)
+            variants[tag + "arrow"] = lambda c=ec: arrow_roundtrip(c)
+            variants[tag + "json"] = lambda c=ec, t=tag: json_roundtrip(c, t)
+            variants[tag + "small"] = lambda c=sc: c.post("/pipelines/scale", small_in, JSON)
+            variants[tag + "grpc"] = lambda t=tag: grpc_call(t + "grpc")
+        rounds = Rounds(variants, args.rounds, args.per_round)
+        per = args.per_round
+        json_client = {}
+        for tag, times in client_s.items():
+            times = times[2:]  # the warm-up's
+            json_client[tag] = [
+                statistics.median(times[i * per : (i + 1) * per]) for i in range(args.rounds)
+            ]
 
-        # Throughput. Direct onnxruntime's best: one session with all threads called from one
-        # or two threads, or single-threaded calls side by side (usually the fastest).
-        single = ort.SessionOptions()
-        single.intra_op_num_threads = 1
-        single.inter_op_num_threads = 1
-        s1 = ort.InferenceSession(str(args.model), single, providers=["CPUExecutionProvider"])
-        s1.run(None, {"images": x})
-        tp_direct = {
-            f"{cpus} threads/call, {n} caller(s)": throughput(direct, n, args.tp_seconds)
-            for n in (1, 2)
-        }
-        tp_direct[f"1 thread/call, {cpus} callers"] = throughput(
-            lambda: s1.run(None, {"images": x}), cpus, args.tp_seconds
-        )
-        tp_direct_best = max(tp_direct.values())
+        tp: Rounds | None = None
+        if not args.skip_tp:
+            s1 = session(args.model, 1)
 
-        def engine_throughput(port: int, clients: int) -> float:
-            conns = [Client(port) for _ in range(clients)]
-            it = iter(range(10**9))
-            local = threading.local()
+            def direct_best() -> float:
+                return throughput(lambda: s1.run(None, {"images": x}), cpus, args.tp_seconds)
 
-            def call() -> None:
-                if not hasattr(local, "c"):
-                    local.c = conns[next(it)]
-                local.c.post(path, arrow_in, ARROW, ARROW)
-
-            return throughput(call, clients, args.tp_seconds)
-
-        tp_engine = {
-            f"INFER_WORKERS=1, {n} client(s)": engine_throughput(engine.port, n) for n in (1, 4)
-        }
-        wide = EngineProcess(
-            "--model",
-            str(args.model),
-            env={**env, "EDGEPIPE_ENGINE_INFER_WORKERS": str(cpus)},
-            log_path=logdir / "bench-engine-wide.log",
-        ).start()
-        try:
-            for n in (1, 4):
-                tp_engine[f"INFER_WORKERS={cpus}, {n} client(s)"] = engine_throughput(wide.port, n)
-        finally:
-            wide.stop()
+            tp_variants = {f"direct, 1 thread/call, {cpus} callers": direct_best}
+            tp_variants[f"direct, {cpus} threads/call, 1 caller"] = lambda: throughput(
+                variants["direct"], 1, args.tp_seconds
+            )
+            for tag in trees:
+                for key in ("engine", "wide"):
+                    what = "defaults" if key == "engine" else f"INFER_WORKERS={cpus}"
+                    tp_variants[f"{tag}engine, {what}, 4 clients"] = (
+                        lambda p=engines[tag + key].port: engine_throughput(
+                            p, path, arrow_in, 4, args.tp_seconds
+                        )
+                    )
+            tp = Rounds(tp_variants, args.tp_rounds, 1, figures=True)
 
         # RSS under mixed requests: JSON and Arrow images, plus bad requests.
-        rss = {"start-up": startup_rss}
+        rss = {tag: {"start-up": startup_rss[tag + "engine"]} for tag in trees}
         bad = b'[{"images": [[1, 2], [3]]}]'
-        for i in range(1, args.rss_requests + 1):
-            kind = i % 4
-            if kind == 0:
-                ec.post(path, json_in, JSON)
-            elif kind == 1:
-                ec.post(path, arrow_in, ARROW, ARROW)
-            elif kind == 2:
-                ec.post(path, arrow_in, ARROW)
-            else:
-                with contextlib.suppress(RuntimeError):
-                    ec.post(path, bad, JSON)
-            if i in (100, args.rss_requests):
-                rss[f"after {i}"] = rss_mb(engine.proc.pid)
-
-        # YOLO decode on a real-shaped output.
-        out = session.run(None, {"images": x})[0]
+        for tag in trees:
+            ec = Client(engines[tag + "engine"].port)
+            for i in range(1, args.rss_requests + 1):
+                kind = i % 4
+                if kind == 0:
+                    ec.post(path, json_in, JSON)
+                elif kind == 1:
+                    ec.post(path, arrow_in, ARROW, ARROW)
+                elif kind == 2:
+                    ec.post(path, arrow_in, ARROW)
+                else:
+                    with contextlib.suppress(RuntimeError):
+                        ec.post(path, bad, JSON)
+                if i in (100, args.rss_requests):
+                    rss[tag][f"after {i}"] = rss_mb(engines[tag + "engine"].proc.pid)
+        out = direct_s.run(None, {"images": x})[0]
         dec = timed(lambda: yolo.decode(out, confidence_thres=0.5, iou_thres=0.25), 50)
     finally:
-        engine.stop()
-        floor.terminate()
-        floor.wait()
+        for proc in engines.values():
+            proc.stop()
+        for floor in floors:
+            floor.terminate()
+            floor.wait()
+    report(args, load_before, trees, rounds, json_client, client_s, server_decode, tp, rss, dec)
 
+
+def report(args, load_before, trees, rounds, json_client, client_s, server_decode, tp, rss, dec):
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, onnxruntime {ort.__version__}, CONFIG_CPUS={cpus}"
+        f"{platform.python_version()}, onnxruntime {ort.__version__}, CONFIG_CPUS={args.cpus}"
     )
+    load_after = os.getloadavg()
     print(
-        f"model: {args.model.name}; {args.blocks} blocks x {args.per_block} requests, "
-        "least-disturbed block median\n"
+        f"model: {args.model.name}; {args.rounds} interleaved rounds x {args.per_round} calls; "
+        f"load average (1/5/15 min) before {'/'.join(f'{v:.1f}' for v in load_before)}, after "
+        f"{'/'.join(f'{v:.1f}' for v in load_after)}"
     )
-    print(f"| {'variant':<36} | {'median ms':>9} | {'x direct':>8} |")
-    print(f"|{'-' * 38}|{'-' * 11}|{'-' * 10}|")
-    for label, v in best.items():
-        print(f"| {label:<36} | {v * 1000:9.1f} | {v / base:8.2f} |")
-    enc = statistics.median(client_times["encode"]) * 1000
-    cdec = statistics.median(client_times["decode"]) * 1000
-    sdec = statistics.median(server_decode) * 1000
-    json_server = best["engine JSON in/out (client incl.)"] - (enc + cdec) / 1000
-    print(
-        f"| {'engine JSON in/out (client excl.)':<36} | {json_server * 1000:9.1f} | "
-        f"{json_server / base:8.2f} |"
-    )
-    print(
-        f"\nJSON client time: encode {enc:.1f} ms, decode {cdec:.1f} ms; engine-side JSON "
-        f"decode {sdec:.1f} ms = {sdec / (base * 1000):.2f} x the model's own time"
-    )
-    print("\n| throughput (Arrow for the engine) | calls/s | x direct best |")
-    print("|---|---:|---:|")
-    for label, v in tp_direct.items():
-        print(f"| direct onnxruntime, {label} | {v:.2f} | {v / tp_direct_best:.2f} |")
-    for label, v in tp_engine.items():
-        print(f"| engine, {label} | {v:.2f} | {v / tp_direct_best:.2f} |")
+    if args.before:
+        print(f"'before': the engine package from {args.before}; the rest: this checkout")
+    print("\n| variant | median ms | ratio | to | ratio range over rounds |")
+    print("|---|---:|---:|---|---|")
+    rows = [
+        ("direct onnxruntime", "direct", "direct", None),
+        ("HTTP floor: raw bytes, bare aiohttp", "floor", "direct", None),
+        ("HTTP floor: /echo of the 1x4 body", "echo", "echo", None),
+        ("direct onnxruntime, YOLOv8n-shaped dyn", "direct dyn", "direct dyn", None),
+        ("gRPC floor: bare grpc.aio, no model", "grpc floor", "grpc floor", None),
+        ("gRPC floor + the model in a thread", "grpc floor+model", "grpc floor", None),
+    ]
+    for tag in trees:
+        rows += [
+            (f"{tag}engine Arrow in/out", tag + "arrow", "floor", None),
+            (f"{tag}engine Arrow in/out", tag + "arrow", "direct", None),
+            (f"{tag}engine JSON in/out, client incl.", tag + "json", "direct", None),
+            (f"{tag}engine JSON in/out, client excl.", tag + "json", "direct", json_client[tag]),
+            (f"{tag}engine JSON 1x4 (one-op model)", tag + "small", "echo", None),
+            (f"{tag}engine OIP v2 gRPC (tritonclient)", tag + "grpc", "grpc floor", None),
+            (f"{tag}engine OIP v2 gRPC (tritonclient)", tag + "grpc", "grpc floor+model", None),
+        ]
+    for text, label, base, minus in rows:
+        ms = rounds.ms(label)
+        if minus is not None:
+            ms -= statistics.median(minus) * 1000
+        lo, hi = rounds.spread(label, base)
+        print(
+            f"| {text} | {ms:.1f} | {rounds.ratio(label, base, minus):.2f} | {base} | "
+            f"{lo:.2f}-{hi:.2f} |"
+        )
+    for tag, times in client_s.items():
+        print(
+            f"\n{tag}JSON client (orjson encode + decode) median "
+            f"{statistics.median(times) * 1000:.1f} ms"
+        )
+    print(f"engine-side JSON decode median {statistics.median(server_decode) * 1000:.1f} ms")
+    if tp is not None:
+        base = next(iter(tp.medians))
+        print(
+            "\n| throughput (Arrow for the engine), interleaved rounds | calls/s | x direct best |"
+        )
+        print("|---|---:|---:|")
+        for label, v in tp.medians.items():
+            ratio = statistics.median(a / b for a, b in zip(v, tp.medians[base], strict=True))
+            print(f"| {label} | {statistics.median(v):.2f} | {ratio:.2f} |")
     print("\n| engine RSS | MB | x start-up |")
     print("|---|---:|---:|")
-    for k, v in rss.items():
-        print(f"| {k} | {v:.0f} | {v / rss['start-up']:.2f} |")
+    for tag, figures in rss.items():
+        for k, v in figures.items():
+            print(f"| {tag}{k} | {v:.0f} | {v / figures['start-up']:.2f} |")
     print(f"\nYOLOv8 decode of [1,84,8400]: median {statistics.median(dec) * 1000:.2f} ms")
 
 

@@ -1,4 +1,9 @@
-"""The benchmark's floor: raw float32 bytes in, run onnxruntime in a thread, raw bytes out."""
+"""The benchmark's floor: raw float32 bytes in, run onnxruntime in a thread, raw bytes out.
+
+``/infer`` is the floor for a tensor request (no codec, routing or checks); ``/echo``
+answers its body as it is, the floor for a small request (aiohttp's own round trip).
+Usage: floor_server.py MODEL PORT CPUS
+"""
 
 from __future__ import annotations
 
@@ -26,8 +31,12 @@ def main() -> None:
         )
         return web.Response(body=out.tobytes(), content_type="application/octet-stream")
 
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read(), content_type="application/octet-stream")
+
     app = web.Application(client_max_size=1 << 30)
     app.router.add_post("/infer", infer)
+    app.router.add_post("/echo", echo)
     web.run_app(app, host="127.0.0.1", port=port, print=None)
 
 

@@ -1,7 +1,8 @@
 """The gRPC floor for engine_bench/image_bench: a bare grpc.aio server answering every
-ModelInfer with a fixed [1,84,8400] float32 output, no model and no data plane.
+ModelInfer, with no data plane: a fixed [1,84,8400] float32 output and no model (the
+issue's floor), or, given a model, that model run in a thread on the raw input.
 
-Usage: grpc_floor.py PORT
+Usage: grpc_floor.py PORT [MODEL CPUS]
 """
 
 from __future__ import annotations
@@ -17,14 +18,33 @@ from edgepipe.engine.oip import messages as pb
 OUTPUT = np.zeros((1, 84, 8400), np.float32).tobytes()
 
 
-async def main(port: int) -> None:
+def model_call(path: str, cpus: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = cpus
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+async def main(port: int, model: str | None, cpus: int) -> None:
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
+    run = model_call(model, cpus) if model else None
+    loop = asyncio.get_running_loop()
 
     async def infer(request, context):
-        np.frombuffer(request.raw_input_contents[0], np.float32)
+        shape = list(request.inputs[0].shape)
+        x = np.frombuffer(request.raw_input_contents[0], np.float32).reshape(shape)
         answer = pb.ModelInferResponse(model_name=request.model_name)
-        answer.outputs.add(name="output0", datatype="FP32", shape=[1, 84, 8400])
-        answer.raw_output_contents.append(OUTPUT)
+        if run is None:
+            answer.outputs.add(name="output0", datatype="FP32", shape=[1, 84, 8400])
+            answer.raw_output_contents.append(OUTPUT)
+            return answer
+        out = await loop.run_in_executor(None, run, x)
+        answer.outputs.add(name="output0", datatype="FP32", shape=list(out.shape))
+        answer.raw_output_contents.append(out.tobytes())
         return answer
 
     handler = grpc.unary_unary_rpc_method_handler(
@@ -41,4 +61,6 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    argv = sys.argv[1:]
+    model = argv[1] if len(argv) > 1 else None
+    asyncio.run(main(int(argv[0]), model, int(argv[2]) if len(argv) > 2 else 1))

@@ -46,7 +46,7 @@ from edgepipe.localengine import EngineProcess, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine_bench import ARROW, Client, arrow_request, throughput, timed
+from engine_rounds import ARROW, Client, arrow_request, throughput, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 GAPPED = "1 client p50, batching off, requests maxDelayMs apart (ms)"
