@@ -202,8 +202,20 @@ def encode(resp: Response) -> Encoded:
             cols[f"shadow_data.{model}.{output}"] = pa.array(values)
     if resp.original is not None:
         cols["original_data"] = pa.array([json.dumps(o, default=str) for o in resp.original])
-    table = pa.table(cols)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema) as writer:
+    return Encoded(ipc_file(pa.table(cols)), {"Content-Type": MEDIA_TYPE})
+
+
+def ipc_file(table: pa.Table) -> pa.Buffer:
+    """``table`` as an Arrow IPC file, written once into a buffer of its exact size.
+
+    A growing ``BufferOutputStream`` reallocates and copies as it goes (~2.6 ms of CPU for
+    a [1,84,8400] float32 answer, against ~0.8 ms this way): a first pass into a
+    ``MockOutputStream`` copies nothing and gives the size.
+    """
+    mock = pa.MockOutputStream()
+    with pa.ipc.new_file(mock, table.schema) as writer:
         writer.write_table(table)
-    return Encoded(sink.getvalue(), {"Content-Type": MEDIA_TYPE})
+    buf = pa.allocate_buffer(mock.size())
+    with pa.ipc.new_file(pa.FixedSizeBufferWriter(buf), table.schema) as writer:
+        writer.write_table(table)
+    return buf

@@ -113,6 +113,19 @@ def _not_records(kind: str) -> BadRequest:
     return BadRequest(f"expected a JSON array of row objects (pandas-records), got {kind}", "body")
 
 
+_CHUNK = 1 << 18
+
+
+def _count_brackets(body: bytes) -> int:
+    """How many ``[`` the body holds. numpy compares bytes about 3x as fast as
+    ``bytes.count``; in 256 KiB chunks, its temporary stays in the cache instead of being
+    13 MB of fresh pages for a 640x640 image (2.3 ms -> 1.0 ms)."""
+    data = np.frombuffer(body, dtype=np.uint8)
+    return sum(
+        int(np.count_nonzero(data[i : i + _CHUNK] == 91)) for i in range(0, data.size, _CHUNK)
+    )
+
+
 def _decode_fast(body: bytes, fields: list[InputField]) -> list[dict]:
     try:
         doc = _parse(body)
@@ -141,8 +154,7 @@ def _decode_fast(body: bytes, fields: list[InputField]) -> list[dict]:
                 lists += n
                 out[inp.name] = arr
             rows.append(out)
-        # numpy compares bytes about twice as fast as bytes.count over a 13 MB body.
-        if np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == ord("[")) != lists:
+        if _count_brackets(body) != lists:
             raise _Fallback
     finally:
         del doc  # the parser may be reused only once its document is released
