@@ -12,6 +12,7 @@ from ..codecs.base import Codec, Decoded, Encoded, InputField, Response
 from ..codecs.v2 import DATATYPES, datatype, element_count, one_element, row_of, unknown_datatype
 from ..errors import BadRequest
 from . import messages as pb
+from .wire import InferRequest, response_bytes
 
 # Which typed list of InferTensorContents carries each datatype.
 CONTENTS = {
@@ -76,8 +77,12 @@ def _tensor(tensor: Any, raw: bytes | None) -> np.ndarray | bytes:
 
 
 def decode(request: Any, fields: list[InputField], echo: bool) -> Decoded:
-    """A parsed ModelInferRequest's tensors as one row."""
-    raw = request.raw_input_contents
+    """A parsed ModelInferRequest's tensors as one row (an ``InferRequest``: its raw
+    contents as views of the received bytes)."""
+    if isinstance(request, InferRequest):
+        request, raw = request.message, request.raw
+    else:
+        raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise BadRequest(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs",
@@ -95,12 +100,13 @@ def encode(resp: Response) -> Encoded:
         model_name=resp.pipeline_name, model_version=resp.pipeline_version, id=request.id
     )
     names = [s.name for s in resp.result.output_specs]
+    raw = []
     for name, arr in zip(names, resp.result.outputs[0], strict=True):
         if wanted and name not in wanted:
             continue
         answer.outputs.add(name=name, datatype=datatype(arr.dtype), shape=list(arr.shape))
-        answer.raw_output_contents.append(np.ascontiguousarray(arr).tobytes())
-    return Encoded(answer, {})
+        raw.append(arr)
+    return Encoded(response_bytes(answer, raw), {})
 
 
 CODEC = Codec(decode, encode)

@@ -12,7 +12,7 @@ import grpc
 from ..codecs import Payload
 from ..dataplane import DataPlane
 from ..errors import EngineError
-from . import codec
+from . import codec, wire
 from . import messages as pb
 
 log = logging.getLogger("edgepipe.engine")
@@ -79,12 +79,16 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
 
     async def ModelInfer(request, context):  # noqa: N802
         async def read() -> Payload:
-            return Payload(request, request.ByteSize())  # its size on the wire
+            size = request.size if isinstance(request, wire.InferRequest) else request.ByteSize()
+            return Payload(request, size)  # its size on the wire
+
+        if isinstance(request, wire.InferRequest):
+            name = request.message.model_name
+        else:
+            name = request.model_name
 
         metadata = dict(context.invocation_metadata() or ())
-        encoded = await plane.infer(
-            request.model_name, read, lambda: codec.CODEC, models=True, headers=metadata
-        )
+        encoded = await plane.infer(name, read, lambda: codec.CODEC, models=True, headers=metadata)
         return encoded.body
 
     methods = {
@@ -95,17 +99,21 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
         "ModelMetadata": (ModelMetadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
         "ModelInfer": (ModelInfer, pb.ModelInferRequest, pb.ModelInferResponse),
     }
-    return grpc.method_handlers_generic_handler(
-        pb.SERVICE,
-        {
-            name: grpc.unary_unary_rpc_method_handler(
-                _errors(fn),
-                request_deserializer=req.FromString,
-                response_serializer=resp.SerializeToString,
-            )
-            for name, (fn, req, resp) in methods.items()
-        },
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _errors(fn),
+            request_deserializer=req.FromString,
+            response_serializer=resp.SerializeToString,
+        )
+        for name, (fn, req, resp) in methods.items()
+    }
+    # ModelInfer's tensors go in and out as views of the wire bytes (oip/wire.py).
+    handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
+        _errors(ModelInfer),
+        request_deserializer=wire.parse_request,
+        response_serializer=wire.serialize,
     )
+    return grpc.method_handlers_generic_handler(pb.SERVICE, handlers)
 
 
 def server(
