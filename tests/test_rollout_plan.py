@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +9,7 @@ from pydantic import ValidationError
 
 from edgepipe import rollout
 from edgepipe.config import config_error
+from edgepipe.fleetstatus import EdgeReport
 from edgepipe.resources import PublishSpec
 from edgepipe.rollout import RolloutState, advance, failure_budget, plan_waves
 from edgepipe.rolloutspec import RolloutSpec
@@ -20,24 +20,21 @@ OLD = "sha256:" + "a" * 64
 T0 = datetime(2026, 12, 5, 4, 0, tzinfo=UTC)
 
 
-@dataclass
-class Report:
-    """The fields of fleetstatus.EdgeReport that rollout reads (a test double)."""
-
-    edge: str
-    state: str
-    running: str
-    target: str | None
-    since: datetime
-    last_seen: datetime | None = None
-    reason: str | None = None
-    poll_seconds: float = 5.0
-
-    def on(self, digest: str | None) -> bool:
-        return bool(digest) and self.running[7:19] == (digest or "")[7:19]
-
-    def aimed_at(self, digest: str | None) -> bool:
-        return bool(digest) and (self.target or "")[7:19] == (digest or "")[7:19]
+def Report(  # noqa: N802 - reads like the record it builds
+    edge: str,
+    state: str,
+    running: str,
+    target: str | None,
+    since: datetime,
+    last_seen: datetime | None = None,
+    reason: str | None = None,
+    poll_seconds: float = 5.0,
+) -> EdgeReport:
+    """An edge's report as fleetstatus.StatusReader gives it."""
+    return EdgeReport(
+        edge=edge, state=state, running=running, target=target, since=since,
+        last_seen=last_seen, reason=reason, version=None, poll_seconds=poll_seconds, doc=None,
+    )  # fmt: skip
 
 
 def spec(**rollout) -> RolloutSpec:
@@ -166,7 +163,7 @@ RO = spec(
 )
 
 
-def current(edge: str, at: datetime, digest: str = NEW) -> Report:
+def current(edge: str, at: datetime, digest: str = NEW) -> EdgeReport:
     return Report(edge, "Current", digest, digest, at, last_seen=at)
 
 
@@ -353,3 +350,17 @@ def test_abort_by_request_and_resume() -> None:
     again = rollout.resume(step.state, T0)
     assert again.phase == "Progressing" and again.failed == [] and again.wave == 0
     assert advance(again, {}, T0, RO).edges == ["dock-1", "dock-2"]
+
+
+def test_reports_from_tags_alone_count() -> None:
+    """Before its document is read, an edge's report holds the tag's 12-digit digests."""
+    ro = spec(waves=[{"percent": 100}])
+    s = moved(advance(state_of(["dock-1", "dock-2"], ro), {}, T0, ro), T0)
+    t = T0 + timedelta(seconds=3)
+    reports = {
+        "dock-1": Report("dock-1", "Current", NEW[7:19], NEW[7:19], t),
+        "dock-2": Report("dock-2", "Rejected", OLD[7:19], NEW[7:19], t),
+    }
+    step = advance(s, reports, t, ro)
+    assert step.action == "abort" and step.state.failed == ["dock-2"]
+    assert step.state.updated == 1 and step.state.reasons["dock-2"] == "Rejected"
