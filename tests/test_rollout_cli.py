@@ -1,8 +1,9 @@
 """``edgepipe publish edges`` and ``publish rollout`` as a user runs them, and the Python API
 under them (``Client.edges``, ``Client.rollout``), against the test apiserver. The
 operator's part (acting on a rollout request, rolling a new version wave by wave) is played
-by a stand-in thread that writes the status the operator writes; the real operator's
-rollouts are tested end to end in test_fleet_rollouts.py."""
+by a stand-in thread that writes the status the operator writes, except in the last test,
+where the real operator acts on --abort and --resume (its rollouts with real edges are
+tested end to end in test_fleet_rollouts.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from edgepipe.client.cluster import Client
 from edgepipe.client.rollouts import ROLLOUT_REQUEST
 from tests.helpers.cli import ep
 from tests.helpers.fleetview import V1, V2, StatusWriter, edge, publish, stamp, waves
-from tests.helpers.pipelines import pipeline
+from tests.helpers.kube import wait_for
+from tests.helpers.pipelines import pipeline, wait_phase
+from tests.helpers.publishes import apply_publish, publish_status, push_add1, wait_publish
 
 pytestmark = pytest.mark.cluster
 
@@ -242,3 +245,43 @@ def _wait_generation(client: Client) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("the stand-in did not answer the spec change")
+
+
+def test_abort_and_resume_are_acted_on_by_the_real_operator(
+    operator, kubectl, auth_registry, models_dir, cluster, namespace
+) -> None:
+    reg = auth_registry
+    model = push_add1(reg, models_dir)
+    kubectl("create", "secret", "generic", "registry-creds",
+            f"--from-literal=username={reg.username}", f"--from-literal=password={reg.password}")  # fmt: skip
+    steps = [{"model": {"name": "add1", "url": model.reference, "sha256": model.sha256}}]
+    kubectl.apply(pipeline("adder", steps=steps))
+    wait_phase(kubectl, "adder", "Running")
+    # No edge runs: wave 1 (dock-1) waits for a report that never comes.
+    rollout = {"waves": [{"edges": ["dock-1"]}, {"percent": 100}], "waveTimeoutSeconds": 600}
+    apply_publish(kubectl, reg, "pub", edges=EDGES, rollout=rollout)
+    wait_publish(kubectl, "Published", "pub")
+    wait_for(
+        "the rollout to wait in wave 1",
+        lambda: (publish_status(kubectl, "pub").get("rollout") or {}).get("phase") == "Progressing",
+        timeout=30,
+    )
+    env = {"KUBECONFIG": str(cluster["kubeconfig"])}
+    proc = _cli(env, namespace, "publish", "rollout", "pub", "--abort", "--timeout", "60")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Aborted: ") and "aborted by request" in proc.stdout
+    obj = kubectl.get("publish", "pub")
+    asked = obj["metadata"]["annotations"][ROLLOUT_REQUEST]
+    roll = obj["status"]["rollout"]
+    assert roll["phase"] == "Aborted" and roll["handledRequest"] == asked
+    assert asked.startswith("abort:") and roll["reason"] == "aborted by request"
+
+    # resume: the operator takes the rollout up again at wave 1 (which waits again, so the
+    # CLI's wait for its end times out; the request was handled all the same).
+    proc = _cli(env, namespace, "publish", "rollout", "pub", "--resume", "--timeout", "8")
+    assert proc.returncode == 1 and "still Published after 8s" in proc.stderr, proc.stderr
+    obj = kubectl.get("publish", "pub")
+    roll = obj["status"]["rollout"]
+    asked = obj["metadata"]["annotations"][ROLLOUT_REQUEST]
+    assert asked.startswith("resume:") and roll["handledRequest"] == asked
+    assert roll["phase"] == "Progressing" and roll["wave"] == 1
