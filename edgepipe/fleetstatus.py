@@ -18,6 +18,7 @@ STATUS_ANNOTATION = "io.edgepipe.status"
 # An edge rewrites its status at least this often, so that lastSeen tells a live edge.
 HEARTBEAT_SECONDS = 300
 STATES = ("Current", "Downloading", "Waiting", "Probation", "RolledBack", "Rejected")
+DELETE_RETRY = 0.5  # seconds before a failed delete of a previous record is tried again
 NONE = "none"  # a digest not known (no target yet, a running version without one)
 
 # The status document, as GET /status gives it and the registry keeps it (plus lastSeen).
@@ -245,7 +246,12 @@ class StatusReader:
             if tag != st.tag or doc is None or now - at >= self.heartbeat_seconds:
                 self.requests += 1
                 self.gets += 1
-                fresh = _get_doc(client, repository, st.tag)
+                try:
+                    fresh = _get_doc(client, repository, st.tag)
+                except oci.RegistryUnavailable:
+                    # docker-registry's filesystem storage answers 500 to a read of a tag
+                    # being rewritten at that moment (a heartbeat): read it next time.
+                    fresh = None
                 # Gone since the listing: keep what was read, read again next time.
                 tag, doc, at = (st.tag, fresh, now) if fresh is not None else ("", doc, 0.0)
                 self._docs[edge] = (tag, doc, at)
@@ -265,6 +271,7 @@ class StatusWriter:
         self.tag: StatusTag | None = None
         self.digest: str | None = None  # the manifest last PUT
         self.deletes = True  # False once the registry said it does not delete
+        self.stale: list[str] = []  # digests whose delete failed (retried at the next push)
         self.requests = 0
 
     def push(self, client: oci.Client, doc: dict[str, Any], ms: int | None = None) -> StatusTag:
@@ -296,22 +303,35 @@ class StatusWriter:
         self.requests += 1
         if old is None:
             self._clean_up(client, tag)
-        elif old.tag != tag.tag and previous:
+        stale = self.stale[:]  # deletes that failed before: tried again
+        if old is not None and old.tag != tag.tag and previous:
             self._delete(client, previous)
+        for digest in stale:
+            self._delete(client, digest)
         return tag
 
     def _delete(self, client: oci.Client, digest: str) -> None:
-        if not self.deletes:
-            return
-        try:
-            resp = client.reg.do_request(
-                _url(client, self.repository, f"manifests/{digest}"), "DELETE"
-            )
-        except oci.OciError:
-            return  # best effort: the newest tag wins anyway
-        self.requests += 1
-        if resp.status_code == 405 or "UNSUPPORTED" in resp.text:
-            self.deletes = False  # not asked again
+        """Delete the manifest ``digest`` (and so its tag); one retry after DELETE_RETRY
+        seconds, then at the next push: docker-registry's DELETE reads every tag of the
+        repository, and answers 500 when another edge is writing its tag at that moment."""
+        self.stale = [d for d in self.stale if d != digest]
+        for attempt in range(2):
+            if not self.deletes:
+                return
+            try:
+                resp = client.reg.do_request(
+                    _url(client, self.repository, f"manifests/{digest}"), "DELETE"
+                )
+            except oci.OciError:
+                resp = None
+            self.requests += 1
+            if resp is not None and (resp.status_code == 405 or "UNSUPPORTED" in resp.text):
+                self.deletes = False  # not asked again
+            if resp is not None and resp.status_code < 500:
+                return
+            if attempt == 0:
+                time.sleep(DELETE_RETRY)
+        self.stale.append(digest)
 
     def _clean_up(self, client: oci.Client, mine: StatusTag) -> None:
         """At the first write: this edge's older records (from before a restart) go."""

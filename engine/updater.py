@@ -33,6 +33,7 @@ from .wiring import load_pipeline
 log = logging.getLogger("edgepipe.engine")
 # Registry down: the wait doubles from the poll interval up to this.
 MAX_BACKOFF = 300.0
+POINTER_RETRY = 1.0  # seconds before a failed poll's (or download's) one retry
 
 
 class Updater:
@@ -126,7 +127,13 @@ class Updater:
     def _pointer(self) -> str:
         if self.client is None:
             self.client = client_for(self.settings.registry_login, self.ref.registry)
-        return fleet.manifest_digest(self.client, self.ref)
+        try:
+            return fleet.manifest_digest(self.client, self.ref)
+        except oci.RegistryUnavailable:
+            # Once more before backing off: a registry may answer 500 to a read of a tag
+            # being written at that moment (docker-registry's filesystem storage does).
+            time.sleep(POINTER_RETRY)
+            return fleet.manifest_digest(self.client, self.ref)
 
     # -- one update -------------------------------------------------------------------------
 
@@ -136,9 +143,7 @@ class Updater:
             self.status.set("Downloading", f"version at {digest}")
             t = time.perf_counter()
             try:
-                self.ready = await asyncio.to_thread(
-                    versions.fetch, self.client, self.ref, digest, self.key, self.cache
-                )
+                self.ready = await asyncio.to_thread(self._fetch, digest)
             except versions.UpdateFailed as exc:
                 self._failed(digest, exc)
                 return
@@ -171,6 +176,15 @@ class Updater:
         self.retries = 0
         self.status.set("Current")
         self._result("applied")
+
+    def _fetch(self, digest: str) -> versions.Version:
+        try:
+            return versions.fetch(self.client, self.ref, digest, self.key, self.cache)
+        except versions.UpdateFailed as exc:
+            if exc.result != "registry-down":
+                raise
+        time.sleep(POINTER_RETRY)  # once more at once (a 500 while a tag is written)
+        return versions.fetch(self.client, self.ref, digest, self.key, self.cache)
 
     def _load(self, version: versions.Version):
         """Load and smoke-test beside the running version; UpdateFailed if it cannot serve."""
