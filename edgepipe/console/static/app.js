@@ -31,6 +31,13 @@ function ago(stamp) {
   return `${secs}s ago`;
 }
 
+// The newest few versions, oldest first, and how many older ones there are.
+function versionsText(versions) {
+  const shown = versions.slice(-5).map((v) => short(v.version));
+  const more = versions.length - shown.length;
+  return (more > 0 ? `+${more} older, ` : "") + (shown.join(", ") || "-");
+}
+
 function pipelinesTable(pipelines) {
   const body = document.querySelector("#pipelines tbody");
   body.replaceChildren(
@@ -41,7 +48,7 @@ function pipelinesTable(pipelines) {
         el("td", { class: "name" }, p.name),
         el("td", { class: "phase" }, p.phase),
         el("td", { class: "version", title: p.version || "" }, short(p.version)),
-        el("td", { class: "versions" }, p.versions.map((v) => short(v.version)).join(", ") || "-"),
+        el("td", { class: "versions" }, versionsText(p.versions)),
       ),
     ),
   );
