@@ -15,14 +15,14 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from edgepipe import oci
+from edgepipe import fleet, oci, rollout
 from edgepipe.config import ConfigError, PipelineConfig, config_error
-from edgepipe.publish import PublishError, publish
+from edgepipe.publish import PublishError, PublishResult, publish
 from edgepipe.resources import GROUP, VERSION, PipelineSpec, PublishSpec
 from edgepipe.secretrefs import check_own_namespace
 from edgepipe.timestamps import now
 
-from . import history
+from . import history, rollouts
 from .builders import condition, parse_spec, resolve_pipeline
 from .kube import ApiError, Kube, Unreachable
 from .publish_records import record_on_pipeline
@@ -127,7 +127,9 @@ def reconcile_publish(
             namespace,
             {"phase": "PendingPublish", "createdAt": created, "observedGeneration": generation},
         )
-        result = _publish(kube, memo, spec, namespace, retry, created, logger)
+        result, rollout_status, events = _publish(
+            kube, memo, spec, namespace, retry, created, logger, status.get("rollout")
+        )
     except PublishFailed as exc:
         patch.status.update(_failed(exc.reason, exc.message, generation))
         kopf.warn(body, reason=exc.reason, message=exc.message)
@@ -155,6 +157,7 @@ def reconcile_publish(
     patch.status.update(
         {
             **result.status_fields(),
+            "rollout": rollout_status,
             "phase": "Published",
             "reason": None,
             "message": None,
@@ -185,6 +188,8 @@ def reconcile_publish(
         reason="Published",
         message=f"{result.pipeline_url}; chart {result.helm_chart_version}",
     )
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 def _record(
@@ -206,8 +211,17 @@ def _record(
 
 
 def _publish(
-    kube: Kube, memo: kopf.Memo, spec: kopf.Spec, namespace: str, retry: int, created: str, logger
-):
+    kube: Kube,
+    memo: kopf.Memo,
+    spec: kopf.Spec,
+    namespace: str,
+    retry: int,
+    created: str,
+    logger,
+    prior: dict[str, Any] | None,
+) -> tuple[PublishResult, dict[str, Any] | None, list[rollouts.Event]]:
+    """Publish the spec's version; with edges, its rollout begun (wave 1's pointers moved:
+    the edge poll moves the next waves as each is done): status.rollout, and its Events."""
     with failing():
         parsed = PublishSpec.model_validate(dict(spec))
         check_own_namespace(parsed, namespace, "Publish")
@@ -222,7 +236,7 @@ def _publish(
     with failing(
         unauthorized=f"registry {target.registry} refused the credentials of secret {secret}: "
     ):
-        return publish(
+        result = publish(
             config,
             target,
             engine_image=pspec.image or memo.settings.engine_image,
@@ -232,7 +246,33 @@ def _publish(
             log=lambda m: logger.info(m),
             signer=signer,
             edges=parsed.edges,
+            move_edges=[],  # the rollout moves their pointers, wave by wave
         )
+        if not parsed.edges:
+            return result, None, []
+        return (result, *_begin_rollout(target, parsed, result, prior, logger))
+
+
+def _begin_rollout(
+    target: oci.Target, parsed: PublishSpec, result: PublishResult, prior, logger
+) -> tuple[dict[str, Any], list[rollouts.Event]]:
+    """The rollout of the published manifest to the Publish's edges, its first wave's
+    pointers moved at once (so an edge without waves updates as soon as Published)."""
+    client = target.client()
+    ref = oci.Reference.parse(result.pipeline_url)
+    digest = result.pipeline_digest
+    t = rollouts.utcnow()
+    state, events = rollouts.begin(
+        parsed.rollout, parsed.edges, result.pipeline_version, digest, prior, t
+    )
+    acted = rollouts.perform(
+        client, ref.repository, rollout.advance(state, {}, t, parsed.rollout), t
+    )
+    for edge in acted.moved:
+        logger.info(
+            f"edge {edge}: pointer {fleet.pointer_url(result.pipeline_url, edge)} -> {digest[:19]}"
+        )
+    return rollouts.merge_patch(prior, acted.state.to_status()), [*events, *acted.events]
 
 
 def _pipeline_config(

@@ -32,7 +32,14 @@ class OperatorSettings(EnvSettings):
     edge_poll_seconds: float = Field(
         60.0,
         gt=0,
-        description="how often each Publish's edges' last log uploads are read from the registry",
+        description="how often each Publish's edges' status is read from the registry and its rollout advanced",
+        json_schema_extra={"unit": "seconds"},
+    )
+    edge_upload_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="how often an edge's last log upload is read again while its reported "
+        "status stays the same (a changed status reads it at the next poll)",
         json_schema_extra={"unit": "seconds"},
     )
     model_check_timeout: float = Field(

@@ -1,0 +1,267 @@
+"""The operator drives a Publish's rollout in waves: real operator on the test control
+plane, the real htpasswd registry, real edge engines for a good rollout, and simulated
+edges (the edge's own status writer, an outcome chosen by the test) for aborts, requests
+and a SIGKILLed operator. (The registry is the session's: each test names its own edges.)"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from edgepipe import fleet, oci
+from edgepipe.localengine import EngineProcess
+from tests.helpers.fleet import CountingProxy, edge_env, wait_status
+from tests.helpers.kube import OperatorProcess, wait_for
+from tests.helpers.pipelines import pipeline
+from tests.helpers.publishes import apply_publish, publish_status, push_add1, wait_publish
+from tests.helpers.rollout_sims import SimEdge
+
+pytestmark = pytest.mark.cluster
+PIPELINE = "adder"
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: dict, tmp_path_factory: pytest.TempPathFactory):
+    """This module's operator, polling edges every half second (the SIGKILL test kills
+    and restarts this very process)."""
+    op = OperatorProcess(
+        cluster["kubeconfig"],
+        tmp_path_factory.mktemp("operator") / "op.log",
+        {
+            "EDGEPIPE_OPERATOR_ENGINE_IMAGE": "edgepipe:test",
+            "EDGEPIPE_OPERATOR_PROBE_ENGINES": "false",
+            "EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS": "0.5",
+            "EDGEPIPE_OPERATOR_EDGE_UPLOAD_SECONDS": "1",
+        },
+    ).start()
+    yield op
+    op.stop()
+
+
+def client_of(reg) -> oci.Client:
+    return oci.Client(reg.host, oci.Credentials(reg.username, reg.password), plain_http=True)
+
+
+def setup(kubectl, reg, models_dir, edges: list[str], host: str | None = None) -> dict:
+    """Pipeline "adder" (not deployed: edges only), published to ``edges`` at once (through
+    ``host`` when given); the Publish's status once v1's rollout is out."""
+    model = push_add1(reg, models_dir)
+    kubectl("create", "secret", "generic", "registry-creds",
+            f"--from-literal=username={reg.username}", f"--from-literal=password={reg.password}")  # fmt: skip
+    url = model.reference.replace(reg.host, host or reg.host)  # the same registry
+    steps = [{"model": {"name": "add1", "url": url, "sha256": model.sha256}}]
+    kubectl.apply(pipeline(PIPELINE, deployed=False, steps=steps))
+    wait_for("the pipeline's version", lambda: pipeline_version(kubectl))
+    apply_publish(kubectl, SimpleNamespace(host=host or reg.host), "fleet", edges=edges)
+    return wait_publish(kubectl, "Published", "fleet")
+
+
+def pipeline_version(kubectl) -> str | None:
+    return ((kubectl.get("pipeline", PIPELINE) or {}).get("status") or {}).get("version")
+
+
+def new_version(kubectl, cpus: float) -> str:
+    """Change the Pipeline so that it has a new version; that version."""
+    old = pipeline_version(kubectl)
+    patch = {"spec": {"deployment": {"cpus": cpus}}}
+    kubectl("patch", "pipeline", PIPELINE, "--type=merge", "-p", json.dumps(patch))
+    return wait_for("a new version", lambda: (v := pipeline_version(kubectl)) != old and v)
+
+
+def roll_out(kubectl, **rollout) -> None:
+    """Re-publish the Pipeline's current version to the Publish's edges in ``rollout``'s waves."""
+    patch = {"spec": {"rollout": rollout}}
+    kubectl("patch", "publish", "fleet", "--type=merge", "-p", json.dumps(patch))
+
+
+def rollout_status(kubectl, version: str, phase: str, timeout: float = 60) -> dict:
+    return wait_for(
+        f"rollout of {version} {phase}",
+        lambda: (
+            (r := publish_status(kubectl, "fleet").get("rollout") or {}).get("version") == version
+            and r.get("phase") == phase
+            and r
+        ),
+        timeout,
+        interval=0.2,
+    )
+
+
+def request(kubectl, value: str) -> None:
+    kubectl("annotate", "--overwrite", "publish", "fleet", f"edgepipe.io/rollout-request={value}")
+
+
+def events(kubectl, reason: str) -> list[dict]:
+    items = kubectl.items("events")
+    return [e for e in items if e["reason"] == reason and e["involvedObject"]["name"] == "fleet"]
+
+
+def pointers(reg, edges: list[str]) -> dict[str, str | None]:
+    client = client_of(reg)
+    return {e: fleet.pointer_digest(client, f"edge/pipelines/{PIPELINE}", e) for e in edges}
+
+
+def sims(reg, edges: list[str]) -> list[SimEdge]:
+    return [SimEdge(client_of(reg), "edge", PIPELINE, e) for e in edges]
+
+
+def test_a_two_wave_rollout_to_real_edges_goes_in_order(
+    operator, kubectl, auth_registry, models_dir, tmp_path: Path
+) -> None:
+    reg, edges = auth_registry, ["dock-1", "dock-2"]
+    v1 = setup(kubectl, reg, models_dir, edges)
+    first = rollout_status(kubectl, v1["pipelineVersion"], "Progressing")
+    assert first["waves"] == [{"edges": edges, "state": "Progressing", "movedAt": first["movedAt"]}]
+    engines = [
+        EngineProcess(
+            env=edge_env(reg, v1, e, tmp_path / e, None, probation_seconds=1),
+            log_path=tmp_path / f"{e}.log", timeout=90,
+        ).start()
+        for e in edges
+    ]  # fmt: skip
+    try:
+        rollout_status(kubectl, v1["pipelineVersion"], "Complete", 60)
+        v2 = new_version(kubectl, 2)
+        roll_out(kubectl, waves=[{"edges": ["dock-1"]}, {"percent": 100}])
+        # Sampled while it runs: dock-2's pointer leaves v1 only once dock-1 is Current on v2.
+        client, seen_current = client_of(reg), False
+        deadline = time.monotonic() + 60
+        while True:
+            dock1 = fleet.read_status(client, "edge", PIPELINE, "dock-1") or {}
+            seen_current |= dock1.get("state") == "Current" and dock1["running"]["version"] == v2
+            r = publish_status(kubectl, "fleet").get("rollout") or {}
+            ptr = pointers(reg, ["dock-2"])["dock-2"]
+            if r.get("version") == v2 and ptr == r["digest"]:
+                assert seen_current, "dock-2 moved before dock-1 was Current"
+                break
+            assert time.monotonic() < deadline, r
+            time.sleep(0.1)
+        for engine in engines:
+            wait_status(engine.url, "Current", v2, timeout=40)
+        done = rollout_status(kubectl, v2, "Complete", 40)
+    finally:
+        for engine in engines:
+            engine.stop()
+    assert done["wave"] == 2 and done["updated"] == 2 and done["failed"] == 0
+    assert [w["edges"] for w in done["waves"]] == [["dock-1"], ["dock-2"]]
+    assert [w["state"] for w in done["waves"]] == ["Done", "Done"]
+    w1, w2 = done["waves"]
+    assert w1["movedAt"] <= w1["doneAt"] <= w2["movedAt"] <= w2["doneAt"] <= done["finishedAt"]
+    lines = publish_status(kubectl, "fleet")["edges"]
+    assert [(e["name"], e["version"], e["state"], e["wave"]) for e in lines] == [
+        ("dock-1", v2, "Current", 1),
+        ("dock-2", v2, "Current", 2),
+    ]
+    assert all(e["digest"] == done["digest"] and e["lastSeen"] for e in lines)
+    assert all("EDGE_NAME=" + e["name"] in e["dockerRunCommand"] for e in lines)
+    started = [e["message"] for e in events(kubectl, "RolloutWaveStarted")]
+    assert any("wave 2/2" in m and v2 in m for m in started), started
+    assert events(kubectl, "RolloutComplete")
+
+
+def test_failures_abort_and_requests_abort_and_resume(
+    operator, kubectl, auth_registry, models_dir
+) -> None:
+    reg, edges = auth_registry, ["abort-1", "abort-2", "abort-3", "abort-4"]
+    edge_sims = sims(reg, edges)
+    for s in edge_sims:
+        s.__enter__()
+    try:
+        v1 = setup(kubectl, reg, models_dir, edges)
+        d1 = rollout_status(kubectl, v1["pipelineVersion"], "Complete")["digest"]
+        # v2 breaks after its swap on the first wave's edges: more than 1 failure aborts.
+        v2 = new_version(kubectl, 2)
+        for s in edge_sims[:2]:
+            s.default = "bad"
+        roll_out(kubectl, waves=[{"edges": ["abort-1", "abort-2"]}, {"percent": 100}],
+                 maxFailures=1, waveTimeoutSeconds=60)  # fmt: skip
+        aborted = rollout_status(kubectl, v2, "Aborted")
+        assert aborted["failedEdges"] == ["abort-1", "abort-2"] and aborted["wave"] == 1
+        assert "maxFailures" in aborted["reason"]
+        d2 = aborted["digest"]
+        assert [w["state"] for w in aborted["waves"]] == ["Aborted", "Pending"]
+        assert pointers(reg, edges) == dict.fromkeys(edges, d1)
+        assert all(d2 not in {r for _, r in s.history} for s in edge_sims)
+        assert all(d2 != t for s in edge_sims[2:] for t in s.targets), "wave 2 moved"
+        (warning,) = wait_for("the abort's Event", lambda: events(kubectl, "RolloutAborted"))
+        assert warning["type"] == "Warning"
+        assert "abort-1 (fails after its swap)" in warning["message"]
+        lines = wait_for(
+            "the edges back on v1 in the status",
+            lambda: (
+                (e := publish_status(kubectl, "fleet")["edges"])
+                and all(x.get("state") == "Current" and x.get("digest") == d1 for x in e)
+                and e
+            ),
+        )
+        assert [x["wave"] for x in lines] == [1, 1, 2, 2]
+
+        # Fixed at the edges: a resume request moves wave 1 again, and it completes.
+        for s in edge_sims[:2]:
+            s.default = "good"
+            s.refused.clear()
+        request(kubectl, "resume:1")
+        done = rollout_status(kubectl, v2, "Complete")
+        assert done["handledRequest"] == "resume:1" and done["failed"] == 0
+        assert pointers(reg, edges) == dict.fromkeys(edges, d2)
+
+        # v3 hangs on dock-1; an abort request moves wave 1 back to v2, wave 2 never moves.
+        v3 = new_version(kubectl, 3)
+        edge_sims[0].default = "hold"
+        roll_out(kubectl, waves=[{"edges": ["abort-1", "abort-2"]}, {"percent": 100}],
+                 waveTimeoutSeconds=120)  # fmt: skip
+        d3 = rollout_status(kubectl, v3, "Progressing")["digest"]
+        wait_for("abort-2 on v3", lambda: edge_sims[1].running == d3)
+        request(kubectl, "abort:2")
+        aborted = rollout_status(kubectl, v3, "Aborted")
+        assert aborted["reason"] == "aborted by request"
+        assert aborted["handledRequest"] == "abort:2"
+        assert pointers(reg, edges) == dict.fromkeys(edges, d2)
+        assert all(d3 != t for s in edge_sims[2:] for t in s.targets)
+        assert len(events(kubectl, "RolloutAborted")) == 2
+    finally:
+        for s in edge_sims:
+            s.__exit__()
+    # (docker-registry answers a HEAD racing a PUT of the same tag with a 500 at times)
+    errors = [e for s in edge_sims for e in s.errors if "RegistryUnavailable" not in e]
+    assert not errors, errors
+
+
+def test_an_operator_killed_mid_rollout_resumes_without_moving_a_wave_twice(
+    operator, kubectl, auth_registry, models_dir
+) -> None:
+    reg, edges = auth_registry, ["kill-1", "kill-2", "kill-3"]
+    with CountingProxy(reg.host) as proxy:
+        edge_sims = sims(reg, edges)
+        for s in edge_sims:
+            s.__enter__()
+        try:
+            setup(kubectl, reg, models_dir, edges, host=proxy.host)
+            v1 = publish_status(kubectl, "fleet")["pipelineVersion"]
+            rollout_status(kubectl, v1, "Complete")
+            v2 = new_version(kubectl, 2)
+            mark = len(proxy.requests)
+            edge_sims[1].default = "hold"
+            roll_out(kubectl, waves=[{"edges": [e]} for e in edges])
+            d2 = rollout_status(kubectl, v2, "Progressing")["digest"]
+            put = f"PUT /v2/edge/pipelines/{PIPELINE}/manifests/edge-kill-2"
+            wait_for("wave 2's pointer PUT", lambda: put in proxy.requests[mark:], 30, 0.02)
+            operator.kill()  # right after it moved wave 2, maybe before it wrote so
+            time.sleep(1)
+            operator.start()
+            wait_for("kill-2 on v2", lambda: edge_sims[1].targets[-1:] == [d2], 30)
+            edge_sims[1].default = "good"
+            done = rollout_status(kubectl, v2, "Complete", 60)
+        finally:
+            for s in edge_sims:
+                s.__exit__()
+    puts = [r for r in proxy.requests[mark:] if r.startswith("PUT") and "/manifests/edge-" in r]
+    assert sorted(puts) == [f"PUT /v2/edge/pipelines/{PIPELINE}/manifests/edge-{e}" for e in edges]
+    assert [w["state"] for w in done["waves"]] == ["Done"] * 3 and done["updated"] == 3
+    w = done["waves"]
+    assert w[0]["doneAt"] <= w[1]["movedAt"] and w[1]["doneAt"] <= w[2]["movedAt"]
+    assert pointers(reg, edges) == dict.fromkeys(edges, d2)
