@@ -105,6 +105,10 @@ class Fleet:
                 }
             )
         publishes = [self._publish(o) for o in self.client.list("publishes")]
+        # The series of edges and Publishes that are gone go with them.
+        shown = {(p["name"], e["name"]) for p in publishes for e in p["edges"]}
+        for key in set(self.series) - shown:
+            del self.series[key]
         return {
             "namespace": self.client.namespace,
             "time": datetime.now(UTC).isoformat(timespec="seconds"),

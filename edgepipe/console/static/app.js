@@ -219,7 +219,11 @@ function render(fleet) {
 
 async function refresh() {
   try {
-    const answer = await fetch("/api/fleet", { cache: "no-store" });
+    // A cluster read that hangs must not stop the refreshing: give up on it after 15 s.
+    const answer = await fetch("/api/fleet", {
+      cache: "no-store",
+      signal: AbortSignal.timeout(15000),
+    });
     const fleet = await answer.json();
     refreshMs = 1000 * (fleet.refreshSeconds || 2);
     render(fleet);
