@@ -25,8 +25,15 @@ class Client:
         headers = {"Content-Type": ctype}
         if accept:
             headers["Accept"] = accept
-        self.conn.request("POST", path, body=body, headers=headers)
-        resp = self.conn.getresponse()
+        try:
+            self.conn.request("POST", path, body=body, headers=headers)
+            resp = self.conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closed the idle keep-alive connection (aiohttp: after 75 s; a
+            # round on a loaded machine can take longer): once more, on a new one.
+            self.conn.close()
+            self.conn.request("POST", path, body=body, headers=headers)
+            resp = self.conn.getresponse()
         data = resp.read()
         if resp.status != 200:
             raise RuntimeError(f"{path}: HTTP {resp.status}: {data[:300]!r}")
