@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from edgepipe_operator import rollouts
 
 from edgepipe import fleet, oci
+from edgepipe.fleetstatus import EdgeReport
 from edgepipe.localengine import EngineProcess
 from tests.helpers.fleet import CountingProxy, edge_env, wait_status
 from tests.helpers.kube import OperatorProcess, wait_for
@@ -20,7 +23,6 @@ from tests.helpers.pipelines import pipeline
 from tests.helpers.publishes import apply_publish, publish_status, push_add1, wait_publish
 from tests.helpers.rollout_sims import SimEdge
 
-pytestmark = pytest.mark.cluster
 PIPELINE = "adder"
 
 
@@ -109,6 +111,7 @@ def sims(reg, edges: list[str]) -> list[SimEdge]:
     return [SimEdge(client_of(reg), "edge", PIPELINE, e) for e in edges]
 
 
+@pytest.mark.cluster
 def test_a_two_wave_rollout_to_real_edges_goes_in_order(
     operator, kubectl, auth_registry, models_dir, tmp_path: Path
 ) -> None:
@@ -163,6 +166,7 @@ def test_a_two_wave_rollout_to_real_edges_goes_in_order(
     assert events(kubectl, "RolloutComplete")
 
 
+@pytest.mark.cluster
 def test_failures_abort_and_requests_abort_and_resume(
     operator, kubectl, auth_registry, models_dir
 ) -> None:
@@ -209,19 +213,28 @@ def test_failures_abort_and_requests_abort_and_resume(
         assert done["handledRequest"] == "resume:1" and done["failed"] == 0
         assert pointers(reg, edges) == dict.fromkeys(edges, d2)
 
-        # v3 hangs on dock-1; an abort request moves wave 1 back to v2, wave 2 never moves.
+        # v3 hangs on abort-1, and v4 supersedes it: wave 1's edges keep v2 to go back to.
+        waves = [{"edges": ["abort-1", "abort-2"]}, {"percent": 100}]
         v3 = new_version(kubectl, 3)
         edge_sims[0].default = "hold"
-        roll_out(kubectl, waves=[{"edges": ["abort-1", "abort-2"]}, {"percent": 100}],
-                 waveTimeoutSeconds=120)  # fmt: skip
+        roll_out(kubectl, waves=waves, waveTimeoutSeconds=120)
         d3 = rollout_status(kubectl, v3, "Progressing")["digest"]
         wait_for("abort-2 on v3", lambda: edge_sims[1].running == d3)
+        v4 = new_version(kubectl, 4)
+        roll_out(kubectl, waves=waves, waveTimeoutSeconds=121)
+        r4 = rollout_status(kubectl, v4, "Progressing")
+        d4 = r4["digest"]
+        assert r4["superseded"] == d3 and r4["rollback"] == {"abort-1": d2, "abort-2": d2}
+        (superseded,) = wait_for("an Event", lambda: events(kubectl, "RolloutSuperseded"))
+        assert v3 in superseded["message"] and v4 in superseded["message"]
+        # An abort request moves wave 1 back to v2; wave 2 never moves.
+        wait_for("abort-2 on v4", lambda: edge_sims[1].running == d4)
         request(kubectl, "abort:2")
-        aborted = rollout_status(kubectl, v3, "Aborted")
+        aborted = rollout_status(kubectl, v4, "Aborted")
         assert aborted["reason"] == "aborted by request"
         assert aborted["handledRequest"] == "abort:2"
         assert pointers(reg, edges) == dict.fromkeys(edges, d2)
-        assert all(d3 != t for s in edge_sims[2:] for t in s.targets)
+        assert all(t not in (d3, d4) for s in edge_sims[2:] for t in s.targets)
         assert len(events(kubectl, "RolloutAborted")) == 2
     finally:
         for s in edge_sims:
@@ -231,6 +244,7 @@ def test_failures_abort_and_requests_abort_and_resume(
     assert not errors, errors
 
 
+@pytest.mark.cluster
 def test_an_operator_killed_mid_rollout_resumes_without_moving_a_wave_twice(
     operator, kubectl, auth_registry, models_dir
 ) -> None:
@@ -256,6 +270,16 @@ def test_an_operator_killed_mid_rollout_resumes_without_moving_a_wave_twice(
             wait_for("kill-2 on v2", lambda: edge_sims[1].targets[-1:] == [d2], 30)
             edge_sims[1].default = "good"
             done = rollout_status(kubectl, v2, "Complete", 60)
+            # At rest: a tag listing per poll, no status manifest, no pointer, no write.
+            rv = kubectl.get("publish", "fleet")["metadata"]["resourceVersion"]
+            rest = len(proxy.requests)
+            time.sleep(2.5)  # 5 polls
+            quiet = proxy.requests[rest:]
+            listings = [r for r in quiet if r.startswith(f"GET /v2/edge/status/{PIPELINE}/tags")]
+            assert 1 <= len(listings) <= 6, quiet
+            assert not [r for r in quiet if "/manifests/" in r and "/status/" in r], quiet
+            assert not [r for r in quiet if "/manifests/edge-" in r], quiet
+            assert kubectl.get("publish", "fleet")["metadata"]["resourceVersion"] == rv
         finally:
             for s in edge_sims:
                 s.__exit__()
@@ -265,3 +289,27 @@ def test_an_operator_killed_mid_rollout_resumes_without_moving_a_wave_twice(
     w = done["waves"]
     assert w[0]["doneAt"] <= w[1]["movedAt"] and w[1]["doneAt"] <= w[2]["movedAt"]
     assert pointers(reg, edges) == dict.fromkeys(edges, d2)
+
+
+def test_the_edge_lines_say_offline_unknown_and_the_wave() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def report(edge: str, seen_ago: float) -> EdgeReport:
+        seen = now - timedelta(seconds=seen_ago)
+        return EdgeReport(edge, "Current", "sha256:" + "a" * 64, None, seen - timedelta(hours=1),
+                          seen, None, "v2", 10.0, {})  # fmt: skip
+
+    listed = [{"name": e, "dockerRunCommand": f"docker run {e}"} for e in ("a", "b", "c")]
+    reports = {"a": report("a", 2 * 300 + 9), "b": report("b", 2 * 300 + 11)}
+    uploads = {"a": {"lastUpload": "2026-01-01T11:59:00Z", "uploadedSegments": 3}}
+    lines = rollouts.edge_lines(listed, reports, [["a"], ["b", "c"]], uploads, now)
+    assert [(x["name"], x["state"], x["wave"]) for x in lines] == [
+        ("a", "Current", 1), ("b", "Offline", 2), ("c", "Unknown", 2)
+    ]  # fmt: skip
+    assert lines[0] == {
+        "name": "a", "dockerRunCommand": "docker run a", "state": "Current", "version": "v2",
+        "digest": "sha256:" + "a" * 64, "lastSeen": "2026-01-01T11:49:51Z", "wave": 1,
+        "lastUpload": "2026-01-01T11:59:00Z", "uploadedSegments": 3,
+    }  # fmt: skip
+    assert lines[2] == {"name": "c", "dockerRunCommand": "docker run c", "state": "Unknown",
+                        "wave": 2}  # fmt: skip
