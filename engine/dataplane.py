@@ -22,6 +22,7 @@ from edgepipe.yolo import Letterbox
 
 from . import batching, experiments
 from .addressing import list_models, model_views
+from .chain import INLINE_BYTES, Chain
 from .codecs import Codec, Decoded, Encoded, InputField, Payload, Response, coerce, v2
 from .errors import BadRequest, NotFound, Unavailable
 from .logservice import LogService
@@ -30,7 +31,7 @@ from .pipeline import Pipeline, RunResult, RunState
 from .settings import Settings
 
 # Bodies below this are decoded on the loop: a pool hop costs more than the work.
-INLINE_DECODE_BYTES = 64 * 1024
+INLINE_DECODE_BYTES = INLINE_BYTES
 
 
 def coerce_rows(
@@ -270,27 +271,39 @@ class DataPlane:
             rows, frames = prepare_rows(decoded, fields, self.settings.allow_nan)
             return decoded, rows, frames, time.perf_counter_ns() - t
 
+        def respond(decoded: Decoded, result: RunResult, decode_ns: int) -> Response:
+            return Response(
+                pipeline_name=pipeline.name,
+                pipeline_version=version,
+                model_name=result.answered_by.name,
+                model_version=result.answered_by.version,
+                decode_ns=decode_ns,
+                result=result,
+                original=decoded.original,
+                request=decoded.request,
+            )
+
         # An image is small on the wire but costly to decode: always off the loop.
         size = INLINE_DECODE_BYTES + 1 if image else payload.size
+        choice = self._choose(pipeline, headers)
+        if not pipeline.batched:
+            chain = Chain(self, pipeline, decode, respond, codec.encode, choice)
+            encoded, state, rows, result, ran_ago = await chain.start(size)
+            self._record(pipeline, state, result)
+            if self.inference_log is not None:
+                loop = asyncio.get_running_loop()
+                elapsed = int((loop.time() - arrived - ran_ago()) * 1e9)
+                self.inference_log.add(pipeline, version, result, rows, elapsed, _nbytes(result))
+            return encoded
         decoded, rows, frames, decode_ns = await self._off_loop(size, decode)
-        state = RunState(len(rows), frames, self._choose(pipeline, headers))
+        state = RunState(len(rows), frames, choice)
         result: RunResult = await self._run(pipeline, rows, state, arrived)
         self._record(pipeline, state, result)
         nbytes = _nbytes(result)
         if self.inference_log is not None:
             elapsed = int((asyncio.get_running_loop().time() - arrived) * 1e9)
             self.inference_log.add(pipeline, version, result, rows, elapsed, nbytes)
-        response = Response(
-            pipeline_name=pipeline.name,
-            pipeline_version=version,
-            model_name=result.answered_by.name,
-            model_version=result.answered_by.version,
-            decode_ns=decode_ns,
-            result=result,
-            original=decoded.original,
-            request=decoded.request,
-        )
-        return await self._off_loop(nbytes, codec.encode, response)
+        return await self._off_loop(nbytes, codec.encode, respond(decoded, result, decode_ns))
 
     async def _run(
         self, pipeline: Pipeline, rows: list[dict[str, np.ndarray]], state: RunState, arrived
