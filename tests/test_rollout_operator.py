@@ -313,3 +313,18 @@ def test_the_edge_lines_say_offline_unknown_and_the_wave() -> None:
     }  # fmt: skip
     assert lines[2] == {"name": "c", "dockerRunCommand": "docker run c", "state": "Unknown",
                         "wave": 2}  # fmt: skip
+
+
+def test_a_new_rollout_keeps_the_rollback_digests_of_the_one_it_supersedes() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    d1, d2, d3 = ("sha256:" + c * 64 for c in "123")
+    old, _ = rollouts.begin(None, ["a", "b"], "v2", d2, None, now)
+    old.rollback = {"a": d1}
+    for digest, superseded in ((d3, d2), (d2, None)):  # a new version; new edges only
+        new, events = rollouts.begin(None, ["a", "b", "c"], "v3", digest, old.to_status(), now)
+        assert new.rollback == {"a": d1} and new.superseded == superseded
+        assert new.waves == [["a", "b", "c"]] and new.moved_at is None
+        assert [e.reason for e in events] == ["RolloutSuperseded"]
+    done = {**old.to_status(), "phase": "Complete"}
+    new, events = rollouts.begin(None, ["a"], "v3", d3, done, now)
+    assert new.rollback == {} and events == []

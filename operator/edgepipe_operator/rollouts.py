@@ -170,7 +170,11 @@ def begin(
             )
         )
     waves = rollout.plan_waves(spec, edges)
-    return RolloutState.start(version, digest, waves, now, previous), events
+    state = RolloutState.start(version, digest, waves, now, previous)
+    if previous is not None and previous.digest == digest:
+        # Re-planned (edges changed): the edges it moved are not moved again (nor noted).
+        state.rollback = dict(previous.rollback)
+    return state, events
 
 
 def parse_request(value: str | None) -> str | None:
