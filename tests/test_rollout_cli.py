@@ -275,6 +275,10 @@ def test_abort_and_resume_are_acted_on_by_the_real_operator(
     roll = obj["status"]["rollout"]
     assert roll["phase"] == "Aborted" and roll["handledRequest"] == asked
     assert asked.startswith("abort:") and roll["reason"] == "aborted by request"
+    # The operator's own status.edges, as the DataFrame shows it: no edge ever reported.
+    df = Client(kubeconfig=str(cluster["kubeconfig"]), namespace=namespace).edges("pub")
+    assert list(df["edge"]) == EDGES and set(df["state"]) == {"Unknown"}
+    assert list(df["wave"]) == [1, 2, 2] and df["lastSeen"].isna().all()
 
     # resume: the operator takes the rollout up again at wave 1 (which waits again, so the
     # CLI's wait for its end times out; the request was handled all the same).
