@@ -315,7 +315,7 @@ def test_the_edge_lines_say_offline_unknown_and_the_wave() -> None:
                         "wave": 2}  # fmt: skip
 
 
-def test_a_new_rollout_keeps_the_rollback_digests_of_the_one_it_supersedes() -> None:
+def test_a_new_rollout_keeps_the_rollback_digests_and_handled_request_of_the_last() -> None:
     now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     d1, d2, d3 = ("sha256:" + c * 64 for c in "123")
     old, _ = rollouts.begin(None, ["a", "b"], "v2", d2, None, now)
@@ -325,6 +325,10 @@ def test_a_new_rollout_keeps_the_rollback_digests_of_the_one_it_supersedes() -> 
         assert new.rollback == {"a": d1} and new.superseded == superseded
         assert new.waves == [["a", "b", "c"]] and new.moved_at is None
         assert [e.reason for e in events] == ["RolloutSuperseded"]
-    done = {**old.to_status(), "phase": "Complete"}
+    done = {**old.to_status(), "phase": "Aborted", "handledRequest": "abort:1"}
     new, events = rollouts.begin(None, ["a"], "v3", d3, done, now)
     assert new.rollback == {} and events == []
+    # The request the last rollout handled is not one for the new one.
+    assert rollouts.request(new, "abort:1", now) is None
+    step = rollouts.request(new, "abort:2", now)
+    assert step is not None and step.state.phase == "Aborted"

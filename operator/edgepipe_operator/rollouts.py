@@ -5,7 +5,7 @@ The decisions are ``edgepipe.rollout``'s (pure, shared with the CLI's registry-o
 driver); this module acts on them. Every pointer is read (HEAD) before it is moved, so a
 pointer already on the digest is never PUT again: an operator killed between moving a
 wave and writing status.rollout moves nothing twice when it comes back. The Publish
-handler starts a rollout (``begin``); the edge poll (edges.py) drives it (``tick``).
+handler starts a rollout (``begin``); the edge poll (edges.py) drives it (``step_once``).
 """
 
 from __future__ import annotations
@@ -174,6 +174,8 @@ def begin(
     if previous is not None and previous.digest == digest:
         # Re-planned (edges changed): the edges it moved are not moved again (nor noted).
         state.rollback = dict(previous.rollback)
+    # The annotation stays after its request was acted on: not a request to the new rollout.
+    state.handled_request = (prior or {}).get("handledRequest")
     return state, events
 
 
