@@ -230,6 +230,7 @@ def operator(cluster: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "EDGEPIPE_OPERATOR_PROBE_ENGINES": "false",
             # Edges' log uploads show in a Publish's status within a second.
             "EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS": "1",
+            "EDGEPIPE_OPERATOR_EDGE_UPLOAD_SECONDS": "1",
         },
     ).start()
     yield op
