@@ -124,7 +124,7 @@ def pod_index(
             c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"
         ],
         "containerStatuses": [
-            {k: cs.get(k) for k in ("state", "lastState", "ready")}
+            {k: cs.get(k) for k in ("name", "state", "lastState", "ready")}
             for cs in status.get("containerStatuses") or []
         ],
     }

@@ -20,7 +20,7 @@ import kopf
 from edgepipe.enginepod import ENGINE_PORT
 from edgepipe.timestamps import now
 
-from . import cache, health
+from . import cache, health, slim
 from .builders import (
     PIPELINE_LABEL,
     condition,
@@ -189,9 +189,23 @@ def probe_ready(pod: dict[str, Any]) -> str | None:
         return None  # not reachable from here (a fake node, another network)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=cache.ENGINE_OBJECTS)
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=cache.ENGINE_OBJECTS)
-@kopf.on.event("", "v1", "pods", labels=cache.ENGINE_OBJECTS)
+def has_news(type: str, body: kopf.Body, **_: Any) -> bool:
+    """Whether an engine object's event is worth a handler thread, decided on kopf's loop:
+    not a deletion, not an event a newer one of the same object has overtaken, and for a
+    pod, a problem to report. (Behind the reconciles, a waiting event holds its object's
+    worker and every event queued behind it: under load, thousands of them.)"""
+    if type == "DELETED" or slim.ARRIVALS.superseded(body):
+        return False
+    if body.get("kind") == "Pod":
+        return bool(health.pod_problem(dict(body)) or health.unready_running_pods([dict(body)]))
+    return True
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=cache.ENGINE_OBJECTS, when=has_news)
+@kopf.on.event(
+    "autoscaling", "v2", "horizontalpodautoscalers", labels=cache.ENGINE_OBJECTS, when=has_news
+)
+@kopf.on.event("", "v1", "pods", labels=cache.ENGINE_OBJECTS, when=has_news)
 def engine_changed(
     type: str,
     body: kopf.Body,

@@ -8,14 +8,18 @@ hold thousands of full objects. Most of each is never read: a pod's or a Deploym
 spec (its template), a ConfigMap's config, and everyone's ``managedFields``.
 
 Each kind keeps what is read of it:
-- every kind: ``metadata`` without ``managedFields`` (kopf's filters, the indices' keys,
-  annotations and labels);
+- every kind: ``metadata`` without ``managedFields`` and without kubectl's copy of what it
+  last applied (kopf's filters, the indices' keys, annotations and labels);
 - Pod: ``status`` (health.py, the pod index);
 - Deployment: ``status`` and ``spec.replicas`` (builders.deployment_phase);
 - Service, ConfigMap: nothing more (the applied index reads an annotation);
 - ControllerRevision: ``revision`` (the revision index).
 Kinds not named here (Pipelines, Publishes, autoscalers, kopf's own scans) keep everything
 but ``managedFields``.
+
+``ARRIVALS`` notes, as each event arrives, the newest version of each engine object (its
+Deployment, pods, autoscaler): an older event still queued behind a busy handler carries
+no news the newer one will not, and readiness.py skips it without taking a thread.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+
+from .builders import PIPELINE_LABEL
 
 # kind -> its top-level fields kept (besides apiVersion, kind and metadata); a field
 # mapped to a tuple keeps only those of its own fields.
@@ -36,6 +42,7 @@ KEEP: dict[str, dict[str, tuple[str, ...] | None]] = {
     "ControllerRevision": {"revision": None},
 }
 ALWAYS = ("apiVersion", "kind", "metadata")
+KUBECTL_COPY = "kubectl.kubernetes.io/last-applied-configuration"  # `kubectl apply`'s
 
 
 def slim(obj: Any, kind: str | None = None) -> Any:
@@ -45,6 +52,8 @@ def slim(obj: Any, kind: str | None = None) -> Any:
     meta = obj.get("metadata")
     if isinstance(meta, dict):
         meta.pop("managedFields", None)
+        if isinstance(annotations := meta.get("annotations"), dict):
+            annotations.pop(KUBECTL_COPY, None)
     keep = KEEP.get(kind or obj.get("kind") or "")
     if keep is None:
         return obj
@@ -57,6 +66,36 @@ def slim(obj: Any, kind: str | None = None) -> Any:
     return obj
 
 
+class Arrivals:
+    """The newest resourceVersion the watches (or a LIST) delivered of each engine object."""
+
+    KINDS = frozenset({"Deployment", "Pod", "HorizontalPodAutoscaler"})
+
+    def __init__(self) -> None:
+        self.newest: dict[str, str] = {}  # uid -> resourceVersion
+
+    def saw(self, event: str | None, obj: dict[str, Any], kind: str | None) -> None:
+        meta = obj.get("metadata")
+        if kind not in self.KINDS or not isinstance(meta, dict):
+            return
+        uid, labels = meta.get("uid"), meta.get("labels") or {}
+        if not uid or PIPELINE_LABEL not in labels:
+            return
+        if event == "DELETED":
+            self.newest.pop(uid, None)
+        else:
+            self.newest[uid] = meta.get("resourceVersion") or ""
+
+    def superseded(self, body: Any) -> bool:
+        """True when a newer event of this object has arrived (and will be handled)."""
+        meta = body.get("metadata") or {}
+        newest = self.newest.get(meta.get("uid") or "")
+        return newest is not None and newest != meta.get("resourceVersion")
+
+
+ARRIVALS = Arrivals()
+
+
 def slim_answer(data: Any) -> Any:
     """A LIST's items (which carry no kind of their own: the list's names it), or one
     object, or a watch event's object."""
@@ -66,8 +105,10 @@ def slim_answer(data: Any) -> Any:
     if isinstance(items, list) and kind.endswith("List"):
         for item in items:
             slim(item, kind.removesuffix("List"))
+            ARRIVALS.saw(None, item, kind.removesuffix("List"))
     elif isinstance(data.get("object"), dict) and "type" in data:
         slim(data["object"])
+        ARRIVALS.saw(data["type"], data["object"], data["object"].get("kind"))
     else:
         slim(data)
     return data
