@@ -21,6 +21,7 @@ from tests.helpers.cli import ep
 from tests.helpers.fleetview import V1, V2, StatusWriter, edge, publish, stamp, waves
 from tests.helpers.kube import wait_for
 from tests.helpers.pipelines import pipeline, wait_phase
+from tests.helpers.pipelines import status as pipeline_status
 from tests.helpers.publishes import apply_publish, publish_status, push_add1, wait_publish
 
 pytestmark = pytest.mark.cluster
@@ -289,3 +290,27 @@ def test_abort_and_resume_are_acted_on_by_the_real_operator(
     asked = obj["metadata"]["annotations"][ROLLOUT_REQUEST]
     assert asked.startswith("resume:") and roll["handledRequest"] == asked
     assert roll["phase"] == "Progressing" and roll["wave"] == 1
+
+    # --to a new version of the pipeline, on a Publish whose edges never report either: each
+    # wave ends after waveTimeoutSeconds with its edges pending (offline, not failed).
+    quick = {"waves": [{"edges": ["cam-1"]}, {"percent": 100}], "waveTimeoutSeconds": 1}
+    apply_publish(kubectl, reg, "pub2", edges=["cam-1", "cam-2", "cam-3"], rollout=quick)
+    v1 = wait_publish(kubectl, "Published", "pub2")["pipelineVersion"]
+    steps[0]["model"]["version"] = "2"
+    kubectl.apply(pipeline("adder", steps=steps))
+    v2 = wait_for(
+        "the pipeline's second version",
+        lambda: (v := pipeline_status(kubectl, "adder").get("version")) != v1 and v,
+        timeout=60,
+    )
+    proc = _cli(env, namespace, "publish", "rollout", "pub2", "--to", v2[:8], "--timeout", "60")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "Complete: 0 updated, 3 pending, 0 failed"
+    progress = [ln for ln in proc.stderr.splitlines() if not ln.startswith("warning")]
+    assert progress[-1] == "Complete: 0 updated, 3 pending, 0 failed", proc.stderr
+    assert set(progress[:-1]) <= {
+        "wave 1/2: 0 updated, 0 pending, 0 failed",
+        "wave 2/2: 0 updated, 1 pending, 0 failed",
+    }, proc.stderr
+    st = publish_status(kubectl, "pub2")
+    assert st["pipelineVersion"] == v2 and st["rollout"]["version"] == v2

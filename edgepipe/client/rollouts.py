@@ -83,14 +83,13 @@ class RolloutMixin:
         if sum((to is not None, abort, resume)) > 1:
             raise ValueError("give one of to=, abort=True or resume=True")
         obj = self.get("publishes", name)
-        request = generation = version = None
+        request = version = None
         if to is not None:
             pipeline = obj["spec"]["pipeline"]
             kept = (self.get("pipelines", pipeline).get("status") or {}).get("versions") or []
             version = find_version(pipeline, [v["version"] for v in kept], to)
             if obj["spec"].get("version") != version:
-                obj = self._merge("publishes", name, {"spec": {"version": version}})
-            generation = obj["metadata"].get("generation")
+                self._merge("publishes", name, {"spec": {"version": version}})
         elif abort or resume:
             request = _ask(self, name, obj, "abort" if abort else "resume")
 
@@ -104,6 +103,8 @@ class RolloutMixin:
                 return False
             if version is not None and st.get("pipelineVersion") != version:
                 return False
+            if version is not None and roll and roll.get("version") != version:
+                return False  # the previous version's rollout, still shown
             return roll.get("phase") in DONE or (not roll and not o["spec"].get("edges"))
 
         def failed(o: dict) -> str | None:
@@ -118,7 +119,7 @@ class RolloutMixin:
             done=done,
             failed=failed,
             timeout=timeout,
-            progress=_per_wave(progress, generation) if progress else None,
+            progress=_per_wave(progress, version) if progress else None,
         )
         return status.get("rollout") or {}
 
@@ -136,14 +137,14 @@ def _ask(cluster: ClusterApi, name: str, obj: dict, what: str) -> str:
     return request
 
 
-def _per_wave(progress: Progress, generation: int | None) -> Progress:
+def _per_wave(progress: Progress, version: str | None) -> Progress:
     """Calls ``progress(status.rollout)`` when the rollout's wave, counts or phase change
-    (and, after a new version, only for the new version's rollout)."""
+    (and, for a new version, only for that version's rollout)."""
     seen: list[str] = []
 
     def show(status: dict) -> None:
         roll = status.get("rollout")
-        if not roll or (generation is not None and status.get("observedGeneration") != generation):
+        if not roll or (version is not None and roll.get("version") != version):
             return
         line = wave_line(roll)
         if not seen or seen[-1] != line:
