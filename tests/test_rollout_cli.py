@@ -43,7 +43,7 @@ class StandIn:
         while not self.stop.wait(0.2):
             for status in self.react(self.client.get("publishes", self.name)):
                 self.write("publishes", self.name, status)
-                time.sleep(0.6)  # long enough for the CLI (polling every 0.5 s) to see each
+                time.sleep(1.0)  # long enough for the CLI (polling every 0.5 s) to see each
 
 
 @pytest.fixture
@@ -214,12 +214,16 @@ def test_rollout_to_a_version_shows_each_wave_and_fails_when_aborted(fleet, name
         assert proc.returncode == 0, proc.stderr
         assert client.get("publishes", "pub")["spec"]["version"] == V2
         progress = [ln for ln in proc.stderr.splitlines() if not ln.startswith("warning")]
-        assert progress == [
+        steps = [
             "wave 1/2: 0 updated, 0 pending, 0 failed",
             "wave 1/2: 1 updated, 0 pending, 0 failed",
             "wave 2/2: 1 updated, 0 pending, 0 failed",
             "Complete: 3 updated, 0 pending, 0 failed",
         ]
+        # Each change once, in order (a step the CLI's 0.5 s poll missed on a loaded
+        # machine may be absent, but never the second wave or the end).
+        assert progress == [ln for ln in steps if ln in progress], proc.stderr
+        assert steps[2] in progress and progress[-1] == steps[3], proc.stderr
         assert proc.stdout.strip() == "Complete: 3 updated, 0 pending, 0 failed"
 
         # The same version again, with a failing second wave: exit 1, why, and who failed.
