@@ -193,7 +193,7 @@ def test_the_console_shows_edges_waves_and_an_aborted_rollout(
 
 
 def _look(driver, write: StatusWriter, shots: Path, offline: dict) -> None:
-    rows = wait_for("the edges of pub", lambda: _cells(driver, "pub"), timeout=15)
+    rows = wait_for("the edges of pub", lambda: _cells(driver, "pub"), timeout=30)
     driver.save_screenshot(str(shots / "1-wave-1.png"))
     assert [(r[0], r[1]) for r in rows] == [
         ("dock-1", "Current"),
@@ -241,7 +241,7 @@ def _look(driver, write: StatusWriter, shots: Path, offline: dict) -> None:
             ],
         },
     )
-    wait_for("wave 1 done", lambda: _waves(driver, "pub")[0][0] == "Done", timeout=10)
+    wait_for("wave 1 done", lambda: _waves(driver, "pub")[0][0] == "Done", timeout=20)
     assert _waves(driver, "pub") == [
         ("Done", "wave wave-done"),
         ("Progressing", "wave wave-progressing"),
@@ -263,7 +263,7 @@ def _look(driver, write: StatusWriter, shots: Path, offline: dict) -> None:
             ],
         },
     )
-    wait_for("wave 2 done", lambda: _waves(driver, "pub")[1][0] == "Done", timeout=10)
+    wait_for("wave 2 done", lambda: _waves(driver, "pub")[1][0] == "Done", timeout=20)
     assert _waves(driver, "pub")[1] == ("Done", "wave wave-done")
     assert "Complete: 4 updated, 0 pending, 0 failed" in _text(driver, '.publish[data-name="pub"]')
     assert [r[3] for r in _cells(driver, "pub")] == [GREEN] * 4

@@ -84,7 +84,7 @@ class ConsoleProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
 
-    def wait_ready(self, timeout: float = 20) -> ConsoleProcess:
+    def wait_ready(self, timeout: float = 60) -> ConsoleProcess:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
