@@ -16,6 +16,8 @@ from tests.helpers.kube import OperatorProcess
 from tests.helpers.paths import ROOT
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The real-node cluster's fixtures, shared by the realnode modules.
+pytest_plugins = ["tests.helpers.realnode_fixtures"]
 
 
 def _require(path: Path | None, what: str) -> Path:

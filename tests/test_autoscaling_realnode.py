@@ -33,20 +33,6 @@ ROWS = orjson.dumps([{"x": [1.0, 2.0, 3.0, 4.0]}] * 50)
 
 
 @pytest.fixture(scope="module")
-def node(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
-    cluster = rn.start_cluster(tmp_path_factory.mktemp("autoscale") / "cp", [images["engine"]])
-    yield cluster
-    rn.stop_cluster(cluster)
-
-
-@pytest.fixture(scope="module")
-def registry(node: rn.NodeCluster, tmp_path_factory: pytest.TempPathFactory):
-    reg = rn.registry_on_bridge(tmp_path_factory.mktemp("autoscale-registry"), node.gateway)
-    yield reg
-    reg.stop()
-
-
-@pytest.fixture(scope="module")
 def operator(node: rn.NodeCluster, images, tmp_path_factory: pytest.TempPathFactory):
     """The operator as a process on the host (its chart's pod is tested in test_realnode)."""
     op = OperatorProcess(
@@ -59,17 +45,8 @@ def operator(node: rn.NodeCluster, images, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="module")
-def add1(registry, models_dir) -> str:
-    return rn.push_model(registry, models_dir / "add1.onnx", "add1")
-
-
-@pytest.fixture
-def ns(node: rn.NodeCluster, request: pytest.FixtureRequest):
-    name = request.node.name.replace("_", "-")[:40].strip("-")
-    kubectl = node.kubectl(name)
-    kubectl("create", "namespace", name, namespaced=False)
-    yield kubectl
-    kubectl("delete", "namespace", name, "--wait=false", namespaced=False, check=False)
+def add1(node_registry, models_dir) -> str:
+    return rn.push_model(node_registry, models_dir / "add1.onnx", "add1")
 
 
 def autoscaled(name: str, model: str, secret: str, **auto) -> dict:
@@ -84,43 +61,43 @@ def autoscaled(name: str, model: str, secret: str, **auto) -> dict:
     return manifest
 
 
-def ready_pods(ns: Kubectl, name: str) -> list[dict]:
-    return [p for p in rn.engine_pods(ns, name) if rn.pod_ready(p)]
+def ready_pods(node_ns: Kubectl, name: str) -> list[dict]:
+    return [p for p in rn.engine_pods(node_ns, name) if rn.pod_ready(p)]
 
 
 def test_cpu_load_scales_up_then_down_without_a_failed_request(
-    operator, registry, add1, ns: Kubectl
+    operator, node_registry, add1, node_ns: Kubectl
 ) -> None:
-    secret = rn.registry_secret(ns, registry)
-    ns.apply(autoscaled("busy", add1, secret, behavior=BEHAVIOR))
-    rn.wait_running(ns, "busy", timeout=240)
-    (first,) = rn.engine_pods(ns, "busy")
-    ip = ns.get("service", "busy-engine")["spec"]["clusterIP"]
+    secret = rn.registry_secret(node_ns, node_registry)
+    node_ns.apply(autoscaled("busy", add1, secret, behavior=BEHAVIOR))
+    rn.wait_running(node_ns, "busy", timeout=240)
+    (first,) = rn.engine_pods(node_ns, "busy")
+    ip = node_ns.get("service", "busy-engine")["spec"]["clusterIP"]
     url = f"http://{ip}:8080/pipelines/busy"
     # The HPA has its first CPU figure before the load starts (else it would wait for it).
     wait_for(
         "the HPA's first CPU figure",
-        lambda: (rn.status(ns, "busy").get("autoscaling") or {}).get("current"),
+        lambda: (rn.status(node_ns, "busy").get("autoscaling") or {}).get("current"),
         120,
     )
-    watch = PodWatch(ns, "busy", TARGET).start([first["metadata"]["name"]])
+    watch = PodWatch(node_ns, "busy", TARGET).start([first["metadata"]["name"]])
     heavy = Load(url, ROWS, workers=3, limit=400)
     light = Load(url, ROWS, workers=1, pause=1.0, limit=600)  # runs through the scale-down
     t0 = time.time()
     heavy.start()
     light.start()
     try:
-        wait_for("2 Ready replicas", lambda: len(ready_pods(ns, "busy")) >= 2, 300, 1)
+        wait_for("2 Ready replicas", lambda: len(ready_pods(node_ns, "busy")) >= 2, 300, 1)
         up = time.time()
         wait_for(
             "the new pod serving", lambda: any("serving" in m for m in watch.pods.values()), 60
         )
         watch.read_logs()
-        st = rn.status(ns, "busy")
+        st = rn.status(node_ns, "busy")
         assert st["autoscaling"]["desiredReplicas"] >= 2 and not st["autoscaling"].get("reason")
         heavy.stop()
         quiet = time.time()
-        wait_for("back to 1 replica", lambda: len(rn.engine_pods(ns, "busy")) == 1, 300, 1)
+        wait_for("back to 1 replica", lambda: len(rn.engine_pods(node_ns, "busy")) == 1, 300, 1)
         down = time.time()
     finally:
         heavy.stop()
@@ -132,7 +109,8 @@ def test_cpu_load_scales_up_then_down_without_a_failed_request(
     st = wait_for(
         "the status at 1 replica",
         lambda: (
-            (s := rn.status(ns, "busy")).get("autoscaling", {}).get("currentReplicas") == 1 and s
+            (s := rn.status(node_ns, "busy")).get("autoscaling", {}).get("currentReplicas") == 1
+            and s
         ),
         60,
     )
@@ -170,24 +148,24 @@ def report(watch: PodWatch, t0: float, up: float, quiet: float, down: float, req
 
 
 def test_a_cpu_autoscaler_without_metrics_server_says_why(
-    node: rn.NodeCluster, operator, registry, add1, ns: Kubectl
+    node: rn.NodeCluster, operator, node_registry, add1, node_ns: Kubectl
 ) -> None:
-    secret = rn.registry_secret(ns, registry)
+    secret = rn.registry_secret(node_ns, node_registry)
     script = str(rn.SCRIPT)
     subprocess.run([script, "stop-component", str(node.base), "metrics-server"], check=True)
     try:
-        ns.apply(autoscaled("blind", add1, secret))
-        rn.wait_running(ns, "blind", timeout=240)
+        node_ns.apply(autoscaled("blind", add1, secret))
+        rn.wait_running(node_ns, "blind", timeout=240)
 
         def why():
-            auto = rn.status(ns, "blind").get("autoscaling") or {}
+            auto = rn.status(node_ns, "blind").get("autoscaling") or {}
             # "Waiting" / "NoAutoscaler" come first, until the HPA has tried the metric.
             return auto if auto.get("reason") not in (None, "Waiting", "NoAutoscaler") else None
 
         auto = wait_for("the autoscaler's reason in the status", why, 120)
         assert auto["reason"] == "FailedGetResourceMetric", auto
         assert "metrics" in auto["message"]
-        conditions = {c["type"]: c for c in rn.status(ns, "blind")["conditions"]}
+        conditions = {c["type"]: c for c in rn.status(node_ns, "blind")["conditions"]}
         assert conditions["Autoscaling"]["status"] == "False"
         assert conditions["Autoscaling"]["reason"] == "FailedGetResourceMetric"
     finally:
@@ -195,7 +173,7 @@ def test_a_cpu_autoscaler_without_metrics_server_says_why(
 
 
 def test_inflight_load_scales_through_prometheus_and_the_adapter(
-    node: rn.NodeCluster, operator, registry, add1, ns: Kubectl, tmp_path
+    node: rn.NodeCluster, operator, node_registry, add1, node_ns: Kubectl, tmp_path
 ) -> None:
     """The engine's gauge, scraped by Debian's Prometheus and served by prometheus-adapter
     with the operator chart's rule, scales a Pipeline on requests in flight per pod."""
@@ -204,28 +182,28 @@ def test_inflight_load_scales_through_prometheus_and_the_adapter(
     assert proc.returncode == 0, proc.stderr[-3000:]
     adapter = proc.stdout.strip().splitlines()[-1]
     stack = InflightStack(
-        tmp_path / "inflight", node.kubeconfig, node.gateway, adapter, ns.namespace
+        tmp_path / "inflight", node.kubeconfig, node.gateway, adapter, node_ns.namespace
     )
     stack.start()
-    secret = rn.registry_secret(ns, registry)
-    ns.apply(autoscaled("queue", add1, secret, metric="inflight", target=1, behavior=BEHAVIOR))
+    secret = rn.registry_secret(node_ns, node_registry)
+    node_ns.apply(autoscaled("queue", add1, secret, metric="inflight", target=1, behavior=BEHAVIOR))
     load = Load("", ROWS, workers=4, limit=400)
     try:
-        rn.wait_running(ns, "queue", timeout=240)
+        rn.wait_running(node_ns, "queue", timeout=240)
         wait_for(
             "the HPA's first in-flight figure",
-            lambda: (rn.status(ns, "queue").get("autoscaling") or {}).get("current"),
+            lambda: (rn.status(node_ns, "queue").get("autoscaling") or {}).get("current"),
             180,
         )
-        ip = ns.get("service", "queue-engine")["spec"]["clusterIP"]
+        ip = node_ns.get("service", "queue-engine")["spec"]["clusterIP"]
         load.url = f"http://{ip}:8080/pipelines/queue"
         t0 = time.time()
         load.start()
-        wait_for("2 Ready replicas", lambda: len(ready_pods(ns, "queue")) >= 2, 300, 1)
+        wait_for("2 Ready replicas", lambda: len(ready_pods(node_ns, "queue")) >= 2, 300, 1)
         print(f"\ninflight: load start -> 2nd replica Ready in {time.time() - t0:.1f}s")
-        assert "in flight" in rn.status(ns, "queue")["autoscaling"]["current"]
+        assert "in flight" in rn.status(node_ns, "queue")["autoscaling"]["current"]
         load.stop()
-        wait_for("back to 1 replica", lambda: len(rn.engine_pods(ns, "queue")) == 1, 300, 1)
+        wait_for("back to 1 replica", lambda: len(rn.engine_pods(node_ns, "queue")) == 1, 300, 1)
     finally:
         load.stop()
         stack.stop()

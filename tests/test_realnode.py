@@ -22,44 +22,22 @@ X = [1.0, 2.0, 3.0, 4.0]
 
 
 @pytest.fixture(scope="module")
-def node(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
-    cluster = rn.start_cluster(tmp_path_factory.mktemp("realnode") / "cp", list(images.values()))
-    yield cluster
-    rn.stop_cluster(cluster)
-
-
-@pytest.fixture(scope="module")
-def registry(node: rn.NodeCluster, tmp_path_factory: pytest.TempPathFactory):
-    reg = rn.registry_on_bridge(tmp_path_factory.mktemp("node-registry"), node.gateway)
-    yield reg
-    reg.stop()
-
-
-@pytest.fixture(scope="module")
 def operator_pod(node: rn.NodeCluster, operator_image: str):
     rn.install_operator(node, operator_image)
-    return node
+    yield node
+    rn.uninstall_operator(node)
 
 
 @pytest.fixture(scope="module")
-def models(registry, models_dir: Path, yolov8n_path: Path) -> dict[str, str]:
+def models(node_registry, models_dir: Path, yolov8n_path: Path) -> dict[str, str]:
     from tests.helpers import onnx_models as m
 
     m.add_constant(models_dir / "add2.onnx", 2.0)
     return {
-        "add1": rn.push_model(registry, models_dir / "add1.onnx", "add1"),
-        "add2": rn.push_model(registry, models_dir / "add2.onnx", "add2"),
-        "yolo": rn.push_model(registry, yolov8n_path, "yolov8n"),
+        "add1": rn.push_model(node_registry, models_dir / "add1.onnx", "add1"),
+        "add2": rn.push_model(node_registry, models_dir / "add2.onnx", "add2"),
+        "yolo": rn.push_model(node_registry, yolov8n_path, "yolov8n"),
     }
-
-
-@pytest.fixture
-def ns(node: rn.NodeCluster, request: pytest.FixtureRequest):
-    name = request.node.name.replace("_", "-")[:40].strip("-")
-    kubectl = node.kubectl(name)
-    kubectl("create", "namespace", name, namespaced=False)
-    yield kubectl
-    kubectl("delete", "namespace", name, "--wait=false", namespaced=False, check=False)
 
 
 def yolo_image() -> np.ndarray:
@@ -102,16 +80,16 @@ def test_operator_runs_from_its_chart_under_its_own_rbac(operator_pod: rn.NodeCl
 
 
 def test_pipeline_runs_for_real_and_answers(
-    operator_pod, registry, models, ns: Kubectl, yolov8n_path, images
+    operator_pod, node_registry, models, node_ns: Kubectl, yolov8n_path, images
 ):
-    secret = rn.registry_secret(ns, registry)
+    secret = rn.registry_secret(node_ns, node_registry)
     post = {"kind": "yolov8", "confidenceThres": 0.5, "iouThres": 0.25}
-    ns.apply(rn.pipeline("journey", models["yolo"], secret, postprocess=post))
+    node_ns.apply(rn.pipeline("journey", models["yolo"], secret, postprocess=post))
     seen = []
 
     def running():
-        st = rn.status(ns, "journey")
-        pods = rn.engine_pods(ns, "journey")
+        st = rn.status(node_ns, "journey")
+        pods = rn.engine_pods(node_ns, "journey")
         seen.append((st.get("phase"), [rn.pod_ready(p) for p in pods]))
         return st.get("phase") == "Running" and pods
 
@@ -124,11 +102,11 @@ def test_pipeline_runs_for_real_and_answers(
     (op,) = operator_pod.kubectl(rn.OPERATOR_NS).items("pods")
     assert op["spec"]["containers"][0]["image"] == images["operator"]
     # No secret value in the Deployment: the login goes by reference.
-    deployment = ns.get("deployment", "journey-engine")
+    deployment = node_ns.get("deployment", "journey-engine")
     text = orjson.dumps(deployment).decode()
-    assert registry.password not in text and "secretKeyRef" in text
+    assert node_registry.password not in text and "secretKeyRef" in text
     x = yolo_image()
-    with rn.port_forward(ns, "svc/journey-engine") as url:
+    with rn.port_forward(node_ns, "svc/journey-engine") as url:
         (rec,) = rn.infer(url, "journey", [{"images": x.tolist()}], timeout=60)
     boxes = np.asarray(rec["outputs"][0]["Float"]["data"]).reshape(-1, 6)
     raw = ort.InferenceSession(str(yolov8n_path)).run(None, {"images": x})[0]
@@ -138,25 +116,27 @@ def test_pipeline_runs_for_real_and_answers(
     # The same pod over OIP v2 gRPC, through the Service's grpc port.
     import tritonclient.grpc as grpcclient
 
-    with rn.port_forward(ns, "svc/journey-engine", 8081, grpc=True) as target:
+    with rn.port_forward(node_ns, "svc/journey-engine", 8081, grpc=True) as target:
         inp = grpcclient.InferInput("images", list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
         got = grpcclient.InferenceServerClient(target).infer("journey", [inp])
     np.testing.assert_allclose(got.as_numpy("detections"), boxes, rtol=1e-5)
 
 
-def test_zero_downtime_change_on_the_cluster_ip(operator_pod, registry, models, ns: Kubectl):
-    secret = rn.registry_secret(ns, registry)
-    ns.apply(rn.pipeline("rollout", models["add1"], secret))
-    first = rn.wait_running(ns, "rollout", timeout=240)
-    ip = ns.get("service", "rollout-engine")["spec"]["clusterIP"]
+def test_zero_downtime_change_on_the_cluster_ip(
+    operator_pod, node_registry, models, node_ns: Kubectl
+):
+    secret = rn.registry_secret(node_ns, node_registry)
+    node_ns.apply(rn.pipeline("rollout", models["add1"], secret))
+    first = rn.wait_running(node_ns, "rollout", timeout=240)
+    ip = node_ns.get("service", "rollout-engine")["spec"]["clusterIP"]
     traffic = rn.Traffic(f"http://{ip}:8080/pipelines/rollout", orjson.dumps([{"x": X}])).start()
     try:
         # The measured window opens once the ClusterIP answers (kube-proxy has its rules).
         wait_for("answers from version 1", lambda: len(traffic.answers) >= 10, 30)
         changed = time.monotonic()
-        ns.apply(rn.pipeline("rollout", models["add2"], secret))
-        rn.wait_running(ns, "rollout", timeout=240, version=first["version"])
+        node_ns.apply(rn.pipeline("rollout", models["add2"], secret))
+        rn.wait_running(node_ns, "rollout", timeout=240, version=first["version"])
         wait_for(
             "answers from version 2",
             lambda: [a for _, a in traffic.answers[-5:]] == ["3.0"] * 5,
@@ -172,38 +152,38 @@ def test_zero_downtime_change_on_the_cluster_ip(operator_pod, registry, models, 
     print(f"\nrollout: {len(values)} requests during the change, none failed")
 
 
-def test_killed_container_restarts_and_events_say_so(operator_pod, registry, models, ns):
-    secret = rn.registry_secret(ns, registry)
-    ns.apply(rn.pipeline("killed", models["add1"], secret))
-    rn.wait_running(ns, "killed", timeout=240)
-    (pod,) = rn.engine_pods(ns, "killed")
+def test_killed_container_restarts_and_events_say_so(operator_pod, node_registry, models, node_ns):
+    secret = rn.registry_secret(node_ns, node_registry)
+    node_ns.apply(rn.pipeline("killed", models["add1"], secret))
+    rn.wait_running(node_ns, "killed", timeout=240)
+    (pod,) = rn.engine_pods(node_ns, "killed")
     container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
     proc = operator_pod.ctr("tasks", "kill", "--signal", "SIGKILL", container)
     assert proc.returncode == 0, proc.stderr
     phases = []
 
     def restarted():
-        st = rn.status(ns, "killed")
+        st = rn.status(node_ns, "killed")
         phases.append(st.get("phase"))
-        (p,) = rn.engine_pods(ns, "killed")
+        (p,) = rn.engine_pods(node_ns, "killed")
         restarts = p["status"]["containerStatuses"][0]["restartCount"]
         return restarts >= 1 and rn.pod_ready(p) and st.get("phase") == "Running"
 
     wait_for("the engine restarted and Running again", restarted, timeout=120, interval=0.1)
-    reasons = [e["reason"] for e in rn.events(ns, "killed")]
+    reasons = [e["reason"] for e in rn.events(node_ns, "killed")]
     assert "EngineNotReady" in reasons, reasons
     last_not_ready = len(reasons) - 1 - reasons[::-1].index("EngineNotReady")
     assert "Running" in reasons[last_not_ready:], reasons  # and back again
     assert "Deploying" in phases, phases
 
 
-def test_too_little_memory_says_oomkilled(operator_pod, registry, models, ns: Kubectl):
-    secret = rn.registry_secret(ns, registry)
+def test_too_little_memory_says_oomkilled(operator_pod, node_registry, models, node_ns: Kubectl):
+    secret = rn.registry_secret(node_ns, node_registry)
     # The YOLOv8n-shaped model: its warm-up alone needs more than 64Mi of its own memory.
-    ns.apply(rn.pipeline("tiny", models["yolo"], secret, memory="64Mi"))
+    node_ns.apply(rn.pipeline("tiny", models["yolo"], secret, memory="64Mi"))
 
     def oom():
-        st = rn.status(ns, "tiny")
+        st = rn.status(node_ns, "tiny")
         return st if "OOMKilled" in (st.get("message") or "") else None
 
     st = wait_for("an OOMKilled status", oom, timeout=180)
@@ -213,46 +193,48 @@ def test_too_little_memory_says_oomkilled(operator_pod, registry, models, ns: Ku
 
 
 def test_edge_chart_pulls_with_its_secret_and_answers_the_same(
-    operator_pod, registry, models, ns: Kubectl
+    operator_pod, node_registry, models, node_ns: Kubectl
 ):
-    secret = rn.registry_secret(ns, registry)
+    secret = rn.registry_secret(node_ns, node_registry)
     post = {"kind": "yolov8", "confidenceThres": 0.5, "iouThres": 0.25}
-    ns.apply(rn.pipeline("edgy", models["yolo"], secret, postprocess=post))
-    rn.wait_running(ns, "edgy", timeout=240)
-    ns.apply(rn.publish_manifest("edgy-edge", "edgy", registry, secret))
-    st = rn.wait_published(ns, "edgy-edge")
-    proc = rn.helm_install_edge(ns, st, registry)
+    node_ns.apply(rn.pipeline("edgy", models["yolo"], secret, postprocess=post))
+    rn.wait_running(node_ns, "edgy", timeout=240)
+    node_ns.apply(rn.publish_manifest("edgy-edge", "edgy", node_registry, secret))
+    st = rn.wait_published(node_ns, "edgy-edge")
+    proc = rn.helm_install_edge(node_ns, st, node_registry)
     assert proc.returncode == 0, proc.stderr
     x = yolo_image()
     # Only the three ociRegistry values were given: the rest is the published defaults.
-    with rn.port_forward(ns, "svc/engine-svc") as url:
+    with rn.port_forward(node_ns, "svc/engine-svc") as url:
         (at_edge,) = rn.infer(url, "edgy", [{"images": x.tolist()}], timeout=60)
-    with rn.port_forward(ns, "svc/edgy-engine") as url:
+    with rn.port_forward(node_ns, "svc/edgy-engine") as url:
         (in_cluster,) = rn.infer(url, "edgy", [{"images": x.tolist()}], timeout=60)
     assert at_edge["outputs"] == in_cluster["outputs"]
     assert len(at_edge["outputs"][0]["Float"]["data"]) >= 6
 
 
-def test_node_restart_brings_the_engines_back(operator_pod, registry, models, ns: Kubectl):
-    secret = rn.registry_secret(ns, registry)
-    ns.apply(rn.pipeline("reboot", models["add1"], secret))
-    rn.wait_running(ns, "reboot", timeout=240)
-    (before,) = rn.engine_pods(ns, "reboot")
+def test_node_restart_brings_the_engines_back(
+    operator_pod, node_registry, models, node_ns: Kubectl
+):
+    secret = rn.registry_secret(node_ns, node_registry)
+    node_ns.apply(rn.pipeline("reboot", models["add1"], secret))
+    rn.wait_running(node_ns, "reboot", timeout=240)
+    (before,) = rn.engine_pods(node_ns, "reboot")
     t0 = time.monotonic()
     subprocess.run(
         [str(rn.SCRIPT), "restart-node", str(operator_pod.base)], check=True, capture_output=True
     )
 
     def back():
-        (p,) = rn.engine_pods(ns, "reboot")
+        (p,) = rn.engine_pods(node_ns, "reboot")
         restarted = (
             p["status"]["containerStatuses"][0]["restartCount"]
             > (before["status"]["containerStatuses"][0]["restartCount"])
         )
-        return restarted and rn.pod_ready(p) and rn.status(ns, "reboot")["phase"] == "Running"
+        return restarted and rn.pod_ready(p) and rn.status(node_ns, "reboot")["phase"] == "Running"
 
     wait_for("the engine back after the node restart", back, timeout=180)
-    with rn.port_forward(ns, "svc/reboot-engine") as url:
+    with rn.port_forward(node_ns, "svc/reboot-engine") as url:
         (rec,) = rn.infer(url, "reboot", [{"x": X}])
     assert rec["outputs"][0]["Float"]["data"] == [2.0, 3.0, 4.0, 5.0]
     print(f"\nnode restart -> serving again in {time.monotonic() - t0:.1f}s")

@@ -36,6 +36,7 @@ OPERATOR_NS = "edgepipe-system"
 class NodeCluster:
     base: Path
     info: dict
+    made: list[str] = field(default_factory=list)  # namespaces, deleted by delete_namespaces
 
     @property
     def kubeconfig(self) -> Path:
@@ -47,6 +48,35 @@ class NodeCluster:
 
     def kubectl(self, namespace: str = "default") -> Kubectl:
         return Kubectl(self.kubeconfig, namespace)
+
+    def namespace(self, name: str) -> Kubectl:
+        """Creates namespace ``name``; delete_namespaces removes it."""
+        kubectl = self.kubectl(name)
+        kubectl("create", "namespace", name, namespaced=False)
+        self.made.append(name)
+        return kubectl
+
+    def delete_namespaces(self, timeout: float = 120) -> None:
+        """Deletes the namespaces made here, all at once, their pods without a grace
+        period (their tests are over: nothing to drain), and waits until the pods are gone.
+        Not the namespaces: the namespace controller, which saw pods with a grace period,
+        looks again only after it, 30 s."""
+        names, self.made[:] = list(self.made), []
+        if not names:
+            return
+        kubectl = self.kubectl()
+        kubectl(
+            "delete", "namespace", *names, "--ignore-not-found", "--wait=false",
+            namespaced=False, check=False,
+        )  # fmt: skip
+        for name in names:  # terminating: no controller makes new pods there
+            force_delete_pods(self.kubectl(name))
+
+        def pods_gone() -> bool:
+            out = kubectl("get", "pods", "-A", "-o", "json", namespaced=False).stdout
+            return not [p for p in json.loads(out)["items"] if p["metadata"]["namespace"] in names]
+
+        wait_for(f"the pods of {', '.join(names)} gone", pods_gone, timeout, 0.5)
 
     def ctr(self, *args: str) -> subprocess.CompletedProcess:
         sock = self.info["containerd"]
@@ -65,15 +95,19 @@ def start_cluster(base: Path, images: list[str], log=print) -> NodeCluster:
         raise RuntimeError(f"the real-node cluster did not start:\n{proc.stderr[-4000:]}")
     log(f"real-node cluster ready in {time.monotonic() - t0:.1f}s")
     cluster = NodeCluster(base, json.loads((base / "cluster.json").read_text()))
-    for image in images:
-        t0 = time.monotonic()
-        subprocess.run(
-            [str(SCRIPT), "load-image", str(base), image], check=True, capture_output=True
-        )
-        log(f"image {image} loaded into containerd in {time.monotonic() - t0:.1f}s")
-    kubectl = cluster.kubectl()
-    kubectl("apply", "-f", str(ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd/pipelines.edgepipe.io", "--timeout=60s")
+    try:
+        for image in images:
+            t0 = time.monotonic()
+            subprocess.run(
+                [str(SCRIPT), "load-image", str(base), image], check=True, capture_output=True
+            )
+            log(f"image {image} loaded into containerd in {time.monotonic() - t0:.1f}s")
+        kubectl = cluster.kubectl()
+        kubectl("apply", "-f", str(ROOT / "crds"))
+        kubectl("wait", "--for=condition=Established", "crd/pipelines.edgepipe.io", "--timeout=60s")
+    except BaseException:
+        stop_cluster(cluster)  # started, but not ready: leave nothing running
+        raise
     return cluster
 
 
@@ -106,9 +140,35 @@ def install_operator(cluster: NodeCluster, image: str, *sets: str) -> None:
     if proc.returncode != 0:
         kubectl = cluster.kubectl(OPERATOR_NS)
         pods = kubectl("describe", "pods", check=False).stdout[-3000:]
-        raise AssertionError(
-            f"helm install of the operator failed: {proc.stderr}\n{pods}\n{operator_log(cluster)}"
-        )
+        log = operator_log(cluster)
+        uninstall_operator(cluster)  # the next install on this cluster starts clean
+        raise AssertionError(f"helm install of the operator failed: {proc.stderr}\n{pods}\n{log}")
+
+
+def uninstall_operator(cluster: NodeCluster) -> None:
+    """``helm uninstall``, and wait until the operator's pod is gone: the chart's RBAC
+    goes with it, and the next install on this cluster finds one operator pod, its own.
+    The (empty) namespace stays."""
+    kubeconfig = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", OPERATOR_NS]
+    subprocess.run([HELM, "uninstall", "edgepipe", *kubeconfig], capture_output=True, timeout=120)
+    kubectl = cluster.kubectl(OPERATOR_NS)
+    force_delete_pods(kubectl, "app.kubernetes.io/name=edgepipe")
+    wait_for(
+        "the operator's pod gone",
+        lambda: not kubectl.items("pods", "app.kubernetes.io/name=edgepipe"),
+        120,
+        0.5,
+    )
+
+
+def force_delete_pods(kubectl: Kubectl, selector: str | None = None) -> None:
+    """The namespace's pods (or those ``selector`` picks) deleted at once, their
+    containers killed, not stopped: for clean-ups, where nothing is left to drain."""
+    which = ["-l", selector] if selector else ["--all"]
+    kubectl(
+        "delete", "pods", *which, "--grace-period=0", "--force", "--ignore-not-found",
+        "--wait=false", check=False,
+    )  # fmt: skip
 
 
 def operator_log(cluster: NodeCluster) -> str:
