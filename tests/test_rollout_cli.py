@@ -287,12 +287,15 @@ def test_abort_and_resume_are_acted_on_by_the_real_operator(
 
     # resume: the operator takes the rollout up again at wave 1 (which waits again, so the
     # CLI's wait for its end times out; the request was handled all the same).
-    proc = _cli(env, namespace, "publish", "rollout", "pub", "--resume", "--timeout", "8")
-    assert proc.returncode == 1 and "still Published after 8s" in proc.stderr, proc.stderr
-    obj = kubectl.get("publish", "pub")
-    roll = obj["status"]["rollout"]
-    asked = obj["metadata"]["annotations"][ROLLOUT_REQUEST]
-    assert asked.startswith("resume:") and roll["handledRequest"] == asked
+    proc = _cli(env, namespace, "publish", "rollout", "pub", "--resume", "--timeout", "3")
+    assert proc.returncode == 1 and "still Published after 3s" in proc.stderr, proc.stderr
+    asked = kubectl.get("publish", "pub")["metadata"]["annotations"][ROLLOUT_REQUEST]
+    assert asked.startswith("resume:")
+    roll = wait_for(
+        "the resume to be handled",
+        lambda: (r := publish_status(kubectl, "pub")["rollout"])["handledRequest"] == asked and r,
+        timeout=30,
+    )
     assert roll["phase"] == "Progressing" and roll["wave"] == 1
 
     # --to a new version of the pipeline, on a Publish whose edges never report either: each
