@@ -189,21 +189,24 @@ def test_good_rollout_in_three_waves(operator, world: World) -> None:
         since = roll(w, v2)
         digest = published_digest(w, v2)
         wait_rollout(w.kubectl, v2, "Progressing", 60)
-        progress = subprocess.run(
+        progress = subprocess.Popen(
             [sys.executable, "-m", "edgepipe.cli", "publish", "rollout", PUBLISH, *w.kube],
-            capture_output=True, text=True, timeout=180,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
+        wait_for("wave 2", lambda: rollout_status(w.kubectl).get("wave") == 2, 60, interval=0.2)
+        print(f"\n$ edgepipe publish edges {PUBLISH}   # during wave 2\n{edges_cli(w).stdout}")
+        out, err = progress.communicate(timeout=180)
         r = wait_rollout(w.kubectl, v2, "Complete", 30)
         w.fleet.wait_all(digest, timeout=30)
         time.sleep(1)
     took = time.monotonic() - since
     print(f"\nrollout of v2 to 12 edges in 3 waves: {took:.1f} s")
-    print(f"$ edgepipe publish rollout {PUBLISH}\n{progress.stderr}{progress.stdout}")
+    print(f"$ edgepipe publish rollout {PUBLISH}\n{err}{out}")
     assert not load.failures, load.failures[:3]
     assert len(load.changes()) == 2, load.changes()  # v1's model, then v2's, once
-    assert progress.returncode == 0, progress.stderr
-    assert "wave 3/3: " in progress.stderr, progress.stderr  # a line per wave change
-    assert progress.stdout.startswith("Complete: 12 updated, 0 pending, 0 failed"), progress
+    assert progress.returncode == 0, err
+    assert "wave 3/3: " in err, err  # a line per wave change
+    assert out.startswith("Complete: 12 updated, 0 pending, 0 failed"), out
     assert (r["updated"], r["pending"], r["failed"], r["wave"]) == (12, 0, 0, 3), r
     assert [wave["edges"] for wave in r["waves"]] == PLAN
     assert r["startedAt"] and r["finishedAt"]
@@ -234,6 +237,7 @@ def test_bad_version_aborts_after_wave_one(operator, world: World) -> None:
         since = roll(w, v3, maxFailures=1)
         digest = published_digest(w, v3)
         r = wait_rollout(w.kubectl, v3, "Aborted", 90)
+        print(f"\n$ edgepipe publish edges {PUBLISH}   # aborted\n{edges_cli(w).stdout}")
         w.fleet.wait_all(good_digest, first, timeout=30)
     time.sleep(3)  # three more polls of the operator: nothing moves after the abort
     r = rollout_status(w.kubectl)

@@ -26,8 +26,8 @@ from tests.helpers.fleet import status as edge_status
 from tests.helpers.kube import Kubectl, wait_for
 
 EDGES = [f"dock-{i}" for i in range(1, 13)]
-PIPELINE = "waves"
-PUBLISH = "waves"
+PIPELINE = "detector"
+PUBLISH = "docks"
 FINITE = [{"name": "finite", "expr": "all(isfinite(y))"}]
 # A status tag (DESIGN-26 §1): <edge>.<ms>.<state>.<running12>.<target12>
 STATUS_TAG = re.compile(r"^([a-z0-9-]+)\.(\d+)\.([A-Za-z]+)\.([0-9a-f]{12})\.([0-9a-f]{12}|none)$")
