@@ -43,26 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def tune_malloc() -> None:
-    """Make glibc hand large buffers back to the OS when they are freed.
+    """Keep glibc's memory bounded without paying page faults on every request.
 
-    Request bodies and responses are megabytes each. glibc raises its mmap threshold after
-    such buffers are freed, then serves later ones from per-thread arenas that rarely
-    shrink, so RSS ratchets up. A fixed 4 MiB threshold sends whole bodies and JSON
-    answers to mmap (returned on free), and two arenas bound the rest. A lower threshold
-    saves a little more memory but costs latency in page faults; ``bench/README.md`` has
-    the measurements.
+    Request bodies and answers are megabytes each. Left alone, glibc raises its mmap
+    threshold after such buffers are freed and serves later ones from per-thread arenas
+    that rarely shrink, so RSS ratchets up; two arenas bound that. Buffers of 32 MiB and
+    more are mmapped (returned on free); smaller ones come from the heap, where a 64 MiB
+    trim threshold keeps freed memory for the next request, and the data plane gives it
+    back once the engine is idle (``DataPlane.trim_when_idle``).
 
-    Fixing the mmap threshold also freezes glibc's trim threshold at 128 KiB, so every
-    free of a few-MB buffer at the heap's top gave the memory back and the next request
-    faulted it in again: that cost 10 ms a request on Arrow and 40 ms on gRPC for a
-    640x640 image. A 64 MiB trim threshold keeps that much free heap for reuse.
+    The threshold was 4 MiB: every 640x640 body (4.9 MB Arrow, 13 MB JSON) and its
+    temporaries were fresh mmapped pages, faulted in at ~2.4 us a page on this VM - about
+    1,500 faults (3.7 ms) per Arrow request and 14,000 (34 ms) per JSON one, against
+    none for a bare aiohttp server (``bench/README.md``, issue 31).
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc (musl, macOS): nothing to tune
         return
     m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
-    libc.mallopt(m_mmap_threshold, 4 * 1024 * 1024)
+    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
     libc.mallopt(m_trim_threshold, 64 * 1024 * 1024)
     libc.mallopt(m_arena_max, 2)
     # pyarrow's bundled allocator keeps freed pages for reuse; the system one, tuned as

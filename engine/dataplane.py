@@ -26,6 +26,7 @@ from .chain import INLINE_BYTES, Chain
 from .codecs import Codec, Decoded, Encoded, InputField, Payload, Response, coerce, v2
 from .errors import BadRequest, NotFound, Unavailable
 from .logservice import LogService
+from .memory import IdleTrim
 from .metrics import Metrics
 from .pipeline import Pipeline, RunResult, RunState
 from .settings import Settings
@@ -85,6 +86,7 @@ class DataPlane:
         # Requests in flight per pipeline object (by id): a swapped-out version is closed
         # only once its count is back to zero (engine/swap.py).
         self.leases: Counter[int] = Counter()
+        self.idle_trim = IdleTrim()  # freed heap back to the OS when idle (engine/memory.py)
         for p in pipelines.values():
             self.attach_batchers(p)
             # At 0 from the start: an autoscaler on inflight needs the series while idle.
@@ -219,6 +221,7 @@ class DataPlane:
         held: int | None = None
         inflight = self.metrics.inflight.labels(label)
         inflight.inc()
+        self.idle_trim.begin()
         try:
             payload = await read()
             # Counted against the version it is about to run on: no await until _infer has
@@ -236,6 +239,7 @@ class DataPlane:
             if held is not None:
                 self.leases[held] -= 1
             inflight.dec()
+            self.idle_trim.end()
             self.metrics.requests.labels(label, str(status)).inc()
             if status >= 400:
                 self.metrics.errors.labels(label, str(status)).inc()

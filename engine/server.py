@@ -211,7 +211,9 @@ async def _dataplane_ctx(app: web.Application) -> AsyncIterator[None]:
             log.error("pipeline %s: Error: %s", p.name, p.error)
         else:
             log.info("pipeline %s version %s: Running", p.name, p.config.version)
+    trim = asyncio.create_task(plane.idle_trim.run(plane.decode_pool))
     yield
+    trim.cancel()
     plane.close()
 
 
