@@ -269,6 +269,8 @@ def main() -> None:
                         ec.post(path, bad, JSON)
                 if i in (100, args.rss_requests):
                     rss[tag][f"after {i}"] = rss_mb(engines[tag + "engine"].proc.pid)
+            time.sleep(2.5)  # the engine gives freed heap back after 1 s idle
+            rss[tag]["then 2.5 s idle"] = rss_mb(engines[tag + "engine"].proc.pid)
         out = direct_s.run(None, {"images": x})[0]
         dec = timed(lambda: yolo.decode(out, confidence_thres=0.5, iou_thres=0.25), 50)
     finally:
