@@ -263,7 +263,6 @@ def test_bad_version_aborts_after_wave_one(operator, world: World) -> None:
     said = proc.stdout + proc.stderr
     print(f"\n$ edgepipe publish rollout {PUBLISH}\n{said}")
     assert proc.returncode == 1 and "Aborted" in said and all(e in said for e in first), said
-    print(edges_cli(w).stdout)
     w.version, w.digest = good, good_digest
 
 
@@ -309,9 +308,14 @@ def test_operator_killed_mid_rollout_resumes_from_its_status(operator, world: Wo
         interval=0.2,
     )
     operator.kill()
+    killed = time.monotonic()
     time.sleep(2)
     operator.start()
     r = wait_rollout(w.kubectl, v5, "Complete", 150)
+    # Killed in the middle: wave 2 had moved, wave 3 had not.
+    assert all(w.proxy.pointer_moves(e, since) for e in PLAN[1])
+    assert min(w.proxy.pointer_moves(e, since)[0][0] for e in PLAN[1]) < killed
+    assert min(w.proxy.pointer_moves(e, since)[0][0] for e in PLAN[2]) > killed
     assert (r["updated"], r["pending"], r["failed"]) == (12, 0, 0), r
     check_waves_in_order(w, digest, since)  # each pointer moved once, wave after wave
     w.fleet.wait_all(digest)
