@@ -10,12 +10,17 @@ load, smoke test, switch (from the engine's log), and the total; failed requests
 latency from the move until 2 s after the switch, against the 10 s before the move. At
 rest: registry requests per poll and per heartbeat, as requests per edge per hour at the
 default interval (60 s) and heartbeat (5 min).
+
+``--sim 100,1000`` adds issue 26's fleet measurements (bench/fleet_waves.py): that many
+simulated edges (the engine's own update and status code, serving stubbed) at rest and in a
+3-wave rollout through the real registry; ``--skip-swaps`` leaves out the one-edge part.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import re
 import statistics
 import sys
@@ -31,6 +36,10 @@ from edgepipe.localengine import EngineProcess  # noqa: E402
 from tests.helpers import onnx_models as m  # noqa: E402
 from tests.helpers.fleet import CountingProxy, Load, edge_env, keypair, push, wait_status  # noqa: E402
 from tests.helpers.oci_registry import Registry  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import fleet_operator  # noqa: E402
+import fleet_waves  # noqa: E402
 
 EDGE = "bench-1"
 TOOK = re.compile(r"^(\S+ \S+) INFO .*update: took download ([\d.]+) s, load ([\d.]+) s, "
@@ -130,7 +139,40 @@ def main() -> None:
     ap.add_argument("--probation", type=float, default=3.0)
     ap.add_argument("--pad-mb", type=float, default=20.0, help="model size beyond the graph")
     ap.add_argument("--rest-seconds", type=float, default=20.0)
+    ap.add_argument("--sim", default="", help="simulated fleet sizes, e.g. 100,1000")
+    ap.add_argument("--sim-poll", type=float, default=20.0)
+    ap.add_argument("--sim-heartbeat", type=float, default=60.0)
+    ap.add_argument("--sim-probation", type=float, default=1.0)
+    ap.add_argument("--sim-rest", type=float, default=120.0)
+    ap.add_argument("--skip-swaps", action="store_true")
+    ap.add_argument("--real", type=int, default=0, help="edge engines in a 3-wave rollout")
+    ap.add_argument("--operator", default="", help="edge counts over 10 Publishes: 100,300,1000")
+    ap.add_argument("--op-edge-poll", type=float, default=10.0, help="operator's edge poll")
+    ap.add_argument("--op-rest", type=float, default=60.0)
     args = ap.parse_args()
+    if args.real:
+        with tempfile.TemporaryDirectory() as d:
+            real = fleet_waves.real_rollout(args.real, Path(d), args.poll, args.probation)
+        print(json.dumps(real), flush=True)
+    if args.operator:
+        ops = []
+        for n in (int(x) for x in args.operator.split(",")):
+            with tempfile.TemporaryDirectory() as d:
+                ops.append(fleet_operator.run(n, Path(d), args.sim_poll, args.op_edge_poll,
+                                              args.op_rest))  # fmt: skip
+            print(json.dumps(ops[-1]), flush=True)
+        fleet_operator.print_results(ops)
+    if args.sim:
+        results = []
+        for n in (int(x) for x in args.sim.split(",")):
+            with tempfile.TemporaryDirectory() as d:
+                results.append(fleet_waves.sim_rollout(
+                    n, Path(d), args.sim_poll, args.sim_probation, args.sim_heartbeat,
+                    args.sim_rest))  # fmt: skip
+            print(json.dumps(results[-1]), flush=True)
+        fleet_waves.print_sim(results)
+    if args.skip_swaps:
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         reg = Registry(tmp / "registry", auth=True).start()

@@ -15,7 +15,7 @@ from tests.helpers import onnx_models as m
 from tests.helpers.fleet import keypair, push
 from tests.helpers.simfleet import SimFleet, run_waves, wave_times
 
-N, POLL = 50, 3.0
+N, POLL = 50, 4.0
 
 
 def test_fifty_simulated_edges_roll_out_in_three_waves(auth_registry, tmp_path) -> None:
@@ -38,7 +38,7 @@ def test_fifty_simulated_edges_roll_out_in_three_waves(auth_registry, tmp_path) 
     with SimFleet(reg, v1["pipelineUrl"], running, N, tmp_path / "c", pub=pub, poll=POLL,
                   probation=0.5) as sim:  # fmt: skip
         # Every edge reports once (its first record), then only polls.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while len(fleet.list_status_tags(client, "edge", "simfleet")) < N:
             assert time.monotonic() < deadline and not sim.errors, sim.errors
             time.sleep(0.5)
@@ -51,7 +51,8 @@ def test_fifty_simulated_edges_roll_out_in_three_waves(auth_registry, tmp_path) 
         sim.reset_counts()
         time.sleep(POLL)
         rest = sim.reset_counts()
-        assert set(rest) == {"HEAD poll"}, rest  # nothing but polls: no status written
+        # Nothing but polls: no status written (a DELETE may be a retry of an earlier one).
+        assert set(rest) <= {"HEAD poll", "DELETE status"} and "PUT status" not in rest, rest
         assert N * 0.5 <= rest["HEAD poll"] <= N * 2, rest
 
         target = oci.Target(reg.host, "edge", oci.Credentials(reg.username, reg.password), True)

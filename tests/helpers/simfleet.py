@@ -24,6 +24,14 @@ class SimUpdater(updater.Updater):
 
     fleet: SimFleet
 
+    def _pointer(self) -> str:
+        self.client = self.client or self.fleet.pick()  # a counted session, never a new one
+        return super()._pointer()
+
+    def _fetch(self, digest: str):
+        self.client = self.client or self.fleet.pick()
+        return super()._fetch(digest)
+
     async def _update(self, digest: str) -> None:
         await super()._update(digest)
         if self.status.state == "Current" and self.status.running["digest"] == digest:
@@ -38,6 +46,16 @@ class SimUpdater(updater.Updater):
     async def _probation(self, name: str) -> str | None:
         await asyncio.sleep(self.update.probation_seconds)
         return self.fleet.bad.get(self.status.running["digest"])
+
+
+class SimHeartbeat(edgestatus.Heartbeat):
+    """The engine's heartbeat, on the fleet's counted sessions."""
+
+    fleet: SimFleet
+
+    def _push(self, doc) -> None:
+        self.client = self.client or self.fleet.pick()
+        super()._push(doc)
 
 
 class CountingClient(oci.Client):
@@ -88,8 +106,9 @@ class SimFleet:
         self.counts: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.n_clients, self.workers = clients, workers
+        self.clients: list[CountingClient] = []
         self.updaters: list[SimUpdater] = []
-        self.heartbeats: list[edgestatus.Heartbeat] = []
+        self.heartbeats: list[SimHeartbeat] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = threading.Event()
         self.errors: list[BaseException] = []
@@ -99,6 +118,10 @@ class SimFleet:
         return CountingClient(
             self.reg.host, creds, plain_http=True, counts=self.counts, lock=self.lock
         )
+
+    def pick(self) -> CountingClient:
+        """One of the fleet's sessions (an edge whose session failed takes another)."""
+        return random.choice(self.clients)
 
     def _settings(self, edge: str) -> Settings:
         url = f"{self.url.rsplit(':', 1)[0]}:{fleet.pointer_tag(edge)}"
@@ -122,11 +145,12 @@ class SimFleet:
         up.client = clients[i % len(clients)]
         ref = up.ref
         target = edgestatus.StatusTarget(
-            registry=ref.registry, credentials=oci.Credentials(), plain_http=True,
+            registry=ref.registry, plain_http=True,
+            credentials=oci.Credentials(self.reg.username, self.reg.password),
             repository=fleet.status_repository(edgelog.prefix_of(str(ref)), status.pipeline),
         )  # fmt: skip
-        beat = edgestatus.Heartbeat(status, target, self.heartbeat)
-        beat.client = up.client
+        beat = SimHeartbeat(status, target, self.heartbeat)
+        beat.fleet, beat.client = self, up.client
         self.updaters.append(up)
         self.heartbeats.append(beat)
         await asyncio.sleep(random.uniform(0, self.poll))  # edges start apart, as in a fleet
@@ -137,7 +161,7 @@ class SimFleet:
         loop.set_default_executor(ThreadPoolExecutor(self.workers))
         self.loop, self.main = loop, asyncio.current_task()
         metrics = Metrics()
-        clients = [self.client() for _ in range(self.n_clients)]
+        clients = self.clients = [self.client() for _ in range(self.n_clients)]
         tasks = [
             asyncio.create_task(self._edge(i, e, metrics, clients))
             for i, e in enumerate(self.edges)
