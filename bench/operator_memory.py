@@ -6,7 +6,8 @@ run under memray (native frames) or with tracemalloc, and each profiler's top al
 
 memray writes DIR/operator-N.bin (``memray summary``/``memray flamegraph`` read it) and
 DIR/memray-N.txt (the allocators alive at the peak, largest first); tracemalloc writes
-DIR/tracemalloc-N.txt (the Python heap by line, once every Pipeline is Running).
+DIR/tracemalloc-N.txt (the Python heap by line and the asyncio tasks alive, 10 s after every
+Pipeline is Running).
 """
 
 from __future__ import annotations
@@ -26,41 +27,23 @@ NAMESPACE = "scale"
 
 
 def child(out: Path) -> None:
-    """The operator itself: tracemalloc snapshots at its traced high-water mark (taken by a
-    thread whenever the traced memory grows 10% past the last one) and on SIGUSR1, each
-    written with the asyncio tasks alive then (kopf's per-object workers among them)."""
-    import threading
+    """The operator itself: on SIGUSR1 a tracemalloc snapshot is written with the asyncio
+    tasks alive then (kopf's per-object workers among them). One frame per allocation:
+    with eight, each snapshot stalled the operator for many seconds on a loaded machine."""
     import tracemalloc
 
-    tracemalloc.start(8)
-    peak: dict = {"size": 0, "report": ""}
+    tracemalloc.start(1)
 
-    def report(title: str) -> str:
+    def dump(*_: object) -> None:
         snapshot = tracemalloc.take_snapshot()
-        lines = [f"# {title}: traced {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB"]
-        lines.append(census())
+        lines = [f"# traced {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB", census()]
         for group in ("filename", "lineno"):
             lines.append(f"\n# top 25 by {group}")
             for stat in snapshot.statistics(group)[:25]:
                 lines.append(f"{stat.size / 2**20:8.2f} MiB {stat.count:8d} {stat.traceback}")
-        lines.append("\n# the 8 largest by where they were allocated from (8 frames)")
-        for stat in snapshot.statistics("traceback")[:8]:
-            lines.append(f"{stat.size / 2**20:8.2f} MiB {stat.count:8d}")
-            lines.extend(f"      {frame}" for frame in stat.traceback.format())
-        return "\n".join(lines) + "\n"
-
-    def watch() -> None:
-        while True:
-            now = tracemalloc.get_traced_memory()[0]
-            if now > peak["size"] * 1.1:
-                peak["size"], peak["report"] = now, report("at the traced peak")
-            time.sleep(1.0)
-
-    def dump(*_: object) -> None:
-        out.write_text(report("now") + "\n\n" + peak["report"])
+        out.write_text("\n".join(lines) + "\n")
 
     signal.signal(signal.SIGUSR1, dump)
-    threading.Thread(target=watch, daemon=True).start()
     from edgepipe_operator.cli import main
 
     main(["run", "--all-namespaces"])

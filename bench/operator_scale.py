@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -69,7 +70,7 @@ def last_write(events: list[dict], resource: str, since: float) -> float | None:
     return round(max(times) - since, 1) if times else None
 
 
-def run(n: int, workdir: Path, rollout: bool = True) -> dict:
+def run(n: int, workdir: Path, rollout: bool = True, timeout: float = 900) -> dict:
     # Room for two pods per Pipeline: a rollout surges one new pod beside the old.
     cluster = ScaleCluster(workdir / f"cp-{n}", pods=2 * n + 20).start()
     try:
@@ -84,15 +85,19 @@ def run(n: int, workdir: Path, rollout: bool = True) -> dict:
         t0, wall0 = time.monotonic(), time.time()
         cluster.create(NAMESPACE, (pipeline(f"p{i:04d}", NAMESPACE) for i in range(n)))
         created = time.monotonic() - t0
-        running = created + wait_until(
-            f"{n} Pipelines Running", lambda: all_running(cluster, n), 900, 2.0, sample
-        )
+        try:
+            running = created + wait_until(
+                f"{n} Pipelines Running", lambda: all_running(cluster, n), timeout, 2.0, sample
+            )
+        except AssertionError:  # too slow (a loaded machine): its memory is still a figure
+            running = None
         events = cluster.audit()[audit0:]
         verbs = requests_by_verb(events)
         result = {
             "pipelines": n,
             "created_s": round(created, 1),
-            "all_running_s": round(running, 1),
+            "all_running_s": round(running, 1) if running is not None else None,
+            "running_at_end": cluster.phases(NAMESPACE).get("Running", 0),
             "operator_cpu_s": round(ProcStats(op.proc.pid).cpu_seconds() - cpu0, 1),
             "operator_peak_rss_mb": round(sample.peak, 1),
             "operator_rss_by_kind_mb": ProcStats(op.proc.pid).rss_by_kind_mb(),
@@ -105,7 +110,7 @@ def run(n: int, workdir: Path, rollout: bool = True) -> dict:
                 name: round(p.cpu_seconds() - plane0[name], 1) for name, p in plane.items()
             },
         }
-        if not rollout:
+        if not rollout or running is None:
             return result
         # A change that touches every Pipeline: the operator restarts with a new engine image
         # (a `helm upgrade` of the operator's chart does the same in a cluster).
@@ -144,11 +149,18 @@ def main() -> None:
     parser.add_argument(
         "--no-rollout", action="store_true", help="measure the creation only (no image rollout)"
     )
+    parser.add_argument(
+        "--timeout", type=float, default=900, help="seconds to wait for all Running, per N"
+    )
     args = parser.parse_args()
+    # Started in the background, SIGINT would be ignored: make both signals stop the run
+    # through its finally blocks (the control plane is stopped, not left behind).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     results = []
     with tempfile.TemporaryDirectory(prefix="edgepipe-scale-") as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
-            result = run(n, Path(tmp), rollout=not args.no_rollout)
+            result = run(n, Path(tmp), rollout=not args.no_rollout, timeout=args.timeout)
             print(json.dumps(result), flush=True)
             results.append(result)
     if args.json:
