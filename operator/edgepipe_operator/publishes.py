@@ -9,7 +9,7 @@ its publishes.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kopf
@@ -127,9 +127,11 @@ def reconcile_publish(
             namespace,
             {"phase": "PendingPublish", "createdAt": created, "observedGeneration": generation},
         )
+        prior = status.get("rollout")
         result, rollout_status, events = _publish(
-            kube, memo, spec, namespace, retry, created, logger, status.get("rollout")
-        )
+            kube, memo, spec, namespace, retry, created, logger, prior,
+            lambda rollout: kube.patch_status("publishes", name, namespace, {"rollout": rollout}),
+        )  # fmt: skip
     except PublishFailed as exc:
         patch.status.update(_failed(exc.reason, exc.message, generation))
         kopf.warn(body, reason=exc.reason, message=exc.message)
@@ -219,6 +221,7 @@ def _publish(
     created: str,
     logger,
     prior: dict[str, Any] | None,
+    save: Callable[[dict[str, Any]], Any],
 ) -> tuple[PublishResult, dict[str, Any] | None, list[rollouts.Event]]:
     """Publish the spec's version; with edges, its rollout begun (wave 1's pointers moved:
     the edge poll moves the next waves as each is done): status.rollout, and its Events."""
@@ -250,14 +253,17 @@ def _publish(
         )
         if not parsed.edges:
             return result, None, []
-        return (result, *_begin_rollout(target, parsed, result, prior, logger))
+        return (result, *_begin_rollout(target, parsed, result, prior, save, logger))
 
 
 def _begin_rollout(
-    target: oci.Target, parsed: PublishSpec, result: PublishResult, prior, logger
+    target: oci.Target, parsed: PublishSpec, result: PublishResult, prior, save, logger
 ) -> tuple[dict[str, Any], list[rollouts.Event]]:
-    """The rollout of the published manifest to the Publish's edges, its first wave's
-    pointers moved at once (so an edge without waves updates as soon as Published)."""
+    """The rollout of the published manifest to the Publish's edges: every edge's pointer
+    read and saved in status.rollout as its rollback digest first (an operator killed
+    after moving a pointer, before writing, would find it moved and never know where it
+    was), then the first wave's pointers moved (so without waves an edge updates as soon
+    as Published)."""
     client = target.client()
     ref = oci.Reference.parse(result.pipeline_url)
     digest = result.pipeline_digest
@@ -265,6 +271,9 @@ def _begin_rollout(
     state, events = rollouts.begin(
         parsed.rollout, parsed.edges, result.pipeline_version, digest, prior, t
     )
+    rollouts.note_pointers(client, ref.repository, state, parsed.edges)
+    saved = state.to_status()
+    save(rollouts.merge_patch(prior, saved))
     acted = rollouts.perform(
         client, ref.repository, rollout.advance(state, {}, t, parsed.rollout), t
     )
@@ -272,7 +281,7 @@ def _begin_rollout(
         logger.info(
             f"edge {edge}: pointer {fleet.pointer_url(result.pipeline_url, edge)} -> {digest[:19]}"
         )
-    return rollouts.merge_patch(prior, acted.state.to_status()), [*events, *acted.events]
+    return rollouts.merge_patch(saved, acted.state.to_status()), [*events, *acted.events]
 
 
 def _pipeline_config(

@@ -102,6 +102,15 @@ def move_to(
     return moved
 
 
+def note_pointers(
+    client: oci.Client, repository: str, state: RolloutState, edges: list[str]
+) -> None:
+    """Note each edge's pointer digest (one HEAD each) as its rollback digest (kept when a
+    superseded rollout recorded one, or when already on this rollout's digest)."""
+    for edge in edges:
+        state.note_rollback(edge, fleet.pointer_digest(client, repository, edge))
+
+
 def move_back(
     client: oci.Client, repository: str, rollback: dict[str, str], edges: list[str]
 ) -> list[str]:
@@ -161,6 +170,7 @@ def begin(
     events = []
     if prior and prior.get("phase") == "Progressing" and prior.get("digest"):
         previous = RolloutState.from_status(prior)
+    if previous is not None and previous.digest != digest:
         events.append(
             Event(
                 "Normal",
