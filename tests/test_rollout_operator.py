@@ -338,3 +338,21 @@ def test_a_new_rollout_keeps_the_rollback_digests_and_handled_request_of_the_las
     assert rollouts.request(new, "abort:1", now) is None
     step = rollouts.request(new, "abort:2", now)
     assert step is not None and step.state.phase == "Aborted"
+
+
+def test_a_complete_rollout_counts_an_edge_that_caught_up() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    digest = "sha256:" + "b" * 64
+    state, _ = rollouts.begin(None, ["a", "b"], "v2", digest, None, now)
+    state.phase, state.updated, state.pending = "Complete", 1, 1
+
+    def current(edge: str) -> EdgeReport:
+        return EdgeReport(edge, "Current", digest, digest, now, now, None, "v2", 1.0, {})
+
+    acts = []
+    reports = {"a": current("a"), "b": current("b")}
+    done = rollouts.step_once(
+        state, reports, None, None, now, lambda s: acts.append(s) or rollouts.Acted(s.state)
+    )
+    assert [s.action for s in acts] == ["wait"]
+    assert (done.state.phase, done.state.updated, done.state.pending) == ("Complete", 2, 0)

@@ -322,15 +322,16 @@ def step_once(
     now: datetime,
     act: Callable[[Step], Acted],
 ) -> Acted:
-    """One interval of a rollout: a new request first, else rollout.advance; each step
-    carried out by ``act``."""
+    """One interval of a rollout: a new request first, then rollout.advance (which also
+    recounts a Complete rollout: an edge pending when its wave ended may be Current since);
+    each step carried out by ``act``."""
     events: list[Event] = []
     moved: list[str] = []
     asked = request(state, annotation, now)
     if asked is not None:
         done = act(asked)
         state, events, moved = done.state, done.events, done.moved
-    if state.phase == "Progressing":
+    if state.phase in ("Progressing", "Complete"):  # a late edge still counts as updated
         done = act(rollout.advance(state, reports, now, spec))
         state, events, moved = done.state, [*events, *done.events], [*moved, *done.moved]
     return Acted(state, events, moved)
