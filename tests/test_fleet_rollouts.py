@@ -293,6 +293,12 @@ def test_an_offline_edge_lets_the_wave_complete_and_catches_up(operator, world: 
         ),
         30,
     )
+    # And the finished rollout counts it: updated, no longer pending.
+    wait_for(
+        "the rollout to count the late edge",
+        lambda: (r := rollout_status(w.kubectl))["updated"] == 12 and r["pending"] == 0 and r,
+        30,
+    )
     w.version, w.digest = v4, digest
 
 
