@@ -111,6 +111,8 @@ def publish(
     if signer is not None:
         signatures["chart"] = _sign(target, chart_ref, chart_ref.rsplit("@", 1)[1], signer, log)
     # Last: an edge that follows its pointer starts updating once everything is published.
+    if edges:  # their status repository's empty config, there before they all write at once
+        fleet.push_empty_config(target.client(), target.prefix, config.name)
     moving = edges if move_edges is None else move_edges
     move_pointers(target, pipeline_url, digest, moving or [], log)
     t = now()
@@ -144,12 +146,12 @@ def _sign(target: oci.Target, url: str, digest: str, signer: signing.Signer, log
 def move_pointers(
     target: oci.Target, pipeline_url: str, digest: str, edges: list[str], log: Log
 ) -> None:
-    """Point each edge's tag (``<repo>:edge-<edge>``) at the pushed manifest: the edges
-    that follow it update themselves (after the signature, which they check first)."""
+    """Point each edge's tag (``<repo>:edge-<edge>``) at the pushed manifest (concurrently;
+    one already there is left alone): the edges that follow it update themselves (after
+    the signature, which they check first)."""
     if not edges:
         return
-    client = target.client()
     repository = oci.Reference.parse(pipeline_url).repository
+    fleet.move_pointers(fleet.Clients(target.client), repository, digest, edges)
     for edge in edges:
-        fleet.move_pointer(client, repository, digest, edge)
         log(f"edge {edge}: pointer {fleet.pointer_url(pipeline_url, edge)} -> {digest[:19]}")

@@ -2,7 +2,8 @@
 
 The same decisions as the operator's (``edgepipe.rollout.advance``), driven by a loop that
 reads the edges' status records (``fleetstatus.StatusReader``: one tag listing a poll)
-and moves their pointers (a HEAD first: a pointer already there is not written again).
+and moves their pointers (``fleet.move_pointers``: concurrently, each HEAD first, so a
+pointer already there is not written again).
 """
 
 from __future__ import annotations
@@ -61,20 +62,13 @@ class WaveDriver:
         poll_seconds: float = 2.0,
     ) -> None:
         self.client = target.client()
+        self.clients = fleet.Clients(target.client, self.client)
         self.prefix, self.pipeline = target.prefix, pipeline
         self.repository = target.repository("pipelines", pipeline)
         self.rollout, self.log, self.poll_seconds = rollout, log, poll_seconds
         self.reader = StatusReader()
         self.state = RolloutState.start(version, digest, plan_waves(rollout, edges), _utcnow())
         self.moves: list[tuple[str, str]] = []  # (edge, digest), in the order they were made
-
-    def _point(self, edge: str, digest: str) -> str | None:
-        """Move ``edge``'s pointer to ``digest`` unless it is there; where it was."""
-        before = fleet.pointer_digest(self.client, self.repository, edge)
-        if before != digest:
-            fleet.move_pointer(self.client, self.repository, digest, edge)
-            self.moves.append((edge, digest))
-        return before
 
     def step(self) -> Step:
         """One read of the edges, one decision, and the pointer moves it asks for."""
@@ -83,16 +77,23 @@ class WaveDriver:
         state = step.state
         n = len(state.waves)
         if step.action == "move":
-            for edge in step.edges:
-                state.note_rollback(edge, self._point(edge, state.digest))
+            moved = fleet.move_pointers(
+                self.clients,
+                self.repository,
+                state.digest,
+                step.edges,
+                before=state.note_rollback,  # where each was, noted before it moves
+            )
+            self.moves += [(edge, state.digest) for edge in step.edges if edge in moved]
             state.mark_moved(_utcnow())
             self.log(f"wave {state.wave + 1}/{n}: pointers of {', '.join(step.edges)} moved")
         elif step.action == "abort":
-            for edge in step.edges:
-                back = state.rollback.get(edge)
-                if back:
-                    self._point(edge, back)
-                    self.log(f"edge {edge}: pointer back to {back[:19]}")
+            moved = fleet.move_pointers_back(
+                self.clients, self.repository, state.rollback, step.edges
+            )
+            for edge in moved:
+                self.moves.append((edge, state.rollback[edge]))
+                self.log(f"edge {edge}: pointer back to {state.rollback[edge][:19]}")
         elif step.action == "complete" or progress_line(state) != progress_line(self.state):
             self.log(progress_line(state))
         self.state = state
