@@ -1,6 +1,7 @@
 """Many edges' pointers moved at once (``fleet.move_pointers``) against the real registry:
 one manifest GET and one HEAD and PUT per edge, concurrently; a pointer already there is
-not written again; rollback digests noted before any PUT; failures named per edge."""
+not written again; rollback digests noted before any PUT; failures named per edge. And a
+publish to edges pushes their status repository's empty config first."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import time
 import pytest
 
 from edgepipe import fleet, oci
-from tests.helpers.fleet import CountingProxy
+from tests.helpers import onnx_models as m
+from tests.helpers.fleet import CountingProxy, push
 
 PREFIX = "edge"
 
@@ -99,10 +101,19 @@ def test_failures_are_named_per_edge_and_the_others_move(auth_registry, reposito
     assert fleet.pointer_digest(client, repository, "ok-2") == v1
 
 
-def test_a_publish_pushes_the_status_repositorys_empty_config(auth_registry) -> None:
+def test_a_publish_to_edges_pushes_their_status_config(auth_registry, tmp_path) -> None:
+    """The status repository's empty config is there before any edge writes a record."""
     client = client_for(auth_registry.host, auth_registry)
-    pipeline = f"status-{time.monotonic_ns()}"
-    repo = fleet.status_repository(PREFIX, pipeline)
-    assert not client.blob_exists(repo, fleet.EMPTY_DIGEST)
-    fleet.push_empty_config(client, PREFIX, pipeline)
+    name = f"status-{time.monotonic_ns()}"
+    repo = fleet.status_repository(PREFIX, name)
+    model = m.add_constant(tmp_path / "add.onnx", 1.0)
+    config = {"name": name, "steps": [{"model": {"name": "add", "path": str(model)}}]}
+    published = push(auth_registry, tmp_path, config, "--edge", "dock-1", "--edge", "dock-2")
     assert client.blob_exists(repo, fleet.EMPTY_DIGEST)
+    assert not client.blob_exists(f"{PREFIX}/status/never-{name}", fleet.EMPTY_DIGEST)
+    pipeline = oci.Reference.parse(published["pipelineUrl"]).repository
+    digest = client.get_manifest(oci.Reference.parse(published["pipelineUrl"]))[1]
+    assert {e: fleet.pointer_digest(client, pipeline, e) for e in ("dock-1", "dock-2")} == {
+        "dock-1": digest,
+        "dock-2": digest,
+    }
