@@ -4,8 +4,6 @@ a steady client, its /status, and a proxy that counts the model bytes an edge do
 from __future__ import annotations
 
 import contextlib
-import http.client
-import http.server
 import json
 import threading
 import time
@@ -17,10 +15,10 @@ import yaml
 
 from edgepipe import fleet
 from edgepipe.client import EngineClient
-from edgepipe.localengine import free_port
 from edgepipe.oci import signing
 from tests.helpers.cli import cli
 from tests.helpers.engine_http import get
+from tests.helpers.proxy import ForwardingProxy
 from tests.helpers.publishing import creds_env
 
 X = [{"x": np.arange(4, dtype=np.float32).reshape(1, 4)}]
@@ -128,76 +126,33 @@ class Load:
         return [v for i, v in enumerate(self.versions) if i == 0 or self.versions[i - 1] != v]
 
 
-class CountingProxy:
+class CountingProxy(ForwardingProxy):
     """A plain-HTTP proxy in front of a registry, counting the bytes of blob GETs."""
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.blob_bytes = 0
         self.requests: list[str] = []
         self.codes: list[int] = []  # each request's answer, in the same order
         self.cut: str | None = None  # a blob digest whose next download breaks half-way
         self.ranges: list[str] = []  # Range headers seen
-        proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_) -> None:
-                pass
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                proxy.requests.append(f"{self.command} {self.path}")
-                proxy.codes.append(resp.status)
-                if self.headers.get("Range"):
-                    proxy.ranges.append(self.headers["Range"])
-                if self.command == "GET" and "/blobs/" in self.path:
-                    proxy.blob_bytes += len(data)
-                    if proxy.cut and self.path.endswith(proxy.cut) and resp.status == 200:
-                        proxy.cut = None
-                        self._send_half(resp, data)
-                        return
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            def _send_half(self, resp, data: bytes) -> None:
-                """Headers for the whole blob, half its bytes, then the connection closes."""
-                self.send_response(resp.status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
+    def seen(self, handler, body, resp, data: bytes) -> bool:
+        self.requests.append(f"{handler.command} {handler.path}")
+        self.codes.append(resp.status)
+        if handler.headers.get("Range"):
+            self.ranges.append(handler.headers["Range"])
+        if handler.command == "GET" and "/blobs/" in handler.path:
+            self.blob_bytes += len(data)
+            if self.cut and handler.path.endswith(self.cut) and resp.status == 200:
+                self.cut = None
+                # Headers for the whole blob, half its bytes, then the connection closes.
+                handler.send_response(resp.status)
+                handler.send_header("Content-Length", str(len(data)))
+                handler.end_headers()
                 with contextlib.suppress(OSError):  # the client may reset first
-                    self.wfile.write(data[: len(data) // 2])
-                    self.wfile.flush()
-                self.close_connection = True
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward  # noqa: N815
-
-        self.port = free_port()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def __enter__(self) -> CountingProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+                    handler.wfile.write(data[: len(data) // 2])
+                    handler.wfile.flush()
+                handler.close_connection = True
+                return True
+        return False

@@ -5,10 +5,7 @@ Pipeline/Publish objects a rollout is driven with."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import http.client
-import http.server
 import json
 import re
 import threading
@@ -19,11 +16,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from edgepipe import fleet, oci
-from edgepipe.localengine import EngineProcess, free_port
+from edgepipe.localengine import EngineProcess
 from tests.helpers import onnx_models as m
 from tests.helpers.fleet import edge_env
 from tests.helpers.fleet import status as edge_status
 from tests.helpers.kube import Kubectl, wait_for
+from tests.helpers.proxy import ForwardingProxy
 
 EDGES = [f"dock-{i}" for i in range(1, 13)]
 PIPELINE = "detector"
@@ -42,51 +40,21 @@ class Record:
     digest: str | None  # sha256 of a PUT's body
 
 
-class RecordingProxy:
+class RecordingProxy(ForwardingProxy):
     """A plain-HTTP proxy in front of a registry recording every manifest write (PUT,
     DELETE) with its time, its answer and the digest of what was written."""
 
+    timeout = 60.0
+
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.records: list[Record] = []
         self.requests = 0
         self.lock = threading.Lock()
-        proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_) -> None:
-                pass
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                try:
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                finally:
-                    conn.close()
-                proxy.note(self.command, self.path, resp.status, body)
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    with contextlib.suppress(OSError):
-                        self.wfile.write(data)
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward  # noqa: N815
-
-        self.port = free_port()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    def seen(self, handler, body, resp, data: bytes) -> bool:
+        self.note(handler.command, handler.path, resp.status, body)
+        return False
 
     def note(self, method: str, path: str, code: int, body: bytes | None) -> None:
         with self.lock:
@@ -94,18 +62,6 @@ class RecordingProxy:
             if method in ("PUT", "DELETE") and "/manifests/" in path:
                 digest = "sha256:" + hashlib.sha256(body).hexdigest() if body else None
                 self.records.append(Record(time.monotonic(), method, path, code, digest))
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def __enter__(self) -> RecordingProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     # -- what the records say ----------------------------------------------------------------
 
