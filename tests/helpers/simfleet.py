@@ -203,24 +203,16 @@ class SimFleet:
 
 def run_waves(driver, poll: float = 0.5, timeout: float = 600) -> list[dict]:
     """Drive a rollout (``edgepipe.publish.waves.WaveDriver``) to its end; per wave, its
-    edges and when its pointers started and finished moving (``time.time()``)."""
+    edges and when its pointers started and finished moving (``time.time()``; they move
+    together, concurrently: each edge's own move counts as the wave's end)."""
     waves: list[dict] = []
-    moved: dict[str, float] = {}  # edge: when its pointer moved
-    point = driver._point
-
-    def timed(edge: str, digest: str):
-        before = point(edge, digest)
-        moved[edge] = time.time()
-        return before
-
-    driver._point = timed
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         t = time.time()
         step = driver.step()
         if step.action == "move":
             waves.append({"edges": list(step.edges), "moving": t, "moved": time.time(),
-                          "moves": {e: moved.get(e, t) for e in step.edges}})  # fmt: skip
+                          "moves": dict.fromkeys(step.edges, time.time())})  # fmt: skip
         if step.action == "complete" or not driver.state.waves:
             for wave, (_, done) in zip(waves, driver.state.done_waves, strict=False):
                 wave["done"] = done.timestamp() if done else None
