@@ -17,9 +17,8 @@ import os
 import ssl
 import statistics
 import subprocess
+import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,10 @@ import pyarrow as pa
 
 from edgepipe.localengine import EngineProcess
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine_rounds import ARROW, timed
+
 ROOT = Path(__file__).resolve().parent.parent
-ARROW = "application/vnd.apache.arrow.file"
 TOKENS = ["bench-token-old-1f2e3d", "bench-token-mid-4c5b6a", "bench-token-new-7a8b9c"]
 
 
@@ -62,15 +63,6 @@ def poster(port: int, path: str, body: bytes, token: str | None, tls: ssl.SSLCon
         pa.ipc.open_file(pa.py_buffer(data)).read_all()
 
     return call
-
-
-def timed(fn: Callable[[], None], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def main() -> None:

@@ -42,7 +42,15 @@ import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.engine_rounds import ARROW, Client, Rounds, arrow_request, throughput, timed  # noqa: E402
+from bench.engine_rounds import (  # noqa: E402
+    ARROW,
+    Client,
+    Rounds,
+    arrow_request,
+    retry,
+    throughput,
+    timed,
+)
 from edgepipe import yolo  # noqa: E402
 from edgepipe.localengine import EngineProcess, free_port  # noqa: E402
 
@@ -63,18 +71,6 @@ def session(model: Path, threads: int) -> ort.InferenceSession:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-
-
-def wait_for(call) -> None:
-    deadline = time.time() + 60
-    while True:
-        try:
-            call()
-            return
-        except Exception:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def spawn(*args: str) -> subprocess.Popen:
@@ -174,7 +170,7 @@ def main() -> None:
         name = args.model.stem
         path = f"/pipelines/{name}"
         fc = Client(floor_port)
-        wait_for(lambda: fc.post("/infer", raw_in, OCTETS))
+        retry(lambda: fc.post("/infer", raw_in, OCTETS), 60)
         grpc_targets = {"grpc floor": f"127.0.0.1:{gfloor_port}"}
         grpc_targets["grpc floor+model"] = f"127.0.0.1:{gmodel_port}"
         for tag in trees:
@@ -187,7 +183,7 @@ def main() -> None:
             return grpc_clients[which].infer("yolov8n-dyn", [inp]).as_numpy("output0")
 
         for which in grpc_clients:
-            wait_for(lambda w=which: grpc_call(w))
+            retry(lambda w=which: grpc_call(w), 60)
         client_s: dict[str, list[float]] = {tag: [] for tag in trees}
         server_decode: list[float] = []
 

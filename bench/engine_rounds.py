@@ -49,6 +49,19 @@ def timed(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
+def retry(call: Callable[[], object], seconds: float) -> None:
+    """Call ``call`` until it returns without raising; after ``seconds`` its error is raised."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            call()
+            return
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def arrow_request(x: np.ndarray, field: str = "images") -> bytes:
     table = pa.table({field: pa.FixedShapeTensorArray.from_numpy_ndarray(x)})
     sink = pa.BufferOutputStream()

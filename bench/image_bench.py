@@ -46,7 +46,7 @@ from edgepipe.localengine import EngineProcess, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine_rounds import ARROW, Client, arrow_request, throughput, timed
+from engine_rounds import ARROW, Client, arrow_request, retry, throughput, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 GAPPED = "1 client p50, batching off, requests maxDelayMs apart (ms)"
@@ -98,18 +98,6 @@ def decoders(jpeg: bytes) -> dict[str, Callable[[], object]]:
     except ImportError:
         pass
     return out
-
-
-def wait_for_floor(call: Callable[[], object]) -> None:
-    deadline = time.time() + 30
-    while True:
-        try:
-            call()
-            return
-        except Exception:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def arrow_table(x: np.ndarray, name: str) -> bytes:
@@ -273,7 +261,7 @@ def main() -> None:
             inp.set_data_from_numpy(x)
             return client.infer("yolov8n-dyn", [inp]).as_numpy("output0")
 
-        wait_for_floor(lambda: grpc_call(bare))
+        retry(lambda: grpc_call(bare), 30)
 
         def rest_call() -> object:
             out = rest.post("/pipelines/yolov8n-dyn", arrow_in, ARROW, ARROW)
