@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from edgepipe import edgelog, fleetstatus, oci
+from edgepipe import edgelog, fleet, fleetstatus, oci
 from edgepipe.resources import GROUP, VERSION, PublishSpec
 from edgepipe.rolloutspec import RolloutSpec
 
@@ -89,7 +89,9 @@ def refresh(kube: Kube, obj: dict[str, Any], held: Held, settings: OperatorSetti
             rspec,
             (meta.get("annotations") or {}).get(rollouts.REQUEST_ANNOTATION),
             now,
-            lambda step: rollouts.perform(client, repository, step, now),
+            lambda step: rollouts.perform(
+                fleet.Clients(target.client, client), repository, step, now
+            ),
         )
         held.state, waves = acted.state, acted.state.waves
         for event in acted.events:

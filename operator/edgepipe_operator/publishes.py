@@ -264,18 +264,18 @@ def _begin_rollout(
     after moving a pointer, before writing, would find it moved and never know where it
     was), then the first wave's pointers moved (so without waves an edge updates as soon
     as Published)."""
-    client = target.client()
+    clients = fleet.Clients(target.client)  # one per thread: pointers move concurrently
     ref = oci.Reference.parse(result.pipeline_url)
     digest = result.pipeline_digest
     t = rollouts.utcnow()
     state, events = rollouts.begin(
         parsed.rollout, parsed.edges, result.pipeline_version, digest, prior, t
     )
-    rollouts.note_pointers(client, ref.repository, state, parsed.edges)
+    rollouts.note_pointers(clients, ref.repository, state, parsed.edges)
     saved = state.to_status()
     save(rollouts.merge_patch(prior, saved))
     acted = rollouts.perform(
-        client, ref.repository, rollout.advance(state, {}, t, parsed.rollout), t
+        clients, ref.repository, rollout.advance(state, {}, t, parsed.rollout), t
     )
     for edge in acted.moved:
         logger.info(

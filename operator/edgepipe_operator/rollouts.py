@@ -87,50 +87,33 @@ def post_event(kube: Any, obj: dict[str, Any], event: Event) -> None:
 
 
 def move_to(
-    client: oci.Client, repository: str, state: RolloutState, edges: list[str]
+    clients: fleet.Clients, repository: str, state: RolloutState, edges: list[str]
 ) -> list[str]:
     """Point each edge at the rollout's digest unless it already is (each pointer read
-    first, and noted as the edge's rollback digest); the edges moved."""
-    moved = []
-    for edge in edges:
-        current = fleet.pointer_digest(client, repository, edge)
-        if current == state.digest:
-            continue
-        state.note_rollback(edge, current)
-        fleet.move_pointer(client, repository, state.digest, edge)
-        moved.append(edge)
-    return moved
+    first, and noted as the edge's rollback digest before it moves; concurrently, the
+    manifest read once); the edges moved."""
+    moved = fleet.move_pointers(
+        clients, repository, state.digest, edges, before=state.note_rollback
+    )
+    return [edge for edge in edges if edge in moved]
 
 
 def note_pointers(
-    client: oci.Client, repository: str, state: RolloutState, edges: list[str]
+    clients: fleet.Clients, repository: str, state: RolloutState, edges: list[str]
 ) -> None:
-    """Note each edge's pointer digest (one HEAD each) as its rollback digest (kept when a
-    superseded rollout recorded one, or when already on this rollout's digest)."""
-    for edge in edges:
-        state.note_rollback(edge, fleet.pointer_digest(client, repository, edge))
+    """Note each edge's pointer digest (one HEAD each, concurrently) as its rollback
+    digest (kept when a superseded rollout recorded one, or when already on this
+    rollout's digest)."""
+    for edge, digest in fleet.pointer_digests(clients, repository, edges).items():
+        state.note_rollback(edge, digest)
 
 
-def move_back(
-    client: oci.Client, repository: str, rollback: dict[str, str], edges: list[str]
-) -> list[str]:
-    """Point each of ``edges`` back at its rollback digest (those with one, and not there
-    already); the edges moved."""
-    moved = []
-    for edge in edges:
-        back = rollback.get(edge)
-        if back and fleet.pointer_digest(client, repository, edge) != back:
-            fleet.move_pointer(client, repository, back, edge)
-            moved.append(edge)
-    return moved
-
-
-def perform(client: oci.Client, repository: str, step: Step, now: datetime) -> Acted:
+def perform(clients: fleet.Clients, repository: str, step: Step, now: datetime) -> Acted:
     """Carry out ``step`` (rollout.advance's): its pointer moves and its Events."""
     state = step.state
     n = len(state.waves)
     if step.action == "move":
-        moved = move_to(client, repository, state, step.edges)
+        moved = move_to(clients, repository, state, step.edges)
         state.mark_moved(now)
         message = (
             f"wave {state.wave + 1}/{n}: {len(step.edges)} edge(s) to version {state.version} "
@@ -138,7 +121,7 @@ def perform(client: oci.Client, repository: str, step: Step, now: datetime) -> A
         )
         return Acted(state, [Event("Normal", "RolloutWaveStarted", message)], moved)
     if step.action == "abort":
-        moved = move_back(client, repository, state.rollback, step.edges)
+        moved = fleet.move_pointers_back(clients, repository, state.rollback, step.edges)
         failing = ", ".join(f"{e} ({state.reasons.get(e, '?')})" for e in state.failed)
         message = (
             f"version {state.version} aborted at wave {state.wave + 1}/{n}: {state.reason}; "
