@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ import yaml
 from edgepipe import fleet, oci
 from edgepipe.localengine import EngineProcess
 from tests.helpers import onnx_models as m
+from tests.helpers.background import Background
 from tests.helpers.cli import ep, one_line_error
 from tests.helpers.fleet import Load, edge_env, keypair, status, wait_status
 from tests.helpers.publishing import creds_env
@@ -58,15 +58,13 @@ class Fleet:
         return {e: fleet.pointer_digest(self.client, self.repository, e) for e in EDGES}
 
 
-class Watcher:
+class Watcher(Background):
     """Sweeps the pointers, then each edge's /status, every 0.1 s, keeping every sweep: a
     pointer seen moved was moved before the statuses read after it."""
 
     def __init__(self, f: Fleet) -> None:
         self.fleet = f
         self.sweeps: list[tuple[dict[str, str | None], dict[str, dict]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -74,14 +72,6 @@ class Watcher:
             states = {e: status(p.url) for e, p in self.fleet.engines.items()}
             self.sweeps.append((pointers, states))
             self._stop.wait(0.1)
-
-    def __enter__(self) -> Watcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 @pytest.fixture(scope="module")

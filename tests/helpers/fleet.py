@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 from edgepipe import fleet
 from edgepipe.client import EngineClient
 from edgepipe.oci import signing
+from tests.helpers.background import Background
 from tests.helpers.cli import cli
 from tests.helpers.engine_http import get
 from tests.helpers.proxy import ForwardingProxy
@@ -85,7 +85,7 @@ def answer(url: str, pipeline: str) -> dict:
 
 
 @dataclass
-class Load:
+class Load(Background):
     """A client sending about ``rate`` requests a second until stopped; what it saw."""
 
     url: str
@@ -96,17 +96,7 @@ class Load:
     checks: int = 0  # answers with failed validations
     latencies: list[float] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._stop.set()
-        self._thread.join(15)
+    join_seconds = 15.0
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from edgepipe import fleet, oci
 from edgepipe.localengine import EngineProcess
 from tests.helpers import onnx_models as m
+from tests.helpers.background import Background
 from tests.helpers.fleet import edge_env
 from tests.helpers.fleet import status as edge_status
 from tests.helpers.kube import Kubectl, wait_for
@@ -99,25 +100,13 @@ class RecordingProxy(ForwardingProxy):
 
 
 @dataclass
-class StatusWatch:
+class StatusWatch(Background):
     """Each edge's /status every ``interval`` seconds, in the background: (time, state,
     running digest) whenever it changed."""
 
     urls: dict[str, str]
     interval: float = 0.5
     history: dict[str, list[tuple[float, str, str]]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> StatusWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

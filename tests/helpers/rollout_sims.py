@@ -4,17 +4,17 @@ engine a rule decides how an update ends: Current, RolledBack, or held Downloadi
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 
 from edgepipe import fleet, fleetstatus, oci
+from tests.helpers.background import Background
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class SimEdge:
+class SimEdge(Background):
     """One edge: polls its pointer every ``poll`` seconds; a new target ends as
     ``outcome[digest]`` (else ``default``) says ("good": Current on it; "bad": RolledBack, never retried;
     "hold": Downloading until the outcome changes). ``history`` is every (state, running
@@ -37,17 +37,7 @@ class SimEdge:
         self.history: list[tuple[str, str | None]] = []
         self.targets: list[str] = []  # each new digest its pointer named, in order
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
         self._state, self._reason, self._since, self._target = "Current", None, _now(), None
-
-    def __enter__(self) -> SimEdge:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
     def _report(self, state: str, reason: str | None = None) -> None:
         if (state, reason) != (self._state, self._reason):
