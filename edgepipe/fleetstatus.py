@@ -141,13 +141,7 @@ def _tag_pages(
             return tags, n
         client._check(resp, f"tags of {repository}")
         tags += resp.json().get("tags") or []
-        # Pages are chained with a Link header: </v2/<repo>/tags/list?last=...&n=...>; rel="next"
-        link = resp.headers.get("Link", "")
-        url = (
-            f"{client.scheme}://{client.registry}{link[1 : link.index('>')]}"
-            if 'rel="next"' in link
-            else None
-        )
+        url = client.next_page(resp)
     return tags, n
 
 

@@ -179,14 +179,16 @@ class Client:
         while url:
             resp = self._check(self.reg.do_request(url, "GET"), "catalog")
             repos += resp.json().get("repositories") or []
-            # Pages are chained with a Link header: </v2/_catalog?last=...&n=...>; rel="next"
-            link = resp.headers.get("Link", "")
-            url = (
-                f"{self.scheme}://{self.registry}{link[1 : link.index('>')]}"
-                if 'rel="next"' in link
-                else None
-            )
+            url = self.next_page(resp)
         return repos
+
+    def next_page(self, resp: requests.Response) -> str | None:
+        """The URL of the page after ``resp``'s of a paged list (catalog, tags), or None."""
+        # Pages are chained with a Link header: </v2/<repo>/tags/list?last=...&n=...>; rel="next"
+        link = resp.headers.get("Link", "")
+        if 'rel="next"' not in link:
+            return None
+        return f"{self.scheme}://{self.registry}{link[1 : link.index('>')]}"
 
     def tags(self, repository: str) -> list[str]:
         url = f"{self.scheme}://{self.registry}/v2/{repository}/tags/list"
