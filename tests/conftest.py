@@ -12,7 +12,7 @@ import yaml
 
 from edgepipe.localengine import EngineProcess
 from tests.helpers.engines import EngineFactory
-from tests.helpers.kube import OperatorProcess
+from tests.helpers.kube import KWOK_OPERATOR_ENV, OperatorProcess
 from tests.helpers.paths import ROOT
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -226,10 +226,8 @@ def operator(cluster: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     op = OperatorProcess(
         cluster["kubeconfig"],
         tmp_path_factory.mktemp("operator") / "op.log",
-        # kwok's pods have made-up addresses: the operator must not try to reach them.
         {
-            "EDGEPIPE_OPERATOR_ENGINE_IMAGE": "edgepipe:test",
-            "EDGEPIPE_OPERATOR_PROBE_ENGINES": "false",
+            **KWOK_OPERATOR_ENV,
             # Edges' log uploads show in a Publish's status within a second.
             "EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS": "1",
             "EDGEPIPE_OPERATOR_EDGE_UPLOAD_SECONDS": "1",

@@ -18,7 +18,7 @@ from edgepipe import fleet, oci
 from edgepipe.fleetstatus import EdgeReport
 from edgepipe.localengine import EngineProcess
 from tests.helpers.fleet import CountingProxy, edge_env, wait_status
-from tests.helpers.kube import OperatorProcess, wait_for
+from tests.helpers.kube import KWOK_OPERATOR_ENV, OperatorProcess, wait_for
 from tests.helpers.pipelines import pipeline
 from tests.helpers.publishes import apply_publish, publish_status, push_add1, wait_publish
 from tests.helpers.rollout_sims import SimEdge
@@ -34,8 +34,7 @@ def operator(cluster: dict, tmp_path_factory: pytest.TempPathFactory):
         cluster["kubeconfig"],
         tmp_path_factory.mktemp("operator") / "op.log",
         {
-            "EDGEPIPE_OPERATOR_ENGINE_IMAGE": "edgepipe:test",
-            "EDGEPIPE_OPERATOR_PROBE_ENGINES": "false",
+            **KWOK_OPERATOR_ENV,
             "EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS": "0.5",
             "EDGEPIPE_OPERATOR_EDGE_UPLOAD_SECONDS": "1",
         },

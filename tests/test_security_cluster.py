@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.helpers.helm import OPERATOR_CHART, docs, edge_chart, edge_template, helm
-from tests.helpers.kube import Kubectl, OperatorProcess
+from tests.helpers.kube import KWOK_OPERATOR_ENV, Kubectl, OperatorProcess
 from tests.helpers.pipelines import pipeline, status, wait_phase
 from tests.helpers.securitypods import engine_pod, pod_of
 
@@ -89,8 +89,7 @@ def scoped(cluster: dict, tmp_path: Path):
         kubeconfig,
         tmp_path / "op.log",
         {
-            "EDGEPIPE_OPERATOR_ENGINE_IMAGE": "edgepipe:test",
-            "EDGEPIPE_OPERATOR_PROBE_ENGINES": "false",
+            **KWOK_OPERATOR_ENV,
             "EDGEPIPE_OPERATOR_NAMESPACE": team_a,
         },
     ).start()

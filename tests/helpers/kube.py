@@ -73,6 +73,14 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+# The test control plane's pods are kwok's, with made-up addresses: an operator against it
+# runs the test image and must not try to reach the engines.
+KWOK_OPERATOR_ENV = {
+    "EDGEPIPE_OPERATOR_ENGINE_IMAGE": "edgepipe:test",
+    "EDGEPIPE_OPERATOR_PROBE_ENGINES": "false",
+}
+
+
 class OperatorProcess:
     """``edgepipe-operator run`` as a real process against the test apiserver."""
 
