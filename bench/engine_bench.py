@@ -52,6 +52,7 @@ from bench.engine_rounds import (  # noqa: E402
     timed,
 )
 from edgepipe import yolo  # noqa: E402
+from edgepipe.config import sanitize_name  # noqa: E402
 from edgepipe.localengine import EngineProcess, free_port  # noqa: E402
 
 __all__ = ["ARROW", "Client", "arrow_request", "throughput", "timed"]
@@ -167,7 +168,9 @@ def main() -> None:
     import tritonclient.grpc as grpcclient
 
     try:
-        name = args.model.stem
+        name = sanitize_name(
+            args.model.stem
+        )  # the name the engine gives it (best_fp16 -> best-fp16)
         path = f"/pipelines/{name}"
         fc = Client(floor_port)
         retry(lambda: fc.post("/infer", raw_in, OCTETS), 60)
