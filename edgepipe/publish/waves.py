@@ -46,6 +46,23 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def move_for(step: Step, clients: fleet.Clients, repository: str, now: datetime) -> list[str]:
+    """The pointer moves ``step`` asks for, the same for this driver and the operator: a
+    wave's edges to the rollout's digest (each pointer read first and noted as its edge's
+    rollback digest before it moves; the wave then marked moved at ``now``), or an abort's
+    edges back to their rollback digests. The edges whose pointer was written."""
+    state = step.state
+    if step.action == "move":
+        moved = fleet.move_pointers(
+            clients, repository, state.digest, step.edges, before=state.note_rollback
+        )
+        state.mark_moved(now)
+        return [edge for edge in step.edges if edge in moved]
+    if step.action == "abort":
+        return fleet.move_pointers_back(clients, repository, state.rollback, step.edges)
+    return []
+
+
 class WaveDriver:
     """Moves one version's pointers wave by wave, from what the edges report."""
 
@@ -76,21 +93,11 @@ class WaveDriver:
         step = advance(self.state, reports, _utcnow(), self.rollout)
         state = step.state
         n = len(state.waves)
+        moved = move_for(step, self.clients, self.repository, _utcnow())
         if step.action == "move":
-            moved = fleet.move_pointers(
-                self.clients,
-                self.repository,
-                state.digest,
-                step.edges,
-                before=state.note_rollback,  # where each was, noted before it moves
-            )
-            self.moves += [(edge, state.digest) for edge in step.edges if edge in moved]
-            state.mark_moved(_utcnow())
+            self.moves += [(edge, state.digest) for edge in moved]
             self.log(f"wave {state.wave + 1}/{n}: pointers of {', '.join(step.edges)} moved")
         elif step.action == "abort":
-            moved = fleet.move_pointers_back(
-                self.clients, self.repository, state.rollback, step.edges
-            )
             for edge in moved:
                 self.moves.append((edge, state.rollback[edge]))
                 self.log(f"edge {edge}: pointer back to {state.rollback[edge][:19]}")

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edgepipe import fleet, oci, rollout
+from edgepipe.publish.waves import move_for
 from edgepipe.rollout import RolloutState, Step
 from edgepipe.rolloutspec import RolloutSpec
 
@@ -86,18 +87,6 @@ def post_event(kube: Any, obj: dict[str, Any], event: Event) -> None:
 # -- pointers ------------------------------------------------------------------------------
 
 
-def move_to(
-    clients: fleet.Clients, repository: str, state: RolloutState, edges: list[str]
-) -> list[str]:
-    """Point each edge at the rollout's digest unless it already is (each pointer read
-    first, and noted as the edge's rollback digest before it moves; concurrently, the
-    manifest read once); the edges moved."""
-    moved = fleet.move_pointers(
-        clients, repository, state.digest, edges, before=state.note_rollback
-    )
-    return [edge for edge in edges if edge in moved]
-
-
 def note_pointers(
     clients: fleet.Clients, repository: str, state: RolloutState, edges: list[str]
 ) -> None:
@@ -112,16 +101,14 @@ def perform(clients: fleet.Clients, repository: str, step: Step, now: datetime) 
     """Carry out ``step`` (rollout.advance's): its pointer moves and its Events."""
     state = step.state
     n = len(state.waves)
+    moved = move_for(step, clients, repository, now)
     if step.action == "move":
-        moved = move_to(clients, repository, state, step.edges)
-        state.mark_moved(now)
         message = (
             f"wave {state.wave + 1}/{n}: {len(step.edges)} edge(s) to version {state.version} "
             f"({', '.join(step.edges)}; {len(moved)} pointer(s) moved)"
         )
         return Acted(state, [Event("Normal", "RolloutWaveStarted", message)], moved)
     if step.action == "abort":
-        moved = fleet.move_pointers_back(clients, repository, state.rollback, step.edges)
         failing = ", ".join(f"{e} ({state.reasons.get(e, '?')})" for e in state.failed)
         message = (
             f"version {state.version} aborted at wave {state.wave + 1}/{n}: {state.reason}; "
