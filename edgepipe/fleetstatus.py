@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edgepipe import oci
+from edgepipe.timestamps import parse
 
 STATUS_ARTIFACT = "application/vnd.edgepipe.edge.status.v1"
 # The empty JSON object, the status manifest's config and layer (the status is annotated).
@@ -169,12 +170,6 @@ def read_status(client: oci.Client, prefix: str, pipeline: str, edge: str) -> di
     return _get_doc(client, status_repository(prefix, pipeline), newest.tag)
 
 
-def _time(stamp: str | None) -> datetime | None:
-    if not stamp:
-        return None
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-
 @dataclass
 class EdgeReport:
     """What an edge last reported: its newest tag, with its document's details when read."""
@@ -210,7 +205,7 @@ class EdgeReport:
             reason = doc.get("reason")
         return cls(
             edge=st.edge, state=st.state, running=running, target=target, since=st.since,
-            last_seen=_time((doc or {}).get("lastSeen")), reason=reason, version=version,
+            last_seen=parse((doc or {}).get("lastSeen")), reason=reason, version=version,
             poll_seconds=float((doc or {}).get("pollSeconds") or 0.0), doc=doc,
         )  # fmt: skip
 

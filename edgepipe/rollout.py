@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from .rolloutspec import DEFAULT_WAVE_TIMEOUT, RolloutSpec, plan
+from .timestamps import parse
 
 if TYPE_CHECKING:
     from .fleetstatus import EdgeReport
@@ -42,10 +43,6 @@ def _stamp(t: datetime | None) -> str | None:
     if t is None:
         return None
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-
-
-def _time(s: str | None) -> datetime | None:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")) if s else None
 
 
 @dataclass
@@ -163,17 +160,17 @@ class RolloutState:
             waves=[list(w.get("edges") or []) for w in waves],
             phase=status.get("phase") or "Progressing",
             wave=wave,
-            moved_at=_time(status.get("movedAt")),
+            moved_at=parse(status.get("movedAt")),
             rollback=dict(status.get("rollback") or {}),
             failed=list(status.get("failedEdges") or []),
             reasons=dict(status.get("failureReasons") or {}),
             reason=status.get("reason"),
-            started_at=_time(status.get("startedAt")),
-            finished_at=_time(status.get("finishedAt")),
+            started_at=parse(status.get("startedAt")),
+            finished_at=parse(status.get("finishedAt")),
             updated=int(status.get("updated") or 0),
             pending=int(status.get("pending") or 0),
             done_waves=[
-                (_time(w.get("movedAt")), _time(w.get("doneAt"))) for w in waves[:finished]
+                (parse(w.get("movedAt")), parse(w.get("doneAt"))) for w in waves[:finished]
             ],
             superseded=status.get("superseded"),
             handled_request=status.get("handledRequest"),

@@ -12,6 +12,11 @@ def now() -> str:
     return datetime.now(UTC).strftime(FORMAT)
 
 
+def parse(stamp: str | None) -> datetime | None:
+    """An RFC 3339 time stamp (``...Z`` or with an offset) as an aware datetime; None for none."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+
+
 def from_ms(ms: int) -> str:
     """The time stamp of ``ms`` milliseconds since the epoch."""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime(FORMAT)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from edgepipe import fleet, oci, rollout
+from edgepipe import fleet, oci, rollout, timestamps
 from edgepipe.publish.waves import move_for
 from edgepipe.rollout import RolloutState, Step
 from edgepipe.rolloutspec import RolloutSpec
@@ -249,7 +249,7 @@ def merge_patch(old: Any, new: Any) -> Any:
 
 
 def stamp(t: datetime | None) -> str | None:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t is not None else None
+    return t.astimezone(UTC).strftime(timestamps.FORMAT) if t is not None else None
 
 
 # -- one interval of one Publish ----------------------------------------------------------
