@@ -262,9 +262,11 @@ def test_abort_and_resume_are_acted_on_by_the_real_operator(
     steps = [{"model": {"name": "add1", "url": model.reference, "sha256": model.sha256}}]
     kubectl.apply(pipeline("adder", steps=steps))
     wait_phase(kubectl, "adder", "Running")
-    # No edge runs: wave 1 (dock-1) waits for a report that never comes.
-    rollout = {"waves": [{"edges": ["dock-1"]}, {"percent": 100}], "waveTimeoutSeconds": 600}
-    apply_publish(kubectl, reg, "pub", edges=EDGES, rollout=rollout)
+    # No edge runs: wave 1 (cli-1) waits for a report that never comes. (Edge names of its
+    # own: the registry is the session's, and test_rollout_operator's dock-* edges report.)
+    edges = ["cli-1", "cli-2", "cli-3"]
+    rollout = {"waves": [{"edges": ["cli-1"]}, {"percent": 100}], "waveTimeoutSeconds": 600}
+    apply_publish(kubectl, reg, "pub", edges=edges, rollout=rollout)
     wait_publish(kubectl, "Published", "pub")
     wait_for(
         "the rollout to wait in wave 1",
@@ -282,7 +284,7 @@ def test_abort_and_resume_are_acted_on_by_the_real_operator(
     assert asked.startswith("abort:") and roll["reason"] == "aborted by request"
     # The operator's own status.edges, as the DataFrame shows it: no edge ever reported.
     df = Client(kubeconfig=str(cluster["kubeconfig"]), namespace=namespace).edges("pub")
-    assert list(df["edge"]) == EDGES and set(df["state"]) == {"Unknown"}
+    assert list(df["edge"]) == edges and set(df["state"]) == {"Unknown"}
     assert list(df["wave"]) == [1, 2, 2] and df["lastSeen"].isna().all()
 
     # resume: the operator takes the rollout up again at wave 1 (which waits again, so the
