@@ -1,11 +1,12 @@
-"""What the operator owns, as its watches last saw it (kopf indices, the informer caches
-of controller-runtime): the digest each owned object was applied from, each Pipeline's
-kept revisions and its engine pods.
+"""What the operator owns, as its watches last saw it: the digest each owned object was
+applied from, each Pipeline's kept revisions and its engine pods (the informers' stores,
+engine_events.py and stores.py), and the Pipelines (a kopf index).
 
 So a reconcile lists nothing (a label-selected LIST costs the apiserver a scan of the
 namespace: O(N) per call, O(N^2) for N Pipelines), and a manifest that has not changed
 is not written again: a restarted operator re-applies nothing, and a new engine image
-rewrites only the Deployments. kopf fills the indices before any handler runs.
+rewrites only the Deployments. Both are filled before any handler runs (the informers
+list in a startup handler, kopf fills its indices before handling).
 
 The watches lag the operator's own writes by a moment, so ``Applied`` also remembers what
 this process last wrote: a manifest is skipped only when both agree it is current.
@@ -33,7 +34,7 @@ PLURALS = {
 }
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 REVISIONS = {VERSION_LABEL: kopf.PRESENT}
-# A pipeline's engine Deployment and pods (the pod index, and the status sync's events).
+# A pipeline's engine pods (the pod store, and the status sync's news).
 ENGINE_OBJECTS = {**MANAGED, PIPELINE_LABEL: kopf.PRESENT}
 
 
@@ -60,7 +61,7 @@ class Applied:
     def __init__(self) -> None:
         self.written: dict[tuple[str, str, str], str] = {}
 
-    def current(self, index: kopf.Index, manifest: dict[str, Any]) -> bool:
+    def current(self, index: Any, manifest: dict[str, Any]) -> bool:
         """True when the cluster already has this (stamped) manifest."""
         k = key(manifest)
         digest = manifest["metadata"]["annotations"][APPLIED_ANNOTATION]
@@ -73,62 +74,12 @@ class Applied:
 
 def lighten(body: kopf.Body) -> None:
     """Drop the object's managedFields from the watch event kopf holds (the indices run
-    first on every event): nothing here or in kopf reads them, and kopf keeps each object's
-    last event while its worker waits for the next one. Server-side apply's managedFields
-    are a third or more of a Deployment's, a pod's or a Service's JSON."""
+    first on every event), if slim.py left any: nothing here or in kopf reads them, and
+    kopf keeps each object's last event while its worker waits for the next one."""
     raw = getattr(body, "_src", None)  # kopf.Body is a view of the event's own dict
     meta = raw.get("metadata") if isinstance(raw, dict) else None
     if isinstance(meta, dict):
         meta.pop("managedFields", None)
-
-
-@kopf.index("apps", "v1", "deployments", labels=MANAGED)
-@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
-@kopf.index("", "v1", "services", labels=MANAGED)
-@kopf.index("", "v1", "configmaps", labels=MANAGED)
-@kopf.index("apps", "v1", "controllerrevisions", labels=REVISIONS)
-def applied_index(
-    body: kopf.Body,
-    resource: kopf.Resource,
-    namespace: str,
-    name: str,
-    annotations: kopf.Annotations,
-    **_: Any,
-) -> dict[tuple[str, str, str], str | None]:
-    lighten(body)
-    return {(resource.plural, namespace, name): annotations.get(APPLIED_ANNOTATION)}
-
-
-@kopf.index("apps", "v1", "controllerrevisions", labels=REVISIONS)
-def revision_index(
-    body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any
-) -> dict[tuple[str, str | None], dict[str, Any]]:
-    """What the revision bookkeeping reads: names, labels and numbers, not the configs."""
-    lighten(body)
-    pipeline = labels.get("app.kubernetes.io/instance")
-    summary = {"metadata": {"name": name, "labels": dict(labels)}, "revision": body.get("revision")}
-    return {(namespace, pipeline): summary}
-
-
-@kopf.index("", "v1", "pods", labels=ENGINE_OBJECTS)
-def pod_index(
-    body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """What health.py reads of a pod: its deletion, IP, scheduling and containers' states."""
-    lighten(body)
-    meta = {"name": name, "deletionTimestamp": body.metadata.get("deletionTimestamp")}
-    status = body.status
-    slim = {
-        "podIP": status.get("podIP"),
-        "conditions": [
-            c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"
-        ],
-        "containerStatuses": [
-            {k: cs.get(k) for k in ("name", "state", "lastState", "ready")}
-            for cs in status.get("containerStatuses") or []
-        ],
-    }
-    return {(namespace, labels[PIPELINE_LABEL]): {"metadata": meta, "status": slim}}
 
 
 @kopf.index(GROUP, VERSION, "pipelines")
@@ -196,7 +147,7 @@ def _version(pipeline: dict[str, Any]) -> int:
     return int(pipeline["metadata"]["resourceVersion"])
 
 
-def listed(index: kopf.Index | None, namespace: str, pipeline: str) -> list[dict[str, Any]]:
+def listed(index: Any, namespace: str, pipeline: str) -> list[dict[str, Any]]:
     if index is None:
         return []
     return list(index.get((namespace, pipeline), []))

@@ -83,14 +83,17 @@ class PipelineEvent:
     memo: kopf.Memo
     generation: int | None
     retry: int
-    applied_index: kopf.Index | None = None  # cache.py's indices: they save API reads
-    revision_index: kopf.Index | None = None
-    pod_index: kopf.Index | None = None
+    applied_index: Any = None  # the informers' stores (engine_events.py): no API reads
+    revision_index: Any = None
+    pod_index: Any = None
     publish_index: kopf.Index | None = None  # publish_records.py's: Publishes by pipeline
 
     @classmethod
     def from_kopf(cls, kwargs: dict[str, Any]) -> PipelineEvent:
         fields = {f.name for f in dataclasses.fields(cls)} - {"generation"}
+        engine = kwargs["memo"].get("engine")
+        if engine is not None:
+            kwargs = {**engine.indices(), **kwargs}
         return cls(
             generation=kwargs["meta"].get("generation"),
             **{k: v for k, v in kwargs.items() if k in fields},

@@ -1,6 +1,7 @@
 """A Pipeline's phase, conditions and message, copied from its engine Deployment and pods.
 
-Deployment events and pod events with a problem to report call ``sync_from_deployment``.
+Deployment and autoscaler changes, and pod changes with a problem to report, call
+``sync_from_deployment`` (``sync_engine``, run by engine_events.py's dispatcher).
 (No kopf timer: timers make kopf put a finalizer on every Pipeline, and then a Pipeline
 could not be deleted while the operator is down. A restarted operator re-reads every
 Deployment on resume instead.)
@@ -20,9 +21,8 @@ import kopf
 from edgepipe.enginepod import ENGINE_PORT
 from edgepipe.timestamps import now
 
-from . import cache, health, slim
+from . import cache, health
 from .builders import (
-    PIPELINE_LABEL,
     condition,
     deployment_conditions,
     deployment_phase,
@@ -53,6 +53,9 @@ class Sync:
     pods: list[dict[str, Any]] | None = None
     hpa: dict[str, Any] | None = None  # an HPA watch event's body
     attempts: int = 5
+    # How Events are posted: kopf's queue from a handler (None), or a direct call where
+    # kopf's queue is out of reach (the dispatcher's threads): (object, type, reason, text).
+    post: Callable[[dict[str, Any], str, str, str], None] | None = None
 
 
 def sync_from_deployment(sync: Sync) -> dict[str, Any] | None:
@@ -113,7 +116,7 @@ def sync_from_deployment(sync: Sync) -> dict[str, Any] | None:
                 deployment = pods = pipeline = hpa = None  # someone wrote between: read again
                 continue
             raise
-        _announce(pipeline, status, new)
+        _announce(pipeline, status, new, sync.post or kopf_post)
         return written
     raise kopf.TemporaryError("the Pipeline's status kept changing while being written", delay=2)
 
@@ -157,21 +160,32 @@ def _stored(value: Any) -> Any:
     return value
 
 
-def _announce(pipeline: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> None:
+def kopf_post(obj: dict[str, Any], type: str, reason: str, message: str) -> None:
+    """An Event through kopf's queue (from a handler: kopf's context is there)."""
+    post = kopf.info if type == "Normal" else kopf.warn
+    post(obj, reason=reason, message=message)
+
+
+def _announce(
+    pipeline: dict[str, Any],
+    old: dict[str, Any],
+    new: dict[str, Any],
+    post: Callable[[dict[str, Any], str, str, str], None],
+) -> None:
     """An event for each change a user would want to hear about."""
     phase, problem = new["phase"], new["message"]
     ready = f"{new['readyReplicas']}/{new['replicas']}"
     if phase == "Running" and old.get("phase") != "Running":
-        kopf.info(pipeline, reason="Running", message=f"{ready} engine replicas ready")
+        post(pipeline, "Normal", "Running", f"{ready} engine replicas ready")
     elif phase != "Running" and old.get("phase") == "Running":
         why = problem or "waiting for engine replicas"
-        kopf.warn(pipeline, reason="EngineNotReady", message=f"{ready} ready: {why}")
+        post(pipeline, "Warning", "EngineNotReady", f"{ready} ready: {why}")
     elif problem and problem != old.get("message"):
-        kopf.warn(pipeline, reason="EngineNotReady", message=problem)
+        post(pipeline, "Warning", "EngineNotReady", problem)
     why = (new.get("autoscaling") or {}).get("reason")
     if why and why != (old.get("autoscaling") or {}).get("reason"):
         message = (new["autoscaling"].get("message") or "").strip()
-        kopf.warn(pipeline, reason="AutoscalingInactive", message=f"{why}: {message}")
+        post(pipeline, "Warning", "AutoscalingInactive", f"{why}: {message}")
 
 
 def probe_ready(pod: dict[str, Any]) -> str | None:
@@ -189,61 +203,37 @@ def probe_ready(pod: dict[str, Any]) -> str | None:
         return None  # not reachable from here (a fake node, another network)
 
 
-def has_news(type: str, body: kopf.Body, **_: Any) -> bool:
-    """Whether an engine object's event is worth a handler thread, decided on kopf's loop:
-    not a deletion, not an event a newer one of the same object has overtaken, and for a
-    pod, a problem to report. (Behind the reconciles, a waiting event holds its object's
-    worker and every event queued behind it: under load, thousands of them.)"""
-    if type == "DELETED" or slim.ARRIVALS.superseded(body):
-        return False
-    if body.get("kind") == "Pod":
-        return bool(health.pod_problem(dict(body)) or health.unready_running_pods([dict(body)]))
-    return True
+def sync_engine(memo: kopf.Memo, pipeline_index: kopf.Index | None) -> Callable[..., None]:
+    """What the engine objects' dispatcher runs (engine_events.py) on a handler thread
+    when a Pipeline's Deployment rolls, its autoscaler scales (or cannot), or one of its
+    pods' containers waits, crashes, restarts or is running but unready: the Pipeline's
+    status follows. A failure is posted as an Event on the object that changed."""
 
+    def post(obj: dict[str, Any], type: str, reason: str, message: str) -> None:
+        from .rollouts import Event, post_event  # imported when first needed, not at start
 
-@kopf.on.event("apps", "v1", "deployments", labels=cache.ENGINE_OBJECTS, when=has_news)
-@kopf.on.event(
-    "autoscaling", "v2", "horizontalpodautoscalers", labels=cache.ENGINE_OBJECTS, when=has_news
-)
-@kopf.on.event("", "v1", "pods", labels=cache.ENGINE_OBJECTS, when=has_news)
-def engine_changed(
-    type: str,
-    body: kopf.Body,
-    namespace: str,
-    labels: kopf.Labels,
-    memo: kopf.Memo,
-    pod_index: kopf.Index,
-    pipeline_index: kopf.Index,
-    **_: Any,
-) -> None:
-    """A Deployment rolls, or a pod's container waits, crashes, restarts or is running but
-    unready: the Pipeline's status follows. (A pod that starts or becomes ready changes its
-    Deployment's status too; that event carries the news.)"""
-    if type == "DELETED":
-        return  # an undeploy, a delete or a replaced pod; other events carry the news
-    pipeline = labels[PIPELINE_LABEL]
-    deployment = hpa = None
-    if body.get("kind") == "Deployment":
-        deployment = dict(body)
-    elif body.get("kind") == "HorizontalPodAutoscaler":
-        hpa = dict(body)  # it scaled, or cannot (its conditions)
-    elif not (health.pod_problem(dict(body)) or health.unready_running_pods([dict(body)])):
-        return
-    try:
-        written = sync_from_deployment(
-            Sync(
-                memo.kube,
-                pipeline,
-                namespace,
-                probe=memo.probe,
-                # The watch's copy, or ours when the watch has not seen our last write yet:
-                # a rolling update's many events cost no Pipeline GET.
-                pipeline=memo.pipelines.get(pipeline_index, namespace, pipeline),
-                deployment=deployment,
-                pods=cache.listed(pod_index, namespace, pipeline),
-                hpa=hpa,
+        post_event(memo.kube, obj, Event(type, reason, message))
+
+    def run(key: tuple[str, str], work: Any) -> None:
+        namespace, pipeline = key
+        try:
+            written = sync_from_deployment(
+                Sync(
+                    memo.kube,
+                    pipeline,
+                    namespace,
+                    probe=memo.probe,
+                    # The watch's copy, or ours when the watch has not seen our last write
+                    # yet: a rolling update's many events cost no Pipeline GET.
+                    pipeline=memo.pipelines.get(pipeline_index, namespace, pipeline),
+                    deployment=work.deployment,
+                    pods=cache.listed(memo.engine.pods, namespace, pipeline),
+                    hpa=work.hpa,
+                    post=post,
+                )
             )
-        )
-        memo.pipelines.wrote(written)
-    except (ApiError, Unreachable, kopf.TemporaryError) as exc:
-        kopf.warn(body, reason="StatusSyncFailed", message=str(exc))
+            memo.pipelines.wrote(written)
+        except (ApiError, Unreachable, kopf.TemporaryError) as exc:
+            post(work.subject, "Warning", "StatusSyncFailed", str(exc))
+
+    return run

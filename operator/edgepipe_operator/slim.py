@@ -1,25 +1,12 @@
-"""What the operator keeps of each watched object: only the fields someone reads, cut as
-each answer is parsed, before kopf queues it (the informer's transform of client-go).
+"""What kopf keeps of each object it watches (Pipelines, Publishes): everything but
+``managedFields`` and kubectl's copy of what it last applied, cut as each answer is
+parsed, before kopf queues it.
 
 kopf keeps every watch event in its object's queue until the object's worker has handled
-it, and the last one for a few seconds more. When events arrive faster than the handlers
-finish (1,000 Pipelines created at once, a restart listing every object), those queues
-hold thousands of full objects. Most of each is never read: a pod's or a Deployment's
-spec (its template), a ConfigMap's config, and everyone's ``managedFields``.
-
-Each kind keeps what is read of it:
-- every kind: ``metadata`` without ``managedFields`` and without kubectl's copy of what it
-  last applied (kopf's filters, the indices' keys, annotations and labels);
-- Pod: ``status`` (health.py, the pod index);
-- Deployment: ``status`` and ``spec.replicas`` (builders.deployment_phase);
-- Service, ConfigMap: nothing more (the applied index reads an annotation);
-- ControllerRevision: ``revision`` (the revision index).
-Kinds not named here (Pipelines, Publishes, autoscalers, kopf's own scans) keep everything
-but ``managedFields``.
-
-``ARRIVALS`` notes, as each event arrives, the newest version of each engine object (its
-Deployment, pods, autoscaler): an older event still queued behind a busy handler carries
-no news the newer one will not, and readiness.py skips it without taking a thread.
+it, and the last one for a few seconds more; server-side apply's ``managedFields`` are a
+third or more of an object's JSON, and nothing reads them. (The engine objects are not
+kopf's any more: the informers read their streams themselves, see informers.py, and send
+``OWN_PARSE`` so that their lines are not parsed and written again here.)
 """
 
 from __future__ import annotations
@@ -30,23 +17,13 @@ from typing import Any
 
 import aiohttp
 
-from .builders import PIPELINE_LABEL
-
-# kind -> its top-level fields kept (besides apiVersion, kind and metadata); a field
-# mapped to a tuple keeps only those of its own fields.
-KEEP: dict[str, dict[str, tuple[str, ...] | None]] = {
-    "Pod": {"status": None},
-    "Deployment": {"status": None, "spec": ("replicas",)},
-    "Service": {},
-    "ConfigMap": {},
-    "ControllerRevision": {"revision": None},
-}
-ALWAYS = ("apiVersion", "kind", "metadata")
 KUBECTL_COPY = "kubectl.kubernetes.io/last-applied-configuration"  # `kubectl apply`'s
+OWN_PARSE_HEADER = "X-Edgepipe-Own-Parse"
+OWN_PARSE = {OWN_PARSE_HEADER: "1"}  # a watch whose reader parses its lines itself
 
 
-def slim(obj: Any, kind: str | None = None) -> Any:
-    """The object with only what is read of its kind (the same dict, cut in place)."""
+def slim(obj: Any) -> Any:
+    """The object without what nobody reads (the same dict, cut in place)."""
     if not isinstance(obj, dict):
         return obj
     meta = obj.get("metadata")
@@ -54,61 +31,19 @@ def slim(obj: Any, kind: str | None = None) -> Any:
         meta.pop("managedFields", None)
         if isinstance(annotations := meta.get("annotations"), dict):
             annotations.pop(KUBECTL_COPY, None)
-    keep = KEEP.get(kind or obj.get("kind") or "")
-    if keep is None:
-        return obj
-    for field in [f for f in obj if f not in ALWAYS and f not in keep]:
-        del obj[field]
-    for field, subfields in keep.items():
-        value = obj.get(field)
-        if subfields is not None and isinstance(value, dict):
-            obj[field] = {k: value[k] for k in subfields if k in value}
     return obj
 
 
-class Arrivals:
-    """The newest resourceVersion the watches (or a LIST) delivered of each engine object."""
-
-    KINDS = frozenset({"Deployment", "Pod", "HorizontalPodAutoscaler"})
-
-    def __init__(self) -> None:
-        self.newest: dict[str, str] = {}  # uid -> resourceVersion
-
-    def saw(self, event: str | None, obj: dict[str, Any], kind: str | None) -> None:
-        meta = obj.get("metadata")
-        if kind not in self.KINDS or not isinstance(meta, dict):
-            return
-        uid, labels = meta.get("uid"), meta.get("labels") or {}
-        if not uid or PIPELINE_LABEL not in labels:
-            return
-        if event == "DELETED":
-            self.newest.pop(uid, None)
-        else:
-            self.newest[uid] = meta.get("resourceVersion") or ""
-
-    def superseded(self, body: Any) -> bool:
-        """True when a newer event of this object has arrived (and will be handled)."""
-        meta = body.get("metadata") or {}
-        newest = self.newest.get(meta.get("uid") or "")
-        return newest is not None and newest != meta.get("resourceVersion")
-
-
-ARRIVALS = Arrivals()
-
-
 def slim_answer(data: Any) -> Any:
-    """A LIST's items (which carry no kind of their own: the list's names it), or one
-    object, or a watch event's object."""
+    """A LIST's items, or one object, or a watch event's object."""
     if not isinstance(data, dict):
         return data
     items, kind = data.get("items"), data.get("kind") or ""
     if isinstance(items, list) and kind.endswith("List"):
         for item in items:
-            slim(item, kind.removesuffix("List"))
-            ARRIVALS.saw(None, item, kind.removesuffix("List"))
+            slim(item)
     elif isinstance(data.get("object"), dict) and "type" in data:
         slim(data["object"])
-        ARRIVALS.saw(data["type"], data["object"], data["object"].get("kind"))
     else:
         slim(data)
     return data
@@ -146,12 +81,17 @@ def _slim_line(line: bytes) -> bytes:
 
 
 class SlimResponse(aiohttp.ClientResponse):
-    """The session's answers: watch streams and parsed answers come slimmed. (The
-    handlers' own calls read the raw bytes: they get whole objects.)"""
+    """The session's answers: kopf's watch streams and parsed answers come slimmed. (The
+    handlers' own calls read the raw bytes: they get whole objects; the informers parse
+    their streams themselves.)"""
 
     async def start(self, connection: Any) -> SlimResponse:
         await super().start(connection)
-        if self.method == "GET" and self.url.query.get("watch") == "true":
+        if (
+            self.method == "GET"
+            and self.url.query.get("watch") == "true"
+            and OWN_PARSE_HEADER not in self.request_info.headers
+        ):
             self.content = SlimLines(self.content)  # type: ignore[assignment]
         return self
 

@@ -14,6 +14,7 @@ from edgepipe.resources import GROUP
 from . import (  # noqa: F401 - registers the handlers
     cache,
     edges,
+    engine_events,
     pipelines,
     publish_records,
     publishes,
@@ -68,33 +69,42 @@ def _kube(memo: kopf.Memo) -> Kube:
 
 @kopf.on.login()
 async def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.AiohttpSession:
-    """One aiohttp session for kopf and the handlers alike (kopf logs in again, and calls
-    this again, when the apiserver refuses the credentials)."""
-    info = credentials(settings)
-    session = open_session(info, connection_limit(memo))
-    _kube(memo).use(session, info.server)
+    """One aiohttp session for kopf, the informers and the handlers alike (kopf logs in
+    again, and calls this again, when the apiserver refuses the credentials). The first
+    time, the session the informers' startup opened."""
+    early = memo.pop("early_login", None)
+    if early is not None:
+        session, info = early
+    else:
+        info = credentials(settings)
+        session = open_session(info, connection_limit(memo))
+        _kube(memo).use(session, info.server)
     return kopf.AiohttpSession(
         aiohttp_session=session, server=info.server, default_namespace=info.default_namespace
     )
 
 
 def connection_limit(memo: kopf.Memo) -> int:
-    """The pool's bound: one connection per watch stream, plus one per handler thread, plus
-    a few for kopf's own patches and events and the edge poll.
+    """The pool's bound: one connection per watch stream (kopf's and the informers'),
+    plus one per handler thread (the dispatcher's syncs run on the same threads), plus a
+    few for kopf's own patches and events and the edge poll.
 
     A bound can only deadlock if every connection is held by someone waiting for another
     request to finish. Nobody does: a watch stream holds its connection for as long as it
     runs but waits only for the apiserver, and every other request (a handler's call, one
-    of kopf's patches, an event) holds one only until its own answer. With more connections
-    than streams, some request always finishes and frees one; the rest queue (FIFO) in the
-    meantime. (kopf's ``worker_limit`` deadlocked because its slots were held by workers
+    of kopf's patches, an event, an informer's LIST page) holds one only until its own
+    answer. With more connections than streams, some request always finishes and frees
+    one; the rest queue (FIFO) in the meantime. The informers' first LISTs run before any
+    stream is open (in a startup handler), and an informer holds a stream or a LIST page,
+    never both. (kopf's ``worker_limit`` deadlocked because its slots were held by workers
     waiting for the indices, which needed slots to fill.)
     """
     ours: OperatorSettings | None = memo.get("settings")
     workers = ours.workers if ours else OperatorSettings.model_fields["workers"].default
     namespaces = max(1, len(memo.get("watch_namespaces") or []))
     # + the cluster-wide CRD and namespace scans kopf runs when it may
-    return watched_resources() * namespaces + 2 + workers + SPARE_CONNECTIONS
+    streams = (watched_resources() + len(engine_events.KINDS)) * namespaces
+    return streams + 2 + workers + SPARE_CONNECTIONS
 
 
 def watched_resources() -> int:
@@ -107,7 +117,33 @@ def watched_resources() -> int:
     return len(kinds) or 16  # (kopf's registry changed: a generous guess)
 
 
-# Registered after configure, so it runs after it: the poll reads the memo's settings.
+# Registered after configure, so they run after it: they read the memo's settings.
+@kopf.on.startup()
+async def start_informers(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, pipeline_index: kopf.Index, **_: Any
+) -> None:
+    """The engine objects' informers, listed before returning: kopf runs no handler
+    before its startup handlers are done, and the reconciler reads the stores as whole.
+    (kopf logs in only after them too: the LISTs need the session now.)"""
+    if _kube(memo).session is None:
+        info = credentials(settings)
+        session = open_session(info, connection_limit(memo))
+        memo.kube.use(session, info.server)
+        memo.early_login = (session, info)
+    ours: OperatorSettings = memo.settings
+    run = readiness.sync_engine(memo, pipeline_index)
+    executor = settings.execution.executor
+    namespaces = memo.get("watch_namespaces") or []
+    memo.engine = engine_events.engine_watch(memo.kube, namespaces, run, executor)
+    await memo.engine.start(consumers=ours.workers)
+
+
+@kopf.on.cleanup()
+async def stop_informers(memo: kopf.Memo, **_: Any) -> None:
+    if (engine := memo.get("engine")) is not None:
+        await engine.stop()
+
+
 @kopf.on.startup()
 async def start_edge_poll(memo: kopf.Memo, edge_publish_index: kopf.Index, **_: Any) -> None:
     memo.edge_poll = asyncio.create_task(edges.poll(memo, edge_publish_index))
