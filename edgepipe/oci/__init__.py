@@ -16,21 +16,35 @@ a registry, ``target`` says where a publish goes, ``models`` pushes and reads mo
 artifacts, and ``tars`` reads image layers without extracting them.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from . import modelpack
-from .client import Client
-from .modelfiles import DEFAULT_MAX_MODEL_BYTES, Located, ModelNotFound, check_size, extract, locate
-from .models import (
-    ModelInfo,
-    PushedModel,
-    is_weight_layer,
-    model_info,
-    model_layer,
-    model_sha256,
-    push_model,
-)
 from .refs import *  # noqa: F403 - the names, media types and errors, as refs.__all__ lists
-from .target import Target, file_digest
 from .tars import TooLarge, UnsafeArchive
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .modelfiles import (
+        DEFAULT_MAX_MODEL_BYTES,
+        Located,
+        ModelNotFound,
+        check_size,
+        extract,
+        locate,
+    )
+    from .models import (
+        ModelInfo,
+        PushedModel,
+        is_weight_layer,
+        model_info,
+        model_layer,
+        model_sha256,
+        push_model,
+    )
+    from .target import Target, file_digest
 
 __all__ = [
     "DEFAULT_MAX_MODEL_BYTES",
@@ -54,3 +68,21 @@ __all__ = [
     "push_model",
 ]
 __all__ += refs.__all__  # noqa: F405
+
+
+def __getattr__(name: str) -> Any:
+    """The client, the model reads and pushes and the publish target, on first use: they
+    need the oras SDK, requests and jsonschema (about 9 MB and 190 modules), which a
+    process that only names credentials, references and errors never loads (the operator
+    until it publishes or polls edges, an engine that fetches nothing)."""
+    if name.startswith("_"):  # dunders Python looks up (and the submodules' privates)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for sub in ("client", "modelfiles", "models", "target"):
+        module = importlib.import_module(f"{__name__}.{sub}")
+        if name in vars(module):
+            value = vars(module)[name]
+            globals()[name] = value  # once: later reads find it without this function
+            return value
+    if name in globals():  # a submodule, bound here when it was imported just now
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,11 +11,23 @@ One code path for the operator's Publish reconciler and ``edgepipe publish push`
 4. ``flow.publish``: all of it in order, returning every field a Publish's status shows.
 """
 
-from .artifacts import push_pipeline, resolve_refs
-from .chart import CHART_VERSION_PREFIX, push_chart, render_chart
-from .commands import compose_yaml, docker_run_command, helm_install_command, local_values_yaml
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import PublishError
-from .flow import PublishResult, publish
+
+if TYPE_CHECKING:
+    from .artifacts import push_pipeline, resolve_refs
+    from .chart import CHART_VERSION_PREFIX, push_chart, render_chart
+    from .commands import (
+        compose_yaml,
+        docker_run_command,
+        helm_install_command,
+        local_values_yaml,
+    )
+    from .flow import PublishResult, publish
 
 __all__ = [
     "CHART_VERSION_PREFIX",
@@ -31,3 +43,16 @@ __all__ = [
     "render_chart",
     "resolve_refs",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The steps, on first use: they need jinja2, the registry client and the signing keys'
+    cryptography (together about 28 MB), which the operator loads only when it publishes
+    (``waves``, which its rollouts use, and ``errors`` need none of them)."""
+    if name in __all__:
+        for sub in ("artifacts", "chart", "commands", "flow"):
+            module = importlib.import_module(f"{__name__}.{sub}")
+            if name in vars(module):
+                globals()[name] = vars(module)[name]  # once: later reads find it here
+                return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

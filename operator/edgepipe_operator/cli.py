@@ -6,8 +6,6 @@ import argparse
 import sys
 import warnings
 
-from urllib3.exceptions import InsecureRequestWarning
-
 from .settings import PREFIX, OperatorSettings, SettingsError
 
 
@@ -58,10 +56,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"edgepipe-operator: no Kubernetes credentials: {exc}")
     given = [n.strip() for arg in args.namespace or () for n in arg.split(",") if n.strip()]
     namespaces = given or settings.namespaces
-    # kopf sets up its own log handler; with an insecure test kubeconfig, urllib3 would
-    # otherwise warn on every single request.
+    # kopf sets up its own log handler. A registry reached without TLS checks would make
+    # urllib3 (under the publish stack's requests) warn on every single request; matched by
+    # its message, so that the operator's start does not import urllib3 for its class.
     kopf.configure(verbose=args.verbose)
-    warnings.simplefilter("once", InsecureRequestWarning)
+    warnings.filterwarnings("once", message="Unverified HTTPS request")
     kopf.run(
         standalone=True,  # one operator per cluster; no peering resources needed
         clusterwide=not namespaces,

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 from pydantic import ValidationError
 
 from edgepipe import fleet, oci, rollout
 from edgepipe.config import ConfigError, PipelineConfig, config_error
-from edgepipe.publish import PublishError, PublishResult, publish
+from edgepipe.publish import PublishError
 from edgepipe.resources import GROUP, VERSION, PipelineSpec, PublishSpec
 from edgepipe.secretrefs import check_own_namespace
 from edgepipe.timestamps import now
@@ -28,6 +28,9 @@ from .kube import ApiError, Kube, Unreachable
 from .publish_records import record_on_pipeline
 from .registry import SecretProblem, publish_target, signer_from_secret
 from .resolve import ModelUnreachable, make_resolver, pipeline_login
+
+if TYPE_CHECKING:
+    from edgepipe.publish import PublishResult
 
 # Waiting for a Pipeline that does not exist yet (a GitOps apply of both at once).
 PIPELINE_RETRIES = 6
@@ -225,6 +228,10 @@ def _publish(
 ) -> tuple[PublishResult, dict[str, Any] | None, list[rollouts.Event]]:
     """Publish the spec's version; with edges, its rollout begun (wave 1's pointers moved:
     the edge poll moves the next waves as each is done): status.rollout, and its Events."""
+    # Here, not at the top: the publish stack (jinja2, the oras SDK, requests, cryptography:
+    # about 28 MB) loads with the first Publish, not with every operator.
+    from edgepipe.publish import publish
+
     with failing():
         parsed = PublishSpec.model_validate(dict(spec))
         check_own_namespace(parsed, namespace, "Publish")

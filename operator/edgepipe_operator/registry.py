@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from edgepipe import oci
-from edgepipe.oci import signing
 from edgepipe.resources import ModelRegistry, RegistryRef
+
+if TYPE_CHECKING:
+    from edgepipe.oci import signing
 
 AUTH_DIR = "/etc/edgepipe/registry"
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
@@ -98,6 +100,9 @@ def publish_target(kube: Any, registry: RegistryRef, namespace: str) -> oci.Targ
 def signer_from_secret(secret: dict[str, Any] | None, name: str) -> signing.Signer:
     """The signing key a Secret holds: ``key`` (PEM EC P-256), and ``password`` when the
     key is encrypted."""
+    # Here, not at the top: cryptography (7 MB) is for Publishes that sign, not every start.
+    from edgepipe.oci import signing
+
     if secret is None:
         raise SecretProblem(
             "SecretNotFound",
