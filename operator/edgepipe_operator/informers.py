@@ -102,6 +102,8 @@ class Informer:
                 log.warning("watching %s: %s", self.path, exc)
             except (Unreachable, aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.info("watching %s: %s", self.path, exc or type(exc).__name__)
+            except Exception:  # (a session closed by a re-login, a bug): never give up
+                log.exception("watching %s", self.path)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, BACKOFF[1])
 
