@@ -17,6 +17,8 @@ then the median over rounds, so that load from other jobs slows both sides alike
   batch (~6 ms), against ``bench/grpc_floor.py``: a bare grpc.aio server with the same
   messages and no model (the floor), and the same server running the model in a thread;
 * throughput with 1 and 4 clients (Arrow) against direct onnxruntime's best;
+* the engine with onnxruntime's intra-op threads spinning (``INTRA_OP_SPINNING``, off by
+  default): Arrow latency and 4-client throughput;
 * the engine's RSS after start-up and after 100 and 500 mixed requests;
 * the YOLOv8 decode (transpose, threshold, NMS) on a [1,84,8400] output.
 """
@@ -149,7 +151,12 @@ def main() -> None:
             ("small", small_model, {}),
             ("dyn", dyn_model, {}),
             ("wide", args.model, {"EDGEPIPE_ENGINE_INFER_WORKERS": str(cpus)}),
+            # onnxruntime's intra-op threads spinning (the default before issue 31's second
+            # pass; the before tree spins anyway)
+            ("spin", args.model, {"EDGEPIPE_ENGINE_INTRA_OP_SPINNING": "true"}),
         ):
+            if key == "spin" and tree is not None:
+                continue
             log = logdir / f"bench-{tag.strip() or 'after'}-{key}.log"
             engines[tag + key] = from_tree(
                 EngineProcess("--model", str(model), env={**env, **extra}, log_path=log), tree
@@ -220,6 +227,8 @@ def main() -> None:
             variants[tag + "json"] = lambda c=ec, t=tag: json_roundtrip(c, t)
             variants[tag + "small"] = lambda c=sc: c.post("/pipelines/scale", small_in, JSON)
             variants[tag + "grpc"] = lambda t=tag: grpc_call(t + "grpc")
+        spin_client = Client(engines["spin"].port)
+        variants["spinning arrow"] = lambda: arrow_roundtrip(spin_client)
         rounds = Rounds(variants, args.rounds, args.per_round)
         per = args.per_round
         json_client = {}
@@ -248,6 +257,9 @@ def main() -> None:
                             p, path, arrow_in, 4, args.tp_seconds
                         )
                     )
+            tp_variants["engine, spinning intra-op threads, 4 clients"] = lambda: engine_throughput(
+                engines["spin"].port, path, arrow_in, 4, args.tp_seconds
+            )
             tp = Rounds(tp_variants, args.tp_rounds, 1, figures=True)
 
         # RSS under mixed requests: JSON and Arrow images, plus bad requests.
@@ -314,6 +326,10 @@ def report(args, load_before, trees, rounds, json_client, client_s, server_decod
             (f"{tag}engine OIP v2 gRPC (tritonclient)", tag + "grpc", "grpc floor", None),
             (f"{tag}engine OIP v2 gRPC (tritonclient)", tag + "grpc", "grpc floor+model", None),
         ]
+    rows += [
+        ("engine Arrow in/out, intra-op threads spinning", "spinning arrow", "floor", None),
+        ("engine Arrow in/out, intra-op threads spinning", "spinning arrow", "arrow", None),
+    ]
     for text, label, base, minus in rows:
         ms = rounds.ms(label)
         if minus is not None:

@@ -97,6 +97,11 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
     return TensorSpec(arg.name, dtype, tuple(dims))
 
 
+# Whether onnxruntime's intra-op threads spin while a call waits between parallel sections
+# (``Settings.intra_op_spinning``, set by ``server.create_app`` for the process).
+SPINNING = {"intra_op": False}
+
+
 class OnnxModel:
     """One loaded ONNX model: its session and signature."""
 
@@ -109,6 +114,8 @@ class OnnxModel:
         opts.intra_op_num_threads = cpus
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        spin = "1" if SPINNING["intra_op"] else "0"
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
         self.session = ort.InferenceSession(
             str(path), sess_options=opts, providers=["CPUExecutionProvider"]
         )

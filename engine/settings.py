@@ -189,6 +189,12 @@ class Settings(AccessSettings):
     infer_workers: int = Field(
         1, ge=1, description="concurrent model calls; each gets `CONFIG_CPUS / workers` threads"
     )
+    intra_op_spinning: Flag = Field(
+        False,
+        description="onnxruntime's intra-op threads spin between a call's parallel sections "
+        "instead of sleeping: they keep cores busy that decoding, encoding and other "
+        "requests need (off: bench/README.md, issue 31)",
+    )
     debug: Flag = Field(False, validation_alias="DEBUG", description="debug logging")
     cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache/edgepipe/engine",

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import orjson
+import pyarrow as pa
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -86,3 +88,51 @@ def test_v2_routes_in_process(chain_settings: Settings) -> None:
         assert (await client.get("/v2/models/nope/ready")).status == 404
 
     serve(chain_settings, check)
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_a_large_answer_streams_whole_with_its_length(
+    spinning: bool, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """An answer over ``ANSWER_SLICE`` goes out in slices of the encoded buffer: the client
+    gets every byte, a Content-Length, no chunked framing; and the sessions' intra-op
+    spinning is what the setting says (off by default)."""
+    from edgepipe.engine.server import ANSWER_SLICE, DATAPLANE
+    from tests.helpers import onnx_models
+
+    width = 400_000  # ~3.6 MB of JSON numbers out: several slices
+    model = onnx_models.scale(
+        tmp_path_factory.mktemp("wide") / "wide.onnx", 2.0, shape=("N", width)
+    )
+    settings = Settings(model_path=model, grpc_port=0, intra_op_spinning=spinning)
+    x = np.arange(width, dtype=np.float32) / 7
+
+    async def check(client: TestClient) -> None:
+        session = client.app[DATAPLANE].pipelines["wide"].steps[0].model.session
+        entry = session.get_session_options().get_session_config_entry(
+            "session.intra_op.allow_spinning"
+        )
+        assert entry == ("1" if spinning else "0")
+        body = orjson.dumps([{"y": x}], option=orjson.OPT_SERIALIZE_NUMPY)
+        resp = await client.post("/pipelines/wide", data=body, headers={"Content-Type": JSON})
+        data = await resp.read()
+        assert resp.status == 200, data[:200]
+        assert len(data) > 3 * ANSWER_SLICE
+        assert resp.headers["Content-Length"] == str(len(data))
+        assert "Transfer-Encoding" not in resp.headers
+        (rec,) = orjson.loads(data)
+        got = np.asarray(rec["outputs"][0]["Float"]["data"], dtype=np.float32)
+        np.testing.assert_array_equal(got, x * 2)
+        arrow = await client.post(
+            "/pipelines/wide",
+            data=body,
+            headers={"Content-Type": JSON, "Accept": "application/vnd.apache.arrow.file"},
+        )
+        assert arrow.status == 200
+        raw = await arrow.read()
+        assert arrow.headers["Content-Length"] == str(len(raw)) and len(raw) > ANSWER_SLICE
+        table = pa.ipc.open_file(pa.py_buffer(raw)).read_all()
+        out = table.column("out.z").chunk(0).to_numpy_ndarray()
+        np.testing.assert_array_equal(out.reshape(-1), x * 2)
+
+    serve(settings, check)
