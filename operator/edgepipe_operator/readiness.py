@@ -40,7 +40,7 @@ class Sync:
 
     ``extra`` is the reconciler's own fields (the version, the URL), written with the
     phase. ``pipeline`` and ``deployment`` (the handler's body, an apply's or a watch
-    event's answer) save the first reads; ``pods`` (the pod index's) saves listing them.
+    event's answer) save the first reads; ``pods`` (the pod store's) saves listing them.
     """
 
     kube: Kube
