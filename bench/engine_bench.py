@@ -17,8 +17,9 @@ then the median over rounds, so that load from other jobs slows both sides alike
   batch (~6 ms), against ``bench/grpc_floor.py``: a bare grpc.aio server with the same
   messages and no model (the floor), and the same server running the model in a thread;
 * throughput with 1 and 4 clients (Arrow) against direct onnxruntime's best;
-* the engine with onnxruntime's intra-op threads spinning (``INTRA_OP_SPINNING``, off by
-  default): Arrow latency and 4-client throughput;
+* the engine with onnxruntime's intra-op threads spinning after calls too, and never
+  (``INTRA_OP_SPINNING`` on and off; the default spins during calls only): Arrow latency
+  and 4-client throughput;
 * the engine's RSS after start-up and after 100 and 500 mixed requests;
 * the YOLOv8 decode (transpose, threshold, NMS) on a [1,84,8400] output.
 """
@@ -151,11 +152,13 @@ def main() -> None:
             ("small", small_model, {}),
             ("dyn", dyn_model, {}),
             ("wide", args.model, {"EDGEPIPE_ENGINE_INFER_WORKERS": str(cpus)}),
-            # onnxruntime's intra-op threads spinning (the default before issue 31's second
-            # pass; the before tree spins anyway)
-            ("spin", args.model, {"EDGEPIPE_ENGINE_INTRA_OP_SPINNING": "true"}),
+            # onnxruntime's intra-op threads: spinning after calls too (onnxruntime's
+            # default, and the before tree's) and never spinning; the default spins while
+            # a call runs
+            ("spin on", args.model, {"EDGEPIPE_ENGINE_INTRA_OP_SPINNING": "on"}),
+            ("spin off", args.model, {"EDGEPIPE_ENGINE_INTRA_OP_SPINNING": "off"}),
         ):
-            if key == "spin" and tree is not None:
+            if key.startswith("spin") and tree is not None:
                 continue
             log = logdir / f"bench-{tag.strip() or 'after'}-{key}.log"
             engines[tag + key] = from_tree(
@@ -227,8 +230,9 @@ def main() -> None:
             variants[tag + "json"] = lambda c=ec, t=tag: json_roundtrip(c, t)
             variants[tag + "small"] = lambda c=sc: c.post("/pipelines/scale", small_in, JSON)
             variants[tag + "grpc"] = lambda t=tag: grpc_call(t + "grpc")
-        spin_client = Client(engines["spin"].port)
-        variants["spinning arrow"] = lambda: arrow_roundtrip(spin_client)
+        for key in ("spin on", "spin off"):
+            spin_client = Client(engines[key].port)
+            variants[f"{key} arrow"] = lambda c=spin_client: arrow_roundtrip(c)
         rounds = Rounds(variants, args.rounds, args.per_round)
         per = args.per_round
         json_client = {}
@@ -257,9 +261,12 @@ def main() -> None:
                             p, path, arrow_in, 4, args.tp_seconds
                         )
                     )
-            tp_variants["engine, spinning intra-op threads, 4 clients"] = lambda: engine_throughput(
-                engines["spin"].port, path, arrow_in, 4, args.tp_seconds
-            )
+            for key in ("spin on", "spin off"):
+                tp_variants[f"engine, INTRA_OP_SPINNING={key[5:]}, 4 clients"] = (
+                    lambda p=engines[key].port: engine_throughput(
+                        p, path, arrow_in, 4, args.tp_seconds
+                    )
+                )
             tp = Rounds(tp_variants, args.tp_rounds, 1, figures=True)
 
         # RSS under mixed requests: JSON and Arrow images, plus bad requests.
@@ -326,10 +333,9 @@ def report(args, load_before, trees, rounds, json_client, client_s, server_decod
             (f"{tag}engine OIP v2 gRPC (tritonclient)", tag + "grpc", "grpc floor", None),
             (f"{tag}engine OIP v2 gRPC (tritonclient)", tag + "grpc", "grpc floor+model", None),
         ]
-    rows += [
-        ("engine Arrow in/out, intra-op threads spinning", "spinning arrow", "floor", None),
-        ("engine Arrow in/out, intra-op threads spinning", "spinning arrow", "arrow", None),
-    ]
+    for key in ("spin on", "spin off"):
+        text = f"engine Arrow in/out, INTRA_OP_SPINNING={key[5:]}"
+        rows += [(text, f"{key} arrow", "floor", None), (text, f"{key} arrow", "arrow", None)]
     for text, label, base, minus in rows:
         ms = rounds.ms(label)
         if minus is not None:

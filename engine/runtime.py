@@ -97,9 +97,10 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
     return TensorSpec(arg.name, dtype, tuple(dims))
 
 
-# Whether onnxruntime's intra-op threads spin while a call waits between parallel sections
-# (``Settings.intra_op_spinning``, set by ``server.create_app`` for the process).
-SPINNING = {"intra_op": False}
+# Whether onnxruntime's intra-op threads spin for work: "on", "calls" (while a call runs,
+# stopped when the last call returns) or "off" (``Settings.intra_op_spinning``, set by
+# ``server.create_app`` for the process).
+SPINNING = {"intra_op": "calls"}
 
 
 class OnnxModel:
@@ -114,8 +115,12 @@ class OnnxModel:
         opts.intra_op_num_threads = cpus
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        spin = "1" if SPINNING["intra_op"] else "0"
-        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        spin = SPINNING["intra_op"]
+        opts.add_session_config_entry(
+            "session.intra_op.allow_spinning", "0" if spin == "off" else "1"
+        )
+        if spin == "calls":
+            opts.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(
             str(path), sess_options=opts, providers=["CPUExecutionProvider"]
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 from pydantic_settings import SettingsConfigDict
@@ -189,11 +189,12 @@ class Settings(AccessSettings):
     infer_workers: int = Field(
         1, ge=1, description="concurrent model calls; each gets `CONFIG_CPUS / workers` threads"
     )
-    intra_op_spinning: Flag = Field(
-        False,
-        description="onnxruntime's intra-op threads spin between a call's parallel sections "
-        "instead of sleeping: they keep cores busy that decoding, encoding and other "
-        "requests need (off: bench/README.md, issue 31)",
+    intra_op_spinning: Literal["on", "calls", "off"] = Field(
+        "calls",
+        description="whether onnxruntime's intra-op threads spin (busy-wait) for work instead "
+        "of sleeping: `on` (onnxruntime's default: they also spin on after a call, on cores "
+        "that decoding, encoding and other requests need), `calls` (only while a model call "
+        "runs) or `off` (never; the least CPU per request, for many concurrent requests)",
     )
     debug: Flag = Field(False, validation_alias="DEBUG", description="debug logging")
     cache_dir: Path = Field(

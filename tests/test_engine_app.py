@@ -90,13 +90,15 @@ def test_v2_routes_in_process(chain_settings: Settings) -> None:
     serve(chain_settings, check)
 
 
-@pytest.mark.parametrize("spinning", [False, True])
+@pytest.mark.parametrize(
+    ("spinning", "allow", "stop"), [("calls", "1", "1"), ("off", "0", None), ("on", "1", None)]
+)
 def test_a_large_answer_streams_whole_with_its_length(
-    spinning: bool, tmp_path_factory: pytest.TempPathFactory
+    spinning: str, allow: str, stop: str | None, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """An answer over ``ANSWER_SLICE`` goes out in slices of the encoded buffer: the client
     gets every byte, a Content-Length, no chunked framing; and the sessions' intra-op
-    spinning is what the setting says (off by default)."""
+    spinning is what the setting says (by default: while a call runs, stopped after it)."""
     from edgepipe.engine.server import ANSWER_SLICE, DATAPLANE
     from tests.helpers import onnx_models
 
@@ -105,14 +107,18 @@ def test_a_large_answer_streams_whole_with_its_length(
         tmp_path_factory.mktemp("wide") / "wide.onnx", 2.0, shape=("N", width)
     )
     settings = Settings(model_path=model, grpc_port=0, intra_op_spinning=spinning)
+    assert Settings(grpc_port=0).intra_op_spinning == "calls"  # the default
     x = np.arange(width, dtype=np.float32) / 7
 
     async def check(client: TestClient) -> None:
         session = client.app[DATAPLANE].pipelines["wide"].steps[0].model.session
-        entry = session.get_session_options().get_session_config_entry(
-            "session.intra_op.allow_spinning"
-        )
-        assert entry == ("1" if spinning else "0")
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == allow
+        if stop is None:
+            with pytest.raises(Exception, match="force_spinning_stop"):
+                options.get_session_config_entry("session.force_spinning_stop")
+        else:
+            assert options.get_session_config_entry("session.force_spinning_stop") == stop
         body = orjson.dumps([{"y": x}], option=orjson.OPT_SERIALIZE_NUMPY)
         resp = await client.post("/pipelines/wide", data=body, headers={"Content-Type": JSON})
         data = await resp.read()
