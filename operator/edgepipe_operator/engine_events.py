@@ -177,11 +177,11 @@ def engine_watch(
     executor: Executor | None,
 ) -> EngineWatch:
     """Informers for every engine kind in each namespace (none named: cluster-wide)."""
-    applied = {kind.plural: stores.Store(stores.applied_digest(kind.plural)) for kind in KINDS}
+    applied = {kind.plural: stores.Digests(kind.plural) for kind in KINDS}
     revisions = stores.Store(stores.revision_summary)
     pods = stores.Store(stores.pod_entry)
     dispatcher = Dispatcher(run, executor)
-    fed: dict[Kind, list[stores.Store]] = {
+    fed: dict[Kind, list[stores.Sink]] = {
         DEPLOYMENTS: [applied["deployments"]],
         PODS: [pods],
         SERVICES: [applied["services"]],

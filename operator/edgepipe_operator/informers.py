@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import random
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ import aiohttp
 
 from .kube import ApiError, Kube, Unreachable
 from .slim import OWN_PARSE
-from .stores import ObjectKey, Store
+from .stores import ObjectKey, Sink
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class Informer:
         kube: Kube,
         kind: Kind,
         namespace: str | None,
-        stores: Sequence[Store],
+        stores: Sequence[Sink],
         on_change: Callable[[dict[str, Any]], None] | None = None,
         watch_seconds: int = WATCH_SECONDS,
     ) -> None:
@@ -199,7 +200,8 @@ class Informer:
 def identity(obj: dict[str, Any]) -> tuple[ObjectKey, str]:
     """An object's (namespace, name) and resourceVersion."""
     meta = obj.get("metadata") or {}
-    return (meta.get("namespace") or "", meta.get("name") or ""), meta.get("resourceVersion") or ""
+    namespace = sys.intern(meta.get("namespace") or "")  # one copy of each, not one per object
+    return (namespace, meta.get("name") or ""), meta.get("resourceVersion") or ""
 
 
 async def _message(response: aiohttp.ClientResponse) -> str:

@@ -13,12 +13,20 @@ read copies (``list``) in one step the GIL does not interrupt.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from .builders import PIPELINE_LABEL
 from .cache import APPLIED_ANNOTATION
 
 ObjectKey = tuple[str, str]  # (namespace, name)
+
+
+class Sink(Protocol):
+    """What an informer feeds: each object as it is now, and each gone."""
+
+    def put(self, obj: ObjectKey, body: dict[str, Any]) -> None: ...
+
+    def drop(self, obj: ObjectKey) -> None: ...
 
 
 class Store:
@@ -68,7 +76,7 @@ class ByPlural:
     """One key space over a store per kind, keyed (plural, namespace, name): the applied
     digests (a Deployment and a Service may share a name)."""
 
-    def __init__(self, stores: dict[str, Store]) -> None:
+    def __init__(self, stores: dict[str, Digests]) -> None:
         self.stores = stores
 
     def get(self, key: tuple[str, str, str], default: Any = None) -> Any:
@@ -82,15 +90,27 @@ class ByPlural:
         return store is not None and key in store
 
 
-def applied_digest(plural: str) -> Callable[[dict[str, Any]], tuple[Hashable, Any]]:
-    """(plural, namespace, name) -> the digest the object was applied from (or None)."""
+class Digests:
+    """One kind's applied digests: (plural, namespace, name) -> [digest] (one object per
+    key, so no store of lists: a dict entry per object)."""
 
-    def transform(body: dict[str, Any]) -> tuple[Hashable, Any]:
-        meta = body["metadata"]
-        digest = (meta.get("annotations") or {}).get(APPLIED_ANNOTATION)
-        return (plural, meta["namespace"], meta["name"]), digest
+    def __init__(self, plural: str) -> None:
+        self.plural = plural
+        self.of: dict[ObjectKey, str | None] = {}
 
-    return transform
+    def put(self, obj: ObjectKey, body: dict[str, Any]) -> None:
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        self.of[obj] = annotations.get(APPLIED_ANNOTATION)
+
+    def drop(self, obj: ObjectKey) -> None:
+        self.of.pop(obj, None)
+
+    def get(self, key: tuple[str, str, str], default: Any = None) -> Any:
+        obj = key[1:]
+        return [self.of[obj]] if obj in self.of else default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, tuple) and key[1:] in self.of
 
 
 def revision_summary(body: dict[str, Any]) -> tuple[Hashable, Any]:
