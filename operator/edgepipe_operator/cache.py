@@ -83,10 +83,12 @@ def lighten(body: kopf.Body) -> None:
 
 
 @kopf.index(GROUP, VERSION, "pipelines")
-def pipeline_index(
+async def pipeline_index(
     body: kopf.Body, namespace: str, name: str, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """What the status sync reads of a Pipeline (so a Deployment's event costs no GET)."""
+    """What the status sync reads of a Pipeline (so a Deployment's event costs no GET).
+    Async, so kopf runs it on its loop: a sync index function waits for a handler thread
+    (behind the reconciles) and pays kopf's thread hop on every event."""
     lighten(body)
     return {(namespace, name): slim_pipeline(body)}
 
