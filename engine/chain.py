@@ -5,6 +5,11 @@ is large), each stage handing its result straight to the next stage's pool.
 Awaiting each stage from the loop cost two more thread-to-loop round trips per request,
 each waiting for a loop that is busy reading other bodies; the loop now waits once, for
 the encoded answer. Batched steps keep the loop (``batching`` gathers requests there).
+
+When a model-call slot is free as the decode ends (``DataPlane.infer_slots``, one per
+infer worker), the decode thread runs the model and then encodes itself: no hop to the
+infer pool and back, each a thread wake-up that waits for a core. Every unbatched model
+call holds a slot, in the infer pool or not, so at most ``INFER_WORKERS`` run at once.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ class Chain:
     async def start(self, size: int):
         """(encoded, state, rows, result, seconds since the run finished)."""
         if size <= INLINE_BYTES:
-            self._decoded(*self.decode())
+            self._decoded(*self.decode(), here=False)  # on the loop: never run a model here
         else:
             self._submit(self.plane.decode_pool, self._decode_stage)
         encoded, state, rows, result = await asyncio.wrap_future(self.done)
@@ -62,21 +67,32 @@ class Chain:
 
     def _decode_stage(self) -> None:
         try:
-            self._decoded(*self.decode())
+            self._decoded(*self.decode(), here=True)
         except BaseException as exc:
             _settle(self.done, exc=exc)
 
-    def _decoded(self, decoded, rows, frames, decode_ns) -> None:
+    def _decoded(self, decoded, rows, frames, decode_ns, here: bool) -> None:
         state = RunState(len(rows), frames, self.choice)
-        self._submit(self.plane.infer_pool, self._run_stage, decoded, rows, state, decode_ns)
+        if here and self.plane.infer_slots.acquire(blocking=False):
+            self._run_stage(decoded, rows, state, decode_ns, held=True)
+        else:
+            self._submit(self.plane.infer_pool, self._run_stage, decoded, rows, state, decode_ns)
 
-    def _run_stage(self, decoded, rows, state, decode_ns) -> None:
+    def _run_stage(self, decoded, rows, state, decode_ns, held: bool = False) -> None:
+        """Run, then encode here (small answers, or in the decode pool already: ``held``,
+        a model-call slot taken by the caller) or in the decode pool."""
         try:
-            result = self.pipeline.run(rows, state)
+            slots = self.plane.infer_slots
+            if not held:
+                slots.acquire()
+            try:
+                result = self.pipeline.run(rows, state)
+            finally:
+                slots.release()
             self.ran_at = time.perf_counter()
             response = self.respond(decoded, result, decode_ns)
             nbytes = sum(o.nbytes for outs in result.outputs for o in outs)
-            if nbytes <= INLINE_BYTES:
+            if held or nbytes <= INLINE_BYTES:
                 _settle(self.done, (self.encode(response), state, rows, result))
             else:
                 self._submit(self.plane.decode_pool, self._encode_stage, response, state, rows)

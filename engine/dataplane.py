@@ -10,6 +10,7 @@ Everything heavy runs in thread pools, never on the event loop: decoding in ``de
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -79,6 +80,9 @@ class DataPlane:
         self.models = model_views(pipelines.values())
         self.decode_pool = ThreadPoolExecutor(settings.cpus, thread_name_prefix="decode")
         self.infer_pool = ThreadPoolExecutor(settings.infer_workers, thread_name_prefix="infer")
+        # One per concurrent model call; a decode thread that takes one runs the model itself
+        # (engine/chain.py).
+        self.infer_slots = threading.BoundedSemaphore(settings.infer_workers)
         self.draining = False  # set on SIGTERM: readiness fails while requests still run
         self.inference_log: LogService | None = None  # set when the engine keeps one
         self.rng = np.random.default_rng()  # the split's draws

@@ -4,6 +4,8 @@ check beside the process tests: its routes, the v2 routes, and that every error 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -140,5 +142,60 @@ def test_a_large_answer_streams_whole_with_its_length(
         table = pa.ipc.open_file(pa.py_buffer(raw)).read_all()
         out = table.column("out.z").chunk(0).to_numpy_ndarray()
         np.testing.assert_array_equal(out.reshape(-1), x * 2)
+
+    serve(settings, check)
+
+
+def test_a_free_model_slot_runs_the_model_in_the_decode_thread_and_never_more_at_once(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A large request whose decode ends with a model-call slot free runs the model in its
+    decode thread (no hop to the infer pool); with six requests at once, no more than
+    ``INFER_WORKERS`` model calls ever run together, and every answer is its own."""
+    from edgepipe.engine.server import DATAPLANE
+    from tests.helpers import onnx_models
+
+    width = 20_000  # a ~200 KB body: decoded in the decode pool, not on the loop
+    model = onnx_models.scale(
+        tmp_path_factory.mktemp("slot") / "slot.onnx", 2.0, shape=("N", width)
+    )
+    settings = Settings(model_path=model, grpc_port=0, cpus=2, infer_workers=1)
+
+    async def check(client: TestClient) -> None:
+        pipeline = client.app[DATAPLANE].pipelines["slot"]
+        seen: list[str] = []
+        running = [0, 0]  # now, most at once
+        lock = threading.Lock()
+        run = pipeline.run
+
+        def counted(rows, state):
+            with lock:
+                running[0] += 1
+                running[1] = max(running)
+                seen.append(threading.current_thread().name)
+            try:
+                time.sleep(0.05)  # long enough for the other requests' decodes to end
+                return run(rows, state)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+        pipeline.run = counted
+
+        async def ask(k: int) -> None:
+            x = np.full(width, k, dtype=np.float32)
+            body = orjson.dumps([{"y": x}], option=orjson.OPT_SERIALIZE_NUMPY)
+            resp = await client.post("/pipelines/slot", data=body, headers={"Content-Type": JSON})
+            assert resp.status == 200
+            (rec,) = orjson.loads(await resp.read())
+            assert rec["outputs"][0]["Float"]["data"][:2] == [2.0 * k, 2.0 * k]
+
+        await ask(1)
+        assert seen[0].startswith("decode"), seen
+        await asyncio.gather(*(ask(k) for k in range(2, 8)))
+        assert running[1] == 1, running
+        assert len(seen) == 7
+        # Some waited for the slot in the infer pool while another held it.
+        assert any(name.startswith("infer") for name in seen), seen
 
     serve(settings, check)
