@@ -131,11 +131,12 @@ def refresh(kube: Kube, obj: dict[str, Any], held: Held, settings: OperatorSetti
 
 
 @kopf.index(GROUP, VERSION, "publishes")
-def edge_publish_index(
+async def edge_publish_index(
     body: kopf.Body, namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]] | None:
     """The Published Publishes that name edges, with what ``refresh`` reads of them: the
-    poll lists nothing (a LIST of every Publish each interval cost the apiserver O(N))."""
+    poll lists nothing (a LIST of every Publish each interval cost the apiserver O(N)).
+    (async: kopf runs a sync index function on a handler thread, behind the reconciles.)"""
     if status.get("phase") != "Published" or not status.get("edges"):
         return None
     annotations = body.metadata.get("annotations") or {}

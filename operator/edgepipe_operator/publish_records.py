@@ -19,8 +19,9 @@ from .kube import ApiError, Kube, Unreachable
 
 
 @kopf.index(GROUP, VERSION, "publishes")
-def publish_index(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict:
-    """The Publishes of each pipeline, by (namespace, pipeline), as the watch last saw them."""
+async def publish_index(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict:
+    """The Publishes of each pipeline, by (namespace, pipeline), as the watch last saw them.
+    (async: kopf runs a sync index function on a handler thread, behind the reconciles.)"""
     return {(namespace, spec.get("pipeline")): name}
 
 
@@ -77,7 +78,12 @@ def drop_gone_publishes(
         _write(kube, pipeline, namespace, [p for p in entries if p.get("name") not in gone])
 
 
-@kopf.on.event(GROUP, VERSION, "publishes")
+def _deleted(type: str, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+# Only deletions take a handler thread (the filter runs on kopf's loop).
+@kopf.on.event(GROUP, VERSION, "publishes", when=_deleted)
 def forget_deleted_publish(
     event: dict[str, Any], spec: kopf.Spec, name: str, namespace: str, memo: kopf.Memo, **_: Any
 ) -> None:
