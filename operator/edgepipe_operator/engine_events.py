@@ -73,7 +73,6 @@ class Dispatcher:
         self.running: set[PipelineKey] = set()
         self.ready: asyncio.Queue[PipelineKey] = asyncio.Queue()
         self.tasks: list[asyncio.Task] = []
-        self.runs = 0
 
     def offer(self, obj: dict[str, Any]) -> None:
         """An engine object changed (an informer's ``on_change``): note its news, if any."""
@@ -117,7 +116,6 @@ class Dispatcher:
             except Exception:  # one Pipeline's failure must not stop the others'
                 log.exception("syncing the status of Pipeline %s/%s", *key)
             finally:
-                self.runs += 1
                 self.running.discard(key)
                 if key in self.pending:
                     self.ready.put_nowait(key)
