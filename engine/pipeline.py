@@ -96,7 +96,7 @@ class Pipeline:
             self.shadows.close()
 
     def run(self, rows: list[dict[str, np.ndarray]], state: RunState | None = None) -> RunResult:
-        """Run every step over the rows; blocking, called from the inference pool. Steps
+        """Run every step over the rows; blocking, called from a pool thread (chain.py). Steps
         that batch across requests run unbatched here (see ``batching.run``)."""
         state = state or RunState(len(rows))
         current = rows
