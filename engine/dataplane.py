@@ -4,7 +4,8 @@ steps, encode the answer, and record the request's metrics.
 One ``infer`` serves every wire format (pandas-records JSON, Arrow, OIP v2): a codec pair
 (``codecs``) turns bytes into arrays and results into bytes; everything between is here.
 Everything heavy runs in thread pools, never on the event loop: decoding in ``decode_pool``
-(sized from ``CONFIG_CPUS``) and model calls in ``infer_pool``.
+(sized from ``CONFIG_CPUS``), model calls in the decode thread when one of the
+``infer_slots`` (``INFER_WORKERS``) is free, else in ``infer_pool`` (``chain.py``).
 """
 
 from __future__ import annotations
