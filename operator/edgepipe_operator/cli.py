@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import warnings
 
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     # its message, so that the operator's start does not import urllib3 for its class.
     kopf.configure(verbose=args.verbose)
     warnings.filterwarnings("once", message="Unverified HTTPS request")
+    # What is loaded by now lives as long as the process: out of the cyclic collector's
+    # way, so each full collection walks only what the handlers made since (the collector
+    # took 16-22% of the operator's CPU at 300-600 Pipelines, growing faster than N).
+    gc.freeze()
     kopf.run(
         standalone=True,  # one operator per cluster; no peering resources needed
         clusterwide=not namespaces,

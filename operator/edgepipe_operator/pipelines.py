@@ -239,7 +239,12 @@ def undeploy(rollout: Rollout) -> None:
     }
     event.patch.status.update(fields)
     if status.get("phase") not in (None, "Undeployed"):
-        kopf.info(event.body, reason="Undeployed", message="engine Deployment and Service removed")
+        kopf.event(
+            event.body,
+            type="Normal",
+            reason="Undeployed",
+            message="engine Deployment and Service removed",
+        )
 
 
 def deploy(rollout: Rollout) -> None:
@@ -270,7 +275,12 @@ def deploy(rollout: Rollout) -> None:
     except (ApiError, Unreachable) as exc:
         raise api_error(exc, "writing the status") from None
     if event.status.get("version") != config.version:
-        kopf.info(event.body, reason="Deploying", message=f"deploying version {config.version}")
+        kopf.event(
+            event.body,
+            type="Normal",
+            reason="Deploying",
+            message=f"deploying version {config.version}",
+        )
 
 
 def _apply(rollout: Rollout) -> dict[str, Any] | None:

@@ -188,8 +188,9 @@ def reconcile_publish(
         "Published",
         result.helm_chart_reference,
     )
-    kopf.info(
+    kopf.event(
         body,
+        type="Normal",
         reason="Published",
         message=f"{result.pipeline_url}; chart {result.helm_chart_version}",
     )

@@ -162,8 +162,7 @@ def _stored(value: Any) -> Any:
 
 def kopf_post(obj: dict[str, Any], type: str, reason: str, message: str) -> None:
     """An Event through kopf's queue (from a handler: kopf's context is there)."""
-    post = kopf.info if type == "Normal" else kopf.warn
-    post(obj, reason=reason, message=message)
+    kopf.event(obj, type=type, reason=reason, message=message)
 
 
 def _announce(
