@@ -77,6 +77,23 @@ def thread_kind(name: str) -> str:
     return f"other threads ({name.rstrip('_0123456789')})"
 
 
+# Where in kopf a stack is, by the files on it (the first match wins).
+KOPF_PARTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (
+        ("kopf/_cogs/clients/watching.py", "kopf/_cogs/clients/api.py"),
+        "kopf: watch streams and its own API calls (reading, parsing)",
+    ),
+    (("kopf/_core/engines/indexing.py",), "kopf: indexing (around our index functions)"),
+    (("kopf/_core/actions/",), "kopf: invoking handlers (causes, kwargs, patches, progress)"),
+    (
+        ("kopf/_core/reactor/queueing.py", "kopf/_core/reactor/processing.py"),
+        "kopf: event processing (queues, workers, causes)",
+    ),
+    (("kopf/_core/engines/posting.py",), "kopf: posting k8s Events"),
+    (("kopf/",), "kopf: other"),
+)
+
+
 def activity(frames: list[tuple[str, str]]) -> str:
     """What the sample was doing, from its frames: the operator's own handlers and index
     functions (by module), kopf's own processing of an event, reading watch streams, ..."""
@@ -89,18 +106,9 @@ def activity(frames: list[tuple[str, str]]) -> str:
         func, file = ours[0]
         return f"ours: {Path(file).stem}.{func}"
     files = " ".join(f for _, f in frames)
-    if "kopf/_cogs/clients/watching.py" in files or "kopf/_cogs/clients/api.py" in files:
-        return "kopf: watch streams and its own API calls (reading, parsing)"
-    if "kopf/_core/engines/indexing.py" in files:
-        return "kopf: indexing (around our index functions)"
-    if "kopf/_core/actions/" in files:
-        return "kopf: invoking handlers (causes, kwargs, patches, progress)"
-    if "kopf/_core/reactor/queueing.py" in files or "kopf/_core/reactor/processing.py" in files:
-        return "kopf: event processing (queues, workers, causes)"
-    if "kopf/_core/engines/posting.py" in files:
-        return "kopf: posting k8s Events"
-    if "kopf/" in files:
-        return "kopf: other"
+    for paths, label in KOPF_PARTS:  # the first that matches, in this order
+        if any(path in files for path in paths):
+            return label
     if _named(frames, "_worker"):
         return "threads: handing work over"
     if any("importlib" in f for _, f in frames):

@@ -55,6 +55,11 @@ def all_running(cluster: ScaleCluster, n: int) -> bool:
 
 
 def rolled_out(cluster: ScaleCluster, image: str, n: int) -> bool:
+    # The Deployments (whole objects: ~8 MB at 1,000) only once every Pipeline is Running:
+    # listing them on every poll cost the apiserver and this process O(N) per poll, O(N^2)
+    # per rollout, on the cores being measured.
+    if not all_running(cluster, n):
+        return False
     deployments = cluster.items(NAMESPACE, "deployments")
     new = sum(
         d["spec"]["template"]["spec"]["containers"][0]["image"] == image
@@ -63,7 +68,7 @@ def rolled_out(cluster: ScaleCluster, image: str, n: int) -> bool:
         and (d.get("status") or {}).get("replicas") == 1
         for d in deployments
     )
-    return new == n and all_running(cluster, n)
+    return new == n
 
 
 def breakdown(events: list[dict]) -> dict:
