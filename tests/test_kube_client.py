@@ -13,6 +13,7 @@ from pathlib import Path
 import kopf
 import pytest
 from edgepipe_operator.kube import ApiError, Kube, Unreachable, credentials, open_session
+from edgepipe_operator.slim import KUBECTL_COPY, OWN_PARSE
 
 from tests.helpers.pipelines import pipeline
 
@@ -131,29 +132,40 @@ def test_calls_from_the_loop_itself_are_refused(kube: Kube) -> None:
 
 def test_what_kopf_reads_comes_slimmed_the_handlers_calls_whole(kube: Kube, namespace) -> None:
     """kopf parses LISTs with ``response.json()`` and reads watch streams line by line from
-    ``response.content``: both come without what nobody reads (a ConfigMap's data, every
-    object's managedFields); the handlers' own calls get the whole object."""
+    ``response.content``: both come without what nobody reads (every object's
+    managedFields, kubectl's copy of what it applied); the handlers' own calls get the whole
+    object, and so does an informer's watch (``OWN_PARSE``: it parses its lines itself)."""
     big = configmap("big", namespace, config="x" * 5000)
-    big["metadata"]["annotations"] = {"edgepipe.io/applied-digest": "d"}
+    copy = json.dumps(big)
+    big["metadata"]["annotations"] = {"edgepipe.io/applied-digest": "d", KUBECTL_COPY: copy}
     kube.apply(big)
     url = f"{kube.server}/api/v1/namespaces/{namespace}/configmaps"
+    watch = {"watch": "true", "timeoutSeconds": "1"}  # ADDED for each, then closed
 
-    async def as_kopf_reads() -> tuple[dict, list[dict]]:
+    async def watched(headers: dict[str, str] | None) -> list[dict]:
+        assert kube.session is not None
+        body = b""
+        async with kube.session.get(url, params=watch, headers=headers) as response:
+            async for chunk in response.content.iter_chunked(1 << 20):
+                body += chunk
+        events = [json.loads(line) for line in body.splitlines() if line]
+        assert events and events[0]["type"] == "ADDED"
+        return [e["object"] for e in events if e["object"]["metadata"]["name"] == "big"]
+
+    async def as_kopf_reads() -> tuple[dict, list[dict], list[dict]]:
         assert kube.session is not None
         async with kube.session.get(url) as response:
             listed = await response.json()
-        watch = {"watch": "true", "timeoutSeconds": "1"}  # ADDED for each, then closed
-        body = b""
-        async with kube.session.get(url, params=watch) as response:
-            async for chunk in response.content.iter_chunked(1 << 20):
-                body += chunk
-        return listed, [json.loads(line) for line in body.splitlines() if line]
+        return listed, await watched(None), await watched(OWN_PARSE)
 
-    listed, events = asyncio.run_coroutine_threadsafe(as_kopf_reads(), kube.loop).result()
-    watched = [e["object"] for e in events if e["object"]["metadata"]["name"] == "big"]
-    for obj in [*(i for i in listed["items"] if i["metadata"]["name"] == "big"), *watched]:
-        assert "data" not in obj and "managedFields" not in obj["metadata"]
+    run = asyncio.run_coroutine_threadsafe(as_kopf_reads(), kube.loop).result()
+    listed, kopfs, informers = run
+    assert len(kopfs) == 1 and len(informers) == 1
+    for obj in [*(i for i in listed["items"] if i["metadata"]["name"] == "big"), *kopfs]:
+        assert "managedFields" not in obj["metadata"]
+        assert KUBECTL_COPY not in obj["metadata"]["annotations"]
         assert obj["metadata"]["annotations"]["edgepipe.io/applied-digest"] == "d"
-    assert len(watched) == 1 and events[0]["type"] == "ADDED"
-    whole = kube.call("GET", f"/api/v1/namespaces/{namespace}/configmaps/big")
-    assert whole["data"]["config"] == "x" * 5000 and whole["metadata"]["managedFields"]
+        assert obj["data"]["config"] == "x" * 5000  # the rest is kept
+    for obj in [informers[0], kube.call("GET", f"/api/v1/namespaces/{namespace}/configmaps/big")]:
+        assert obj["data"]["config"] == "x" * 5000 and obj["metadata"]["managedFields"]
+        assert obj["metadata"]["annotations"][KUBECTL_COPY] == copy
