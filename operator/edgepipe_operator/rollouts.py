@@ -54,8 +54,9 @@ def utcnow() -> datetime:
 
 
 def post_event(kube: Any, obj: dict[str, Any], event: Event) -> None:
-    """Post ``event`` on the Publish ``obj`` (from the poll's thread, where kopf's own event
-    queue is out of reach); a failure is only logged: the status says it too."""
+    """Post ``event`` on ``obj`` (a Publish from the edge poll, an engine object from the
+    status dispatcher: threads where kopf's own event queue is out of reach); a failure is
+    only logged: the status says it too."""
     meta = obj["metadata"]
     t = stamp(utcnow())
     body = {
@@ -80,8 +81,8 @@ def post_event(kube: Any, obj: dict[str, Any], event: Event) -> None:
     try:
         kube.call("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body)
     except (ApiError, Unreachable) as exc:
-        log.warning("publish %s/%s: event %s not posted: %s", meta["namespace"], meta["name"],
-                    event.reason, exc)  # fmt: skip
+        log.warning("%s %s/%s: event %s not posted: %s", obj.get("kind"), meta["namespace"],
+                    meta["name"], event.reason, exc)  # fmt: skip
 
 
 # -- pointers ------------------------------------------------------------------------------
