@@ -16,7 +16,9 @@ then the median over rounds, so that load from other jobs slows both sides alike
 * OIP v2 gRPC (tritonclient.grpc, binary tensors) on a YOLOv8n-shaped model with a dynamic
   batch (~6 ms), against ``bench/grpc_floor.py``: a bare grpc.aio server with the same
   messages and no model (the floor), and the same server running the model in a thread;
-* throughput with 1 and 4 clients (Arrow) against direct onnxruntime's best;
+* throughput with 4 clients (Arrow) against direct onnxruntime's best (one session of one
+  intra-op thread called by ``--cpus`` threads) and against the HTTP floor serving with
+  that same setting, with each server's CPU per call (``engine_tp.py``);
 * the engine with onnxruntime's intra-op threads spinning after calls too, and never
   (``INTRA_OP_SPINNING`` on and off; the default spins during calls only): Arrow latency
   and 4-client throughput;
@@ -34,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -45,6 +46,7 @@ import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import engine_tp  # noqa: E402
 from bench.engine_rounds import (  # noqa: E402
     ARROW,
     Client,
@@ -87,18 +89,6 @@ def from_tree(proc: EngineProcess, tree: Path | None) -> EngineProcess:
     if tree is not None:
         proc.args[1:3] = [str(ROOT / "bench/engine_from.py"), str(tree)]
     return proc
-
-
-def engine_throughput(port: int, path: str, body: bytes, clients: int, seconds: float) -> float:
-    conns = iter([Client(port) for _ in range(clients)])
-    local = threading.local()
-
-    def call() -> None:
-        if not hasattr(local, "c"):
-            local.c = next(conns)
-        local.c.post(path, body, ARROW, ARROW)
-
-    return throughput(call, clients, seconds)
 
 
 def main() -> None:
@@ -165,8 +155,14 @@ def main() -> None:
                 EngineProcess("--model", str(model), env={**env, **extra}, log_path=log), tree
             )
     floor_port, gfloor_port, gmodel_port = free_port(), free_port(), free_port()
+    tp_floor_port = free_port()
     floors = [
         spawn(str(ROOT / "bench/floor_server.py"), str(args.model), str(floor_port), str(cpus)),
+        # the throughput floor: direct's best setting (1 thread a call, a call a core)
+        spawn(
+            str(ROOT / "bench/floor_server.py"),
+            *(str(args.model), str(tp_floor_port), str(cpus), "1"),
+        ),
         spawn(str(ROOT / "bench/grpc_floor.py"), str(gfloor_port)),
         spawn(str(ROOT / "bench/grpc_floor.py"), str(gmodel_port), str(dyn_model), str(cpus)),
     ]
@@ -184,6 +180,7 @@ def main() -> None:
         path = f"/pipelines/{name}"
         fc = Client(floor_port)
         retry(lambda: fc.post("/infer", raw_in, OCTETS), 60)
+        retry(lambda: Client(tp_floor_port).post("/infer", raw_in, OCTETS), 60)
         grpc_targets = {"grpc floor": f"127.0.0.1:{gfloor_port}"}
         grpc_targets["grpc floor+model"] = f"127.0.0.1:{gmodel_port}"
         for tag in trees:
@@ -242,32 +239,31 @@ def main() -> None:
                 statistics.median(times[i * per : (i + 1) * per]) for i in range(args.rounds)
             ]
 
-        tp: Rounds | None = None
+        tp = None
         if not args.skip_tp:
             s1 = session(args.model, 1)
-
-            def direct_best() -> float:
-                return throughput(lambda: s1.run(None, {"images": x}), cpus, args.tp_seconds)
-
-            tp_variants = {f"direct, 1 thread/call, {cpus} callers": direct_best}
-            tp_variants[f"direct, {cpus} threads/call, 1 caller"] = lambda: throughput(
-                variants["direct"], 1, args.tp_seconds
-            )
+            tp_engines = {}
             for tag in trees:
                 for key in ("engine", "wide"):
                     what = "defaults" if key == "engine" else f"INFER_WORKERS={cpus}"
-                    tp_variants[f"{tag}engine, {what}, 4 clients"] = (
-                        lambda p=engines[tag + key].port: engine_throughput(
-                            p, path, arrow_in, 4, args.tp_seconds
-                        )
-                    )
+                    proc = engines[tag + key]
+                    tp_engines[f"{tag}engine, {what}"] = (proc.port, proc.proc.pid)
             for key in ("spin on", "spin off"):
-                tp_variants[f"engine, INTRA_OP_SPINNING={key[5:]}, 4 clients"] = (
-                    lambda p=engines[key].port: engine_throughput(
-                        p, path, arrow_in, 4, args.tp_seconds
-                    )
-                )
-            tp = Rounds(tp_variants, args.tp_rounds, 1, figures=True)
+                proc = engines[key]
+                tp_engines[f"engine, INTRA_OP_SPINNING={key[5:]}"] = (proc.port, proc.proc.pid)
+            tp = engine_tp.rounds(
+                variants["direct"],
+                lambda: s1.run(None, {"images": x}),
+                variants["direct"],
+                (tp_floor_port, floors[1].pid),
+                raw_in,
+                tp_engines,
+                path,
+                arrow_in,
+                cpus,
+                args.tp_seconds,
+                args.tp_rounds,
+            )
 
         # RSS under mixed requests: JSON and Arrow images, plus bad requests.
         rss = {tag: {"start-up": startup_rss[tag + "engine"]} for tag in trees}
@@ -352,14 +348,7 @@ def report(args, load_before, trees, rounds, json_client, client_s, server_decod
         )
     print(f"engine-side JSON decode median {statistics.median(server_decode) * 1000:.1f} ms")
     if tp is not None:
-        base = next(iter(tp.medians))
-        print(
-            "\n| throughput (Arrow for the engine), interleaved rounds | calls/s | x direct best |"
-        )
-        print("|---|---:|---:|")
-        for label, v in tp.medians.items():
-            ratio = statistics.median(a / b for a, b in zip(v, tp.medians[base], strict=True))
-            print(f"| {label} | {statistics.median(v):.2f} | {ratio:.2f} |")
+        engine_tp.report(*tp)
     print("\n| engine RSS | MB | x start-up |")
     print("|---|---:|---:|")
     for tag, figures in rss.items():
