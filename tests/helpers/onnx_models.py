@@ -108,12 +108,13 @@ def two_inputs(path: Path) -> Path:
 YOLOV8N_SHAPED_SHA256 = "ecf3bf36efa99436a61bc6369a0e6d4e21d33832cfcef15fb85bd3ecc2fcebdb"
 
 
-def yolov8n_shaped(path: Path, seed: int = 8, dynamic_batch: bool = False) -> Path:
+def yolov8n_shaped(path: Path, seed: int = 8, dynamic_batch: bool = False, size: int = 640) -> Path:
     """A model with YOLOv8n's signature: ``images`` float32 [1,3,640,640] in, ``output0``
     float32 [1,84,8400] out (4 box values and 80 class scores for 80x80 + 40x40 + 20x20
     anchors), made of three patchifying convolutions with fixed random weights, one per
     detection scale, as YOLOv8's head has. Not trained: for shapes, sizes and exact
-    answers, not for detections. ``dynamic_batch``: the batch dimension is ``N``."""
+    answers, not for detections. ``dynamic_batch``: the batch dimension is ``N``.
+    ``size`` (a multiple of 32): a square input of that side, the same layers."""
     rng = np.random.default_rng(seed)
     nodes, inits, parts = [], [], []
     for stride in (8, 16, 32):
@@ -138,12 +139,13 @@ def yolov8n_shaped(path: Path, seed: int = 8, dynamic_batch: bool = False) -> Pa
     flat = [0 if dynamic_batch else 1, 84, -1]
     inits.append(numpy_helper.from_array(np.array(flat, dtype=np.int64), "flat"))
     batch: int | str = "N" if dynamic_batch else 1
+    anchors = sum((size // stride) ** 2 for stride in (8, 16, 32))
     nodes.append(helper.make_node("Concat", parts, ["output0"], axis=2))
     graph = helper.make_graph(
         nodes,
         "yolov8n-shaped",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 640, 640])],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, 84, 8400])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, 84, anchors])],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=OPSET, producer_name="edgepipe-tests")
