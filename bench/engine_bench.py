@@ -19,9 +19,10 @@ then the median over rounds, so that load from other jobs slows both sides alike
 * throughput with 4 clients (Arrow) against direct onnxruntime's best (one session of one
   intra-op thread called by ``--cpus`` threads) and against the HTTP floor serving with
   that same setting, with each server's CPU per call (``engine_tp.py``);
-* the engine with onnxruntime's intra-op threads spinning after calls too, and never
-  (``INTRA_OP_SPINNING`` on and off; the default spins during calls only): Arrow latency
-  and 4-client throughput;
+* 4-client throughput with one model call at a time (``INFER_WORKERS=1``; the before
+  tree: a call per core, ``INFER_WORKERS=--cpus``), and with onnxruntime's intra-op
+  threads spinning after calls too and never (``INTRA_OP_SPINNING`` on and off; the
+  default spins during calls only), and those two's Arrow latency;
 * the engine's RSS after start-up and after 100 and 500 mixed requests;
 * the YOLOv8 decode (transpose, threshold, NMS) on a [1,84,8400] output.
 """
@@ -136,12 +137,15 @@ def main() -> None:
     logdir.mkdir(exist_ok=True)
     trees = {"": None, "before ": args.before} if args.before else {"": None}
     engines: dict[str, EngineProcess] = {}
+    other_workers = {"": "1", "before ": str(cpus)}
     for tag, tree in trees.items():
         for key, model, extra in (
             ("engine", args.model, {}),
             ("small", small_model, {}),
             ("dyn", dyn_model, {}),
-            ("wide", args.model, {"EDGEPIPE_ENGINE_INFER_WORKERS": str(cpus)}),
+            # the other setting of the model calls: one at a time on all the threads (the
+            # before tree's default), or a call per core (the default since issue 31)
+            ("other", args.model, {"EDGEPIPE_ENGINE_INFER_WORKERS": other_workers[tag]}),
             # onnxruntime's intra-op threads: spinning after calls too (onnxruntime's
             # default, and the before tree's) and never spinning; the default spins while
             # a call runs
@@ -244,8 +248,8 @@ def main() -> None:
             s1 = session(args.model, 1)
             tp_engines = {}
             for tag in trees:
-                for key in ("engine", "wide"):
-                    what = "defaults" if key == "engine" else f"INFER_WORKERS={cpus}"
+                for key in ("engine", "other"):
+                    what = "defaults" if key == "engine" else f"INFER_WORKERS={other_workers[tag]}"
                     proc = engines[tag + key]
                     tp_engines[f"{tag}engine, {what}"] = (proc.port, proc.proc.pid)
             for key in ("spin on", "spin off"):

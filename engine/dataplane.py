@@ -22,7 +22,7 @@ import numpy as np
 from edgepipe import __version__
 from edgepipe.yolo import Letterbox
 
-from . import batching, experiments
+from . import batching, experiments, runtime
 from .addressing import list_models, model_views
 from .chain import INLINE_BYTES, Chain
 from .codecs import Codec, Decoded, Encoded, InputField, Payload, Response, coerce, v2
@@ -80,10 +80,10 @@ class DataPlane:
         self.metrics = metrics
         self.models = model_views(pipelines.values())
         self.decode_pool = ThreadPoolExecutor(settings.cpus, thread_name_prefix="decode")
-        self.infer_pool = ThreadPoolExecutor(settings.infer_workers, thread_name_prefix="infer")
+        self.infer_pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="infer")
         # One per concurrent model call; a decode thread that takes one runs the model itself
         # (engine/chain.py).
-        self.infer_slots = threading.BoundedSemaphore(settings.infer_workers)
+        self.infer_slots = threading.BoundedSemaphore(settings.workers)
         self.draining = False  # set on SIGTERM: readiness fails while requests still run
         self.inference_log: LogService | None = None  # set when the engine keeps one
         self.rng = np.random.default_rng()  # the split's draws
@@ -92,6 +92,10 @@ class DataPlane:
         # only once its count is back to zero (engine/swap.py).
         self.leases: Counter[int] = Counter()
         self.idle_trim = IdleTrim()  # freed heap back to the OS when idle (engine/memory.py)
+        # A model call alone in the process gets the cores; the sessions for concurrent
+        # calls are dropped when idle (engine/runtime.py).
+        runtime.LONE.requests = lambda: self.idle_trim.busy
+        self.idle_trim.at_rest.append(runtime.rest)
         for p in pipelines.values():
             self.attach_batchers(p)
             # At 0 from the start: an autoscaler on inflight needs the series while idle.

@@ -33,6 +33,9 @@ class IdleTrim:
         self.last = 0.0  # loop time the last request ended
         self.trims = 0
         self._trim = trim or _malloc_trim()
+        # Run first, in the same idle moment: what else gives memory back (the models'
+        # sessions for concurrent calls, engine/runtime.py).
+        self.at_rest: list[Callable[[], object]] = []
 
     def begin(self) -> None:
         self.busy += 1
@@ -47,7 +50,13 @@ class IdleTrim:
         while True:
             await asyncio.sleep(self.idle_s / 2)
             idle = not self.busy and loop.time() - self.last >= self.idle_s
-            if self.used and idle and self._trim is not None:
+            if self.used and idle and (self._trim is not None or self.at_rest):
                 self.used = False
-                await loop.run_in_executor(pool, self._trim)
+                await loop.run_in_executor(pool, self._rest)
                 self.trims += 1
+
+    def _rest(self) -> None:
+        for release in self.at_rest:
+            release()
+        if self._trim is not None:
+            self._trim()

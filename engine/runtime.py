@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,33 +100,78 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
     return TensorSpec(arg.name, dtype, tuple(dims))
 
 
+log = logging.getLogger("edgepipe.engine")
+
 # Whether onnxruntime's intra-op threads spin for work: "on", "calls" (while a call runs,
 # stopped when the last call returns) or "off" (``Settings.intra_op_spinning``, set by
 # ``server.create_app`` for the process).
 SPINNING = {"intra_op": "calls"}
 
 
+@dataclass
+class Lone:
+    """When a model call counts as alone, and what it then gets: set for the process by
+    ``server.create_app`` (``threads``: ``CONFIG_CPUS``; 0: as many as any call's) and
+    the data plane (``requests``: how many are in flight)."""
+
+    threads: int = 0
+    requests: Callable[[], int] = lambda: 0
+
+
+LONE = Lone()
+
+# Model calls running now in the process, every model's: a call that starts alone (no
+# other call running, no other request in flight) takes the cores (``OnnxModel.session``),
+# one that starts beside others a call's share.
+_running = [0]
+_running_lock = threading.Lock()
+
+# The models that made a session for concurrent calls: ``rest`` drops those sessions when
+# the engine is idle (``memory.IdleTrim``), so RSS at rest is one session per model.
+_among_made: weakref.WeakSet[OnnxModel] = weakref.WeakSet()
+
+
+def rest() -> None:
+    """Drop every model's session for concurrent calls (the next burst makes it again)."""
+    for model in list(_among_made):
+        model.drop_among()
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    spin = SPINNING["intra_op"]
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0" if spin == "off" else "1")
+    if spin == "calls":
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 class OnnxModel:
-    """One loaded ONNX model: its session and signature."""
+    """One loaded ONNX model: its session and signature.
+
+    ``cpus``: the intra-op threads of a call among others (``CONFIG_CPUS / INFER_WORKERS``).
+    A call that starts alone (no other model call running, no other request in flight)
+    gets ``LONE.threads`` from ``session``. The session of ``cpus`` threads for the others
+    is made at the first call that starts beside another (until it is there they share
+    ``session``) and dropped when the engine is idle (``rest``): an engine that never
+    serves concurrent calls, or rests between bursts, holds one session per model. One
+    intra-op pool shared by concurrent calls costs 1.5x the CPU per call of one thread
+    each (``bench/README.md``), hence two sessions rather than one.
+    """
 
     def __init__(self, ref: ModelRef, path: Path, cpus: int) -> None:
         self.ref = ref
         self.name = ref.name
         self.version = model_version(ref)
         self.sha256 = ref.sha256 or ""
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = cpus
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        spin = SPINNING["intra_op"]
-        opts.add_session_config_entry(
-            "session.intra_op.allow_spinning", "0" if spin == "off" else "1"
-        )
-        if spin == "calls":
-            opts.add_session_config_entry("session.force_spinning_stop", "1")
-        self.session = ort.InferenceSession(
-            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        self._path, self._threads = path, cpus
+        lone = max(cpus, LONE.threads)
+        self.session = _session(path, lone)
+        self._among: ort.InferenceSession | None = None  # cpus threads, once needed
+        self._among_wanted = lone > cpus
         self.inputs = [_spec(a) for a in self.session.get_inputs()]
         self.outputs = [_spec(a) for a in self.session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
@@ -134,11 +182,50 @@ class OnnxModel:
     def batch_dynamic(self) -> bool:
         return all(spec.batch_dynamic for spec in self.inputs)
 
+    @property
+    def concurrent_session(self) -> ort.InferenceSession | None:
+        """The session of calls that start beside others, once made (else None)."""
+        return self._among
+
     def predict(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with _running_lock:
+            _running[0] += 1
+            alone = _running[0] == 1 and LONE.requests() <= 1
         try:
-            return self.session.run(self._output_names, feeds)
+            return self._pick(alone).run(self._output_names, feeds)
         except Exception as exc:  # onnxruntime raises its own types; all are model failures
             raise ModelFailure(f"model {self.name!r} failed: {exc}") from exc
+        finally:
+            with _running_lock:
+                _running[0] -= 1
+
+    def _pick(self, alone: bool) -> ort.InferenceSession:
+        among = self._among  # read once: ``drop_among`` may clear it meanwhile
+        if alone or not self._among_wanted:
+            return self.session
+        if among is None:
+            with _running_lock:
+                start, self._among_wanted = self._among_wanted, False
+            if start:  # made off the request's path; this call shares ``session``
+                threading.Thread(target=self._make_among, daemon=True).start()
+            return self.session
+        return among
+
+    def _make_among(self) -> None:
+        try:
+            self._among = _session(self._path, self._threads)
+        except Exception:  # the calls keep sharing ``session``
+            log.exception("model %r: no session for concurrent calls", self.name)
+        else:
+            self._among_wanted = True
+            _among_made.add(self)
+
+    def drop_among(self) -> None:
+        """Give the session for concurrent calls back (when no call runs: idle)."""
+        with _running_lock:
+            if self._among is not None:
+                self._among = None
+                _among_made.discard(self)
 
     def predict_stacked(
         self, feeds: list[dict[str, np.ndarray]], unit: str, advice: str

@@ -321,6 +321,7 @@ def _follow_pointer(app: web.Application, settings: Settings) -> None:
 def create_app(settings: Settings) -> web.Application:
     guard = access.Access.from_settings(settings)  # StartupError: a token file, TLS files
     runtime.SPINNING["intra_op"] = settings.intra_op_spinning  # for the sessions it loads
+    runtime.LONE.threads = settings.cpus
     middlewares = [error_middleware]
     if guard.tokens.enabled:
         middlewares.append(access.middleware(guard.tokens, guard.metrics_open))

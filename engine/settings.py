@@ -3,12 +3,13 @@
 Every variable, its default and its meaning are the fields of :class:`Settings`; the docs'
 settings reference is generated from them (``edgepipe.settingsbase.settings_rows``).
 
-Latency or throughput: with ``INFER_WORKERS=1`` (the default) one model call at a time
-spreads over all ``CONFIG_CPUS`` threads, which gives the lowest latency per request.
-With ``INFER_WORKERS=N`` up to N calls run at once, each on ``CONFIG_CPUS / N`` threads;
-single-threaded calls side by side waste less time in synchronisation, so a busy engine
-answers more requests per second (``bench/README.md`` has the figures). Decoding runs in
-its own pool either way, so the next request is decoded while one is in the model.
+Latency and throughput: up to ``INFER_WORKERS`` model calls run at once (by default
+``CONFIG_CPUS``). A call that starts while no other runs spreads over all ``CONFIG_CPUS``
+threads, the lowest latency for a lone request; one that starts beside others gets
+``CONFIG_CPUS / INFER_WORKERS`` threads: single-threaded calls side by side waste less time
+in synchronisation, so a busy engine answers more requests per second (``bench/README.md``
+has the figures). ``INFER_WORKERS=1`` runs one call at a time on all the threads. Decoding
+runs in its own pool either way, so the next request is decoded while one is in the model.
 """
 
 from __future__ import annotations
@@ -186,8 +187,13 @@ class Settings(AccessSettings):
         "(a fraction such as 0.5 gives 1)",
         json_schema_extra={"type_text": "number of cores"},
     )
-    infer_workers: int = Field(
-        1, ge=1, description="concurrent model calls; each gets `CONFIG_CPUS / workers` threads"
+    infer_workers: int | None = Field(
+        None,
+        ge=1,
+        description="concurrent model calls: one that starts while no other runs gets "
+        "`CONFIG_CPUS` intra-op threads, one that starts beside others `CONFIG_CPUS / "
+        "workers` (from a second session of the model, made at the first such call)",
+        json_schema_extra={"default_text": "CONFIG_CPUS"},
     )
     intra_op_spinning: Literal["on", "calls", "off"] = Field(
         "calls",
@@ -367,9 +373,15 @@ class Settings(AccessSettings):
         return self.log_inferences
 
     @property
+    def workers(self) -> int:
+        """Model calls that may run at once: ``INFER_WORKERS``, by default ``CONFIG_CPUS``."""
+        return self.infer_workers or self.cpus
+
+    @property
     def threads_per_call(self) -> int:
-        """onnxruntime intra-op threads for one model call: the cores shared by the workers."""
-        return max(1, self.cpus // self.infer_workers)
+        """onnxruntime intra-op threads for one model call among others: the cores shared
+        by the workers (a call alone gets ``CONFIG_CPUS``, ``runtime.OnnxModel``)."""
+        return max(1, self.cpus // self.workers)
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given values (command-line flags); None leaves one as it is."""

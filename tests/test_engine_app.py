@@ -194,8 +194,80 @@ def test_a_free_model_slot_runs_the_model_in_the_decode_thread_and_never_more_at
         assert seen[0].startswith("decode"), seen
         await asyncio.gather(*(ask(k) for k in range(2, 8)))
         assert running[1] == 1, running
+        # One call at a time: every call has the cores, no second session is made.
+        assert pipeline.steps[0].model.concurrent_session is None
         assert len(seen) == 7
         # Some waited for the slot in the infer pool while another held it.
         assert any(name.startswith("infer") for name in seen), seen
+
+    serve(settings, check)
+
+
+def test_a_call_alone_gets_the_cores_and_calls_side_by_side_one_thread_each(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """By default (``INFER_WORKERS`` = ``CONFIG_CPUS``) a model call that starts while no
+    other runs uses the session of ``CONFIG_CPUS`` threads; the first call that starts
+    beside another makes a one-thread session, off the request's path, which the calls
+    that start beside others then use until the engine rests; every answer is its own."""
+    from edgepipe.engine.server import DATAPLANE
+    from tests.helpers import onnx_models
+
+    width = 20_000
+    model = onnx_models.scale(
+        tmp_path_factory.mktemp("side") / "side.onnx", 2.0, shape=("N", width)
+    )
+    settings = Settings(model_path=model, grpc_port=0, cpus=2)
+    assert settings.workers == 2 and settings.threads_per_call == 1
+
+    async def check(client: TestClient) -> None:
+        onnx = client.app[DATAPLANE].pipelines["side"].steps[0].model
+        assert onnx.session.get_session_options().intra_op_num_threads == 2
+        used = {"alone": 0, "beside": 0}
+        alone_run = onnx.session.run
+
+        def slow(*args):  # a call long enough for the others to start beside it
+            used["alone"] += 1
+            time.sleep(0.05)
+            return alone_run(*args)
+
+        onnx.session.run = slow
+
+        async def ask(k: int) -> None:
+            x = np.full(width, k, dtype=np.float32)
+            body = orjson.dumps([{"y": x}], option=orjson.OPT_SERIALIZE_NUMPY)
+            resp = await client.post("/pipelines/side", data=body, headers={"Content-Type": JSON})
+            assert resp.status == 200
+            (rec,) = orjson.loads(await resp.read())
+            assert rec["outputs"][0]["Float"]["data"][:2] == [2.0 * k, 2.0 * k]
+
+        await ask(1)
+        assert used["alone"] == 1 and onnx.concurrent_session is None  # alone: no second one
+        await asyncio.gather(*(ask(k) for k in range(2, 6)))
+        for _ in range(600):  # made in the background: 30 s at most
+            if onnx.concurrent_session is not None:
+                break
+            await asyncio.sleep(0.05)
+        beside = onnx.concurrent_session
+        assert beside is not None
+        assert beside.get_session_options().intra_op_num_threads == 1
+        beside_run = beside.run
+
+        def counted(*args):
+            used["beside"] += 1
+            return beside_run(*args)
+
+        beside.run = counted
+        used["alone"] = 0
+        await asyncio.gather(*(ask(k) for k in range(6, 12)))
+        assert used["beside"] >= 1, used  # they started while the first slept in its call
+        assert used["alone"] + used["beside"] == 6, used
+        await ask(12)
+        assert used["alone"] >= 1 and used["alone"] + used["beside"] == 7, used
+        for _ in range(100):  # idle for 1 s: the session for concurrent calls is dropped
+            if onnx.concurrent_session is None:
+                break
+            await asyncio.sleep(0.05)
+        assert onnx.concurrent_session is None
 
     serve(settings, check)

@@ -12,7 +12,10 @@ from edgepipe.settingsbase import env_names, settings_rows
 
 def test_defaults_and_overrides() -> None:
     s = Settings.from_env({})
-    assert (s.host, s.port, s.cpus, s.infer_workers, s.debug) == ("0.0.0.0", 8080, 1, 1, False)
+    assert (s.host, s.port, s.cpus, s.workers, s.debug) == ("0.0.0.0", 8080, 1, 1, False)
+    # INFER_WORKERS defaults to CONFIG_CPUS: one thread a call among others
+    four = Settings.from_env({"CONFIG_CPUS": "4"})
+    assert (four.infer_workers, four.workers, four.threads_per_call) == (None, 4, 1)
     assert s.edge is None and s.registry_login.username is None
     s = Settings.from_env(
         {
