@@ -131,6 +131,11 @@ _running_lock = threading.Lock()
 _among_made: weakref.WeakSet[OnnxModel] = weakref.WeakSet()
 
 
+# A session for concurrent calls is dropped too when the calls have started alone for
+# this long (s): a lone client's requests do not keep it.
+AMONG_KEEP_S = 1.0
+
+
 def rest() -> None:
     """Drop every model's session for concurrent calls (the next burst makes it again)."""
     for model in list(_among_made):
@@ -155,11 +160,11 @@ class OnnxModel:
     ``cpus``: the intra-op threads of a call among others (``CONFIG_CPUS / INFER_WORKERS``).
     A call that starts alone (no other model call running, no other request in flight)
     gets ``LONE.threads`` from ``session``. The session of ``cpus`` threads for the others
-    is made at the first call that starts beside another (until it is there they share
-    ``session``) and dropped when the engine is idle (``rest``): an engine that never
-    serves concurrent calls, or rests between bursts, holds one session per model. One
-    intra-op pool shared by concurrent calls costs 1.5x the CPU per call of one thread
-    each (``bench/README.md``), hence two sessions rather than one.
+    is made by the first call that starts beside another and dropped when the engine is
+    idle (``rest``) or the calls have started alone for ``AMONG_KEEP_S``: an engine that
+    never serves concurrent calls, or rests between bursts, holds one session per model. One intra-op pool shared by concurrent calls
+    costs 1.5x the CPU per call of one thread each (``bench/README.md``), hence two
+    sessions rather than one.
     """
 
     def __init__(self, ref: ModelRef, path: Path, cpus: int) -> None:
@@ -172,6 +177,8 @@ class OnnxModel:
         self.session = _session(path, lone)
         self._among: ort.InferenceSession | None = None  # cpus threads, once needed
         self._among_wanted = lone > cpus
+        self._making = threading.Lock()
+        self._beside_at = 0.0  # when a call last started beside another (monotonic)
         self.inputs = [_spec(a) for a in self.session.get_inputs()]
         self.outputs = [_spec(a) for a in self.session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
@@ -200,25 +207,29 @@ class OnnxModel:
                 _running[0] -= 1
 
     def _pick(self, alone: bool) -> ort.InferenceSession:
-        among = self._among  # read once: ``drop_among`` may clear it meanwhile
+        now = time.monotonic()
         if alone or not self._among_wanted:
+            if alone and self._among is not None and now - self._beside_at > AMONG_KEEP_S:
+                self.drop_among()  # the calls are alone again: give its memory back
             return self.session
-        if among is None:
-            with _running_lock:
-                start, self._among_wanted = self._among_wanted, False
-            if start:  # made off the request's path; this call shares ``session``
-                threading.Thread(target=self._make_among, daemon=True).start()
-            return self.session
-        return among
-
-    def _make_among(self) -> None:
-        try:
-            self._among = _session(self._path, self._threads)
-        except Exception:  # the calls keep sharing ``session``
-            log.exception("model %r: no session for concurrent calls", self.name)
-        else:
-            self._among_wanted = True
-            _among_made.add(self)
+        self._beside_at = now
+        among = self._among  # read once: ``drop_among`` may clear it meanwhile
+        if among is not None:
+            return among
+        # Made here, by the first call beside another (~40 ms for YOLOv8n; the calls that
+        # start meanwhile wait for it): calls never share ``session``, so its arena keeps
+        # one call's tensors.
+        with self._making:
+            among = self._among
+            if among is None:
+                try:
+                    among = self._among = _session(self._path, self._threads)
+                except Exception:  # the calls share ``session`` from now on
+                    log.exception("model %r: no session for concurrent calls", self.name)
+                    self._among_wanted = False
+                    return self.session
+                _among_made.add(self)
+            return among
 
     def drop_among(self) -> None:
         """Give the session for concurrent calls back (when no call runs: idle)."""

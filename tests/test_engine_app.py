@@ -208,8 +208,10 @@ def test_a_call_alone_gets_the_cores_and_calls_side_by_side_one_thread_each(
 ) -> None:
     """By default (``INFER_WORKERS`` = ``CONFIG_CPUS``) a model call that starts while no
     other runs uses the session of ``CONFIG_CPUS`` threads; the first call that starts
-    beside another makes a one-thread session, off the request's path, which the calls
-    that start beside others then use until the engine rests; every answer is its own."""
+    beside another makes a one-thread session, which the calls that start beside others
+    then use until the engine rests or the calls start alone again; every answer is its
+    own."""
+    from edgepipe.engine import runtime
     from edgepipe.engine.server import DATAPLANE
     from tests.helpers import onnx_models
 
@@ -244,10 +246,6 @@ def test_a_call_alone_gets_the_cores_and_calls_side_by_side_one_thread_each(
         await ask(1)
         assert used["alone"] == 1 and onnx.concurrent_session is None  # alone: no second one
         await asyncio.gather(*(ask(k) for k in range(2, 6)))
-        for _ in range(600):  # made in the background: 30 s at most
-            if onnx.concurrent_session is not None:
-                break
-            await asyncio.sleep(0.05)
         beside = onnx.concurrent_session
         assert beside is not None
         assert beside.get_session_options().intra_op_num_threads == 1
@@ -268,6 +266,15 @@ def test_a_call_alone_gets_the_cores_and_calls_side_by_side_one_thread_each(
             if onnx.concurrent_session is None:
                 break
             await asyncio.sleep(0.05)
+        assert onnx.concurrent_session is None
+        # Calls that start alone again drop it too, without waiting for the engine to rest.
+        await asyncio.gather(*(ask(k) for k in range(13, 17)))
+        assert onnx.concurrent_session is not None
+        keep, runtime.AMONG_KEEP_S = runtime.AMONG_KEEP_S, 0.0
+        try:
+            await ask(17)
+        finally:
+            runtime.AMONG_KEEP_S = keep
         assert onnx.concurrent_session is None
 
     serve(settings, check)
