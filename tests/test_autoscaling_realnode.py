@@ -22,13 +22,13 @@ pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 
 TARGET = 30  # percent of the CPU request
 # Short windows, so the test does not wait the default 5 minutes to scale down: one HPA
-# sync (5 s here) of low figures is enough once the load stops (15 s added 10 s to each of
-# the two scale-downs).
+# sync (1 s here) of low figures is enough once the load stops (15 s added 10 s to each of
+# the two scale-downs, 5 s added 4).
 BEHAVIOR = {
     "scaleUp": {"stabilizationWindowSeconds": 0},
     "scaleDown": {
-        "stabilizationWindowSeconds": 5,
-        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 5}],
+        "stabilizationWindowSeconds": 1,
+        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 1}],
     },
 }
 ROWS = orjson.dumps([{"x": [1.0, 2.0, 3.0, 4.0]}] * 50)
