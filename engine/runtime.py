@@ -138,7 +138,9 @@ AMONG_KEEP_S = 1.0
 
 def rest() -> None:
     """Drop every model's session for concurrent calls (the next burst makes it again)."""
-    for model in list(_among_made):
+    with _running_lock:
+        models = list(_among_made)
+    for model in models:
         model.drop_among()
 
 
@@ -228,7 +230,8 @@ class OnnxModel:
                     log.exception("model %r: no session for concurrent calls", self.name)
                     self._among_wanted = False
                     return self.session
-                _among_made.add(self)
+                with _running_lock:
+                    _among_made.add(self)
             return among
 
     def drop_among(self) -> None:
