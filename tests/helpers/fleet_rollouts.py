@@ -137,7 +137,7 @@ class Fleet:
 
     def env(self, edge: str) -> dict[str, str]:
         env = edge_env(self.via, self.status, edge, self.folder / edge, self.pub,
-                       probation_seconds=2, heartbeat_seconds=5)  # fmt: skip
+                       probation_seconds=1, heartbeat_seconds=5)  # fmt: skip
         env["EDGEPIPE_ENGINE_LOG_INFERENCES"] = "false"
         return env
 
