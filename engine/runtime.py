@@ -160,6 +160,8 @@ class OnnxModel:
     """One loaded ONNX model: its session and signature.
 
     ``cpus``: the intra-op threads of a call among others (``CONFIG_CPUS / INFER_WORKERS``).
+    A ``shadow`` always runs on ``cpus`` threads and is not counted as another call: it
+    takes the cores' spare time (``experiments.py``).
     A call that starts alone (no other model call running, no other request in flight)
     gets ``LONE.threads`` from ``session``. The session of ``cpus`` threads for the others
     is made by the first call that starts beside another and dropped when the engine is
@@ -169,13 +171,14 @@ class OnnxModel:
     sessions rather than one.
     """
 
-    def __init__(self, ref: ModelRef, path: Path, cpus: int) -> None:
+    def __init__(self, ref: ModelRef, path: Path, cpus: int, shadow: bool = False) -> None:
         self.ref = ref
         self.name = ref.name
         self.version = model_version(ref)
         self.sha256 = ref.sha256 or ""
         self._path, self._threads = path, cpus
-        lone = max(cpus, LONE.threads)
+        self._shadow = shadow
+        lone = cpus if shadow else max(cpus, LONE.threads)
         self.session = _session(path, lone)
         self._among: ort.InferenceSession | None = None  # cpus threads, once needed
         self._among_wanted = lone > cpus
@@ -197,16 +200,22 @@ class OnnxModel:
         return self._among
 
     def predict(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self._shadow:
+            return self._run(self.session, feeds)
         with _running_lock:
             _running[0] += 1
             alone = _running[0] == 1 and LONE.requests() <= 1
         try:
-            return self._pick(alone).run(self._output_names, feeds)
-        except Exception as exc:  # onnxruntime raises its own types; all are model failures
-            raise ModelFailure(f"model {self.name!r} failed: {exc}") from exc
+            return self._run(self._pick(alone), feeds)
         finally:
             with _running_lock:
                 _running[0] -= 1
+
+    def _run(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray]):
+        try:
+            return session.run(self._output_names, feeds)
+        except Exception as exc:  # onnxruntime raises its own types; all are model failures
+            raise ModelFailure(f"model {self.name!r} failed: {exc}") from exc
 
     def _pick(self, alone: bool) -> ort.InferenceSession:
         now = time.monotonic()

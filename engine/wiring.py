@@ -83,11 +83,13 @@ def _check_batching(step: Step, model: OnnxModel, where: str) -> None:
     )
 
 
-def _model(ref: ModelRef, path: Path | None, cpus: int, where: str) -> OnnxModel:
+def _model(
+    ref: ModelRef, path: Path | None, cpus: int, where: str, shadow: bool = False
+) -> OnnxModel:
     if path is None:
         raise ValueError(f"{where}: no file for model {ref.name!r}")
     try:
-        return OnnxModel(ref, path, cpus)
+        return OnnxModel(ref, path, cpus, shadow=shadow)
     except Exception as exc:
         raise ValueError(f"{where}: cannot load model {ref.name!r} from {path}: {exc}") from exc
 
@@ -132,7 +134,7 @@ def _step(
     for j, ref in enumerate(step.shadows):
         at = f"{where}.shadows[{j}]"
         # One thread each: shadows use the cores' spare time, not the main model's threads.
-        shadow = _model(ref, paths.get(at), 1, at)
+        shadow = _model(ref, paths.get(at), 1, at, shadow=True)
         _same_signature(model, shadow, at, "shadow")
         runtime.shadows.append(shadow)
     return runtime

@@ -278,3 +278,41 @@ def test_a_call_alone_gets_the_cores_and_calls_side_by_side_one_thread_each(
         assert onnx.concurrent_session is None
 
     serve(settings, check)
+
+
+def test_a_shadow_keeps_one_thread_and_never_makes_the_model_share_the_cores(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A shadow runs on one thread whatever ``CONFIG_CPUS`` is, and a shadow running
+    does not count as another call: the step's model still starts alone, on all the
+    threads, with no session for concurrent calls made."""
+    from edgepipe.config import ModelRef
+    from edgepipe.engine import runtime
+    from tests.helpers import onnx_models
+
+    path = onnx_models.scale(tmp_path_factory.mktemp("shadow") / "s.onnx", 2.0)
+    saved = (runtime.LONE.threads, runtime.LONE.requests)
+    runtime.LONE.threads, runtime.LONE.requests = 2, lambda: 1
+    try:
+        model = runtime.OnnxModel(ModelRef(name="m", path=str(path)), path, 1)
+        shadow = runtime.OnnxModel(ModelRef(name="s", path=str(path)), path, 1, shadow=True)
+    finally:
+        runtime.LONE.threads, runtime.LONE.requests = saved
+    assert model.session.get_session_options().intra_op_num_threads == 2
+    assert shadow.session.get_session_options().intra_op_num_threads == 1
+    started = threading.Event()
+    run = shadow.session.run
+
+    def slow(*args):
+        started.set()
+        time.sleep(0.3)
+        return run(*args)
+
+    shadow.session.run = slow
+    feed = {"y": np.ones((1, 4), np.float32)}
+    beside = threading.Thread(target=shadow.predict, args=(feed,))
+    beside.start()
+    assert started.wait(10)
+    np.testing.assert_array_equal(model.predict(feed)[0], feed["y"] * 2)
+    beside.join()
+    assert model.concurrent_session is None and shadow.concurrent_session is None
