@@ -27,7 +27,9 @@ from tests.helpers.kube import Kubectl, wait_for
 from tests.helpers.paths import ROOT
 
 APISERVICE = "v1beta1.custom.metrics.k8s.io"
-SCRAPE_SECONDS = 2
+# Scrapes, the rate window and the adapter's relist short (3 engine pods at most): the
+# autoscaler saw a load start and stop a window (10 s) and a relist (5 s) later.
+SCRAPE_SECONDS = 1
 
 
 def adapter_rules(window: str) -> str:
@@ -82,7 +84,7 @@ class InflightStack:
     gateway: str
     adapter: Path
     namespace: str
-    window: str = "10s"
+    window: str = "5s"  # five scrapes
     procs: list[subprocess.Popen] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -124,7 +126,7 @@ class InflightStack:
             f"--bind-address={self.gateway}", f"--secure-port={adapter_port}",
             f"--cert-dir={self.base / 'adapter-certs'}", f"--lister-kubeconfig={kc}",
             f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-            "--metrics-relist-interval=5s", "--v=1",
+            "--metrics-relist-interval=1s", "--v=1",
         ])  # fmt: skip
         kube = Kubectl(self.kubeconfig, "kube-system")
         kube.apply(
