@@ -100,8 +100,8 @@ def test_a_version_that_breaks_after_the_swap_rolls_back_and_is_never_retried(
     with engine(env, tmp_path / "e.log") as e, Load(e.url, "upd") as load:
         time.sleep(1)
         push(own_registry, tmp_path, broken, *sign)  # its pointer moves last
-        # Within the probation (3 s) + 10 s of the pointer's move, poll included.
-        st = wait_status(e.url, "RolledBack", v1["pipelineVersion"], timeout=3 + 10)
+        # Within the probation (1.5 s) + 10 s of the pointer's move, poll included.
+        st = wait_status(e.url, "RolledBack", v1["pipelineVersion"], timeout=1.5 + 10)
         assert "error rate" in st["reason"], st
         time.sleep(4)  # four more polls: the bad digest is not tried again
         assert status(e.url)["state"] == "RolledBack"
@@ -169,8 +169,8 @@ def test_update_lock_holds_a_new_version_until_the_file_goes(own_registry, tmp_p
         lock.unlink()
         t = time.monotonic()
         wait_status(e.url, "Current", v2["pipelineVersion"], timeout=15)
-        # Within one poll (1 s ±20%) of the removal, plus the probation (3 s).
-        assert time.monotonic() - t < 1.2 + 3 + 2
+        # Within one poll (1 s ±20%) of the removal, plus the probation (1.5 s).
+        assert time.monotonic() - t < 1.2 + 1.5 + 2
 
 
 def test_registry_down_during_poll_and_download_then_back(own_registry, tmp_path) -> None:
