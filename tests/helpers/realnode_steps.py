@@ -37,6 +37,14 @@ class NodeCluster:
     base: Path
     info: dict
     made: list[str] = field(default_factory=list)  # namespaces, deleted by delete_namespaces
+    loading: list[subprocess.Popen] = field(default_factory=list)  # start_cluster's `later`
+
+    def images_loaded(self) -> None:
+        """Waits until the images start_cluster loads in the background are in containerd."""
+        for proc in list(self.loading):
+            err = proc.communicate(timeout=600)[1]
+            self.loading.remove(proc)
+            assert proc.returncode == 0, f"{' '.join(proc.args)} failed:\n{err[-3000:]}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -85,8 +93,9 @@ class NodeCluster:
         )
 
 
-def start_cluster(base: Path, images: list[str], log=print) -> NodeCluster:
-    """A real-node cluster with ``images`` (the engine's and the operator's) in containerd."""
+def start_cluster(base: Path, images: list[str], log=print, later: tuple | list = ()):
+    """A real-node cluster with ``images`` (the engine's and the operator's) in containerd,
+    and ``later`` loading into it in the background (NodeCluster.images_loaded waits)."""
     t0 = time.monotonic()
     proc = subprocess.run(
         [str(SCRIPT), "start", str(base), "--real-node"], capture_output=True, text=True
@@ -96,6 +105,10 @@ def start_cluster(base: Path, images: list[str], log=print) -> NodeCluster:
     log(f"real-node cluster ready in {time.monotonic() - t0:.1f}s")
     cluster = NodeCluster(base, json.loads((base / "cluster.json").read_text()))
     try:
+        for image in later:
+            cmd = [str(SCRIPT), "load-image", str(base), image]
+            pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True}
+            cluster.loading.append(subprocess.Popen(cmd, **pipes))
         for image in images:
             t0 = time.monotonic()
             subprocess.run(
@@ -112,6 +125,8 @@ def start_cluster(base: Path, images: list[str], log=print) -> NodeCluster:
 
 
 def stop_cluster(cluster: NodeCluster) -> None:
+    for proc in cluster.loading:  # still loading: the cluster goes anyway
+        proc.kill()
     subprocess.run([str(SCRIPT), "stop", str(cluster.base)], timeout=300)
 
 
@@ -124,6 +139,7 @@ def install_operator(cluster: NodeCluster, image: str, *sets: str) -> None:
     """``helm install charts/edgepipe``: the operator in a pod, under the chart's RBAC, from
     the operator image; engines get the chart's default, edgepipe-engine with its tag.
     ``sets``: more ``--set`` values (``watchNamespaces={team-a}``)."""
+    cluster.images_loaded()
     repo, tag = image.rsplit(":", 1)
     proc = subprocess.run(
         [
