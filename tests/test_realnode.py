@@ -32,9 +32,9 @@ def operator_pod(node: rn.NodeCluster, operator_image: str):
 @pytest.fixture(scope="module")
 def small_yolo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """YOLOv8n's layers on a SIDE x SIDE input, for the pipelines that answer: at 640x640
-    each answer cost the engine, under its CPU quota, the JSON of 1.2M floats in and of 5279
-    boxes out
-    (16x and 13x less now); the postprocess, the gRPC port and the edge chart are the same."""
+    each answer cost the engine, under its CPU quota, the JSON of 1.2M floats in and of
+    5279 boxes out (16x and 13x less now); the postprocess, the gRPC port and the edge
+    chart are the same."""
     from tests.helpers import onnx_models as m
 
     return m.yolov8n_shaped(tmp_path_factory.mktemp("yolo-small") / "yolov8n.onnx", size=SIDE)
