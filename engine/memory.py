@@ -4,14 +4,24 @@ glibc keeps up to its trim threshold (64 MiB, ``cli.tune_malloc``) of freed heap
 next request, so that request bodies and answers do not fault fresh pages in; once no
 request has run for ``idle_s``, ``malloc_trim`` returns it, and RSS at rest is what it
 was when every large buffer was mmapped.
+
+Also what the container's memory limit leaves (``room_for``): a model's second session,
+for concurrent calls, is made only where it fits (engine/runtime.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import os
 from collections.abc import Callable
 from concurrent.futures import Executor
+from pathlib import Path
+
+# Where this process's cgroup shows its memory limit (a container's own, in its namespace).
+CGROUP = Path("/sys/fs/cgroup")
+_UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a huge number
+MIB = 1 << 20
 
 
 def _malloc_trim() -> Callable[[], object] | None:
@@ -60,3 +70,51 @@ class IdleTrim:
             release()
         if self._trim is not None:
             self._trim()
+
+
+def rss() -> int:
+    """This process's resident set in bytes (0 where /proc has none)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def container_memory(root: Path | None = None) -> tuple[int, int] | None:
+    """(limit, in use) of this process's cgroup in bytes, or None with no limit (or no
+    cgroup): cgroup v2's ``memory.max`` and ``memory.current``, else v1's
+    ``memory/memory.limit_in_bytes`` and ``usage_in_bytes``; in use less the inactive file
+    pages of ``memory.stat``, the working set the kubelet and the OOM killer go by."""
+    root = root or CGROUP
+    for d, names in (
+        (root, ("memory.max", "memory.current", "inactive_file")),
+        (
+            root / "memory",
+            ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+        ),
+    ):
+        try:
+            text = (d / names[0]).read_text().strip()
+            if text == "max" or int(text) >= _UNLIMITED:
+                return None
+            limit, used = int(text), int((d / names[1]).read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            stat = dict(line.split() for line in (d / "memory.stat").read_text().splitlines())
+            used -= int(stat.get(names[2], 0))
+        except (OSError, ValueError):
+            pass
+        return limit, max(0, used)
+    return None
+
+
+def room_for(cost: int, root: Path | None = None) -> tuple[bool, tuple[int, int] | None]:
+    """Whether ``cost`` more bytes fit the cgroup's limit with a clear margin (a tenth of
+    the limit, at least 64 MiB, left over); with the (limit, in use) figures."""
+    figures = container_memory(root)
+    if figures is None:
+        return True, None
+    limit, used = figures
+    return limit - used - cost >= max(limit // 10, 64 * MIB), figures

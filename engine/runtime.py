@@ -19,6 +19,7 @@ from edgepipe.config import ModelRef, Step, model_version
 from edgepipe.outputs import DETECTIONS as DETECTIONS_NAME
 from edgepipe.yolo import Letterbox
 
+from . import memory
 from .errors import BadRequest, ModelFailure
 from .preprocess import ImageInput
 
@@ -166,9 +167,11 @@ class OnnxModel:
     gets ``LONE.threads`` from ``session``. The session of ``cpus`` threads for the others
     is made by the first call that starts beside another and dropped when the engine is
     idle (``rest``) or the calls have started alone for ``AMONG_KEEP_S``: an engine that
-    never serves concurrent calls, or rests between bursts, holds one session per model. One intra-op pool shared by concurrent calls
-    costs 1.5x the CPU per call of one thread each (``bench/README.md``), hence two
-    sessions rather than one.
+    never serves concurrent calls, or rests between bursts, holds one session per model.
+    One intra-op pool shared by concurrent calls costs 1.5x the CPU per call of one thread
+    each (``bench/README.md``), hence two sessions rather than one; but the second is made
+    only where the container's memory limit has room for it (``_room``): else the calls
+    take turns on ``session``, one at a time, as with ``INFER_WORKERS=1``.
     """
 
     def __init__(self, ref: ModelRef, path: Path, cpus: int, shadow: bool = False) -> None:
@@ -179,11 +182,16 @@ class OnnxModel:
         self._path, self._threads = path, cpus
         self._shadow = shadow
         lone = cpus if shadow else max(cpus, LONE.threads)
+        before = memory.rss()
         self.session = _session(path, lone)
+        # What a second session would cost: the RSS this one added, and its first call's.
+        self._rss = [max(0, memory.rss() - before), -1]
         self._among: ort.InferenceSession | None = None  # cpus threads, once needed
-        self._among_wanted = lone > cpus
+        self._among_wanted = self._serial = lone > cpus
+        self._one = threading.Lock()  # ``session`` runs one call at a time (``_serial``)
         self._making = threading.Lock()
         self._beside_at = 0.0  # when a call last started beside another (monotonic)
+        self._refused_at: float | None = None  # when the memory limit last had no room
         self.inputs = [_spec(a) for a in self.session.get_inputs()]
         self.outputs = [_spec(a) for a in self.session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
@@ -206,7 +214,16 @@ class OnnxModel:
             _running[0] += 1
             alone = _running[0] == 1 and LONE.requests() <= 1
         try:
-            return self._run(self._pick(alone), feeds)
+            session = self._pick(alone)
+            if session is not self.session or not self._serial:
+                return self._run(session, feeds)
+            with self._one:
+                if self._rss[1] >= 0:
+                    return self._run(session, feeds)
+                before = memory.rss()  # the first call (the warm-up): its arena's growth
+                out = self._run(session, feeds)
+                self._rss[1] = max(0, memory.rss() - before)
+                return out
         finally:
             with _running_lock:
                 _running[0] -= 1
@@ -233,15 +250,42 @@ class OnnxModel:
         with self._making:
             among = self._among
             if among is None:
+                if not self._room(now):
+                    return self.session  # the calls take turns on it, as INFER_WORKERS=1
                 try:
                     among = self._among = _session(self._path, self._threads)
-                except Exception:  # the calls share ``session`` from now on
+                except Exception:  # the calls take turns on ``session`` from now on
                     log.exception("model %r: no session for concurrent calls", self.name)
                     self._among_wanted = False
                     return self.session
                 with _running_lock:
                     _among_made.add(self)
             return among
+
+    def _room(self, now: float) -> bool:
+        """Whether the container's memory limit leaves room for a second session: its
+        load's RSS and a call's for each of the calls that may run on it at once, with a
+        margin (``memory.room_for``); looked at again at most every ``AMONG_KEEP_S``."""
+        if self._rss[1] < 0:
+            return False  # no call measured yet: this one waits for the first to end
+        if self._refused_at is not None and now - self._refused_at < AMONG_KEEP_S:
+            return False
+        calls = -(-LONE.threads // self._threads)
+        cost = self._rss[0] + calls * self._rss[1]
+        fits, figures = memory.room_for(cost)
+        if fits or figures is None:
+            return True
+        if self._refused_at is None:  # said once
+            limit, used = (round(v / memory.MIB) for v in figures)
+            log.info(
+                "model %r: no second session for concurrent calls: it would take ~%d MiB "
+                "(the model's load %d MiB + %d calls x %d MiB) and the memory limit of %d MiB "
+                "has %d MiB in use; concurrent calls take turns on its one session",
+                *(self.name, round(cost / memory.MIB), round(self._rss[0] / memory.MIB)),
+                *(calls, round(self._rss[1] / memory.MIB), limit, used),
+            )
+        self._refused_at = now
+        return False
 
     def drop_among(self) -> None:
         """Give the session for concurrent calls back (when no call runs: idle)."""

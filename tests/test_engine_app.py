@@ -316,3 +316,104 @@ def test_a_shadow_keeps_one_thread_and_never_makes_the_model_share_the_cores(
     np.testing.assert_array_equal(model.predict(feed)[0], feed["y"] * 2)
     beside.join()
     assert model.concurrent_session is None and shadow.concurrent_session is None
+
+
+def test_no_second_session_where_the_memory_limit_has_no_room_for_it(
+    tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under a memory limit (a cgroup's, here fake files) that leaves no room for a second
+    session, calls that start beside others take turns on the model's one session (one at
+    a time), each answer its own, and the engine says so once at INFO with the figures;
+    once the limit has room, the next burst makes the second session."""
+    from edgepipe.engine import memory, runtime
+    from edgepipe.engine.server import DATAPLANE
+    from tests.helpers import onnx_models
+
+    tmp = tmp_path_factory.mktemp("tight")
+    cgroup = tmp / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "memory.max").write_text(f"{256 * memory.MIB}\n")
+    (cgroup / "memory.current").write_text(f"{260 * memory.MIB}\n")
+    # 60 MiB of it inactive page cache: 200 MiB in use, 56 MiB free, under the margin.
+    (cgroup / "memory.stat").write_text(f"anon 1\ninactive_file {60 * memory.MIB}\n")
+    assert memory.container_memory(cgroup) == (256 * memory.MIB, 200 * memory.MIB)
+    width = 20_000
+    model = onnx_models.scale(tmp / "tight.onnx", 2.0, shape=("N", width))
+    settings = Settings(model_path=model, grpc_port=0, cpus=2)
+    assert settings.workers == 2
+
+    async def check(client: TestClient) -> None:
+        onnx = client.app[DATAPLANE].pipelines["tight"].steps[0].model
+        lock = threading.Lock()
+        running = [0, 0, 0]  # on the session now, at most, calls
+        run = onnx.session.run
+
+        def counted(*args):
+            with lock:
+                running[0] += 1
+                running[1] = max(running[:2])
+                running[2] += 1
+            try:
+                time.sleep(0.05)  # long enough for the others to start beside it
+                return run(*args)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+        onnx.session.run = counted
+
+        async def ask(k: int) -> None:
+            x = np.full(width, k, dtype=np.float32)
+            body = orjson.dumps([{"y": x}], option=orjson.OPT_SERIALIZE_NUMPY)
+            resp = await client.post("/pipelines/tight", data=body, headers={"Content-Type": JSON})
+            assert resp.status == 200
+            (rec,) = orjson.loads(await resp.read())
+            assert rec["outputs"][0]["Float"]["data"][:2] == [2.0 * k, 2.0 * k]
+
+        await asyncio.gather(*(ask(k) for k in range(1, 7)))
+        await asyncio.gather(*(ask(k) for k in range(7, 13)))
+        assert onnx.concurrent_session is None
+        assert running[1:] == [1, 12], running  # every call on the one session, one at a time
+        said = [r.getMessage() for r in caplog.records if "no second session" in r.getMessage()]
+        assert len(said) == 1, said
+        assert "memory limit of 256 MiB has 200 MiB in use" in said[0], said
+        # Room again (the limit is looked at again after AMONG_KEEP_S): the burst makes it.
+        (cgroup / "memory.max").write_text("max\n")
+        keep, runtime.AMONG_KEEP_S = runtime.AMONG_KEEP_S, 0.0
+        try:
+            await asyncio.gather(*(ask(k) for k in range(13, 19)))
+        finally:
+            runtime.AMONG_KEEP_S = keep
+        assert onnx.concurrent_session is not None
+        assert running[2] < 18, running
+
+    saved = memory.CGROUP
+    memory.CGROUP = cgroup
+    try:
+        with caplog.at_level("INFO", logger="edgepipe.engine"):
+            serve(settings, check)
+    finally:
+        memory.CGROUP = saved
+
+
+def test_the_memory_limit_from_cgroup_v1_and_v2_files(tmp_path: Path) -> None:
+    """``memory.container_memory``: v2's memory.max/current, v1's limit/usage under
+    memory/, "max" or v1's huge number as no limit, and no files as no cgroup."""
+    from edgepipe.engine import memory
+
+    assert memory.container_memory(tmp_path) is None
+    v1 = tmp_path / "memory"
+    v1.mkdir()
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (v1 / "memory.usage_in_bytes").write_text("1000\n")
+    assert memory.container_memory(tmp_path) is None
+    (v1 / "memory.limit_in_bytes").write_text(f"{1 << 30}\n")
+    (v1 / "memory.stat").write_text("cache 300\ntotal_inactive_file 200\n")
+    assert memory.container_memory(tmp_path) == (1 << 30, 800)
+    assert memory.room_for(900 * memory.MIB, tmp_path)[0]
+    assert not memory.room_for(1000 * memory.MIB, tmp_path)[0]  # under the 102 MiB margin
+    (tmp_path / "memory.max").write_text("max\n")
+    (tmp_path / "memory.current").write_text("5\n")
+    assert memory.container_memory(tmp_path) is None  # v2 first: no limit
+    (tmp_path / "memory.max").write_text("4096\n")
+    assert memory.container_memory(tmp_path) == (4096, 5)
