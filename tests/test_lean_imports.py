@@ -5,6 +5,7 @@ poll that needs them, through ``edgepipe.oci``'s and ``edgepipe.publish``'s lazy
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -63,3 +64,75 @@ def test_the_operator_starts_without_the_publish_stack() -> None:
     assert found["after_use"] == sorted(PUBLISH_STACK)
     assert found["same"] == [True, True, "edgepipe.oci.target", "edgepipe.oci.modelfiles"]
     assert found["missing_raises"]
+
+
+# What no `edgepipe` command that only talks to the cluster (or prints help) needs: the
+# engine client's arrays and tables, and kubernetes' CoreV1Api (~280 pydantic models).
+CLI_HEAVY = (
+    "numpy",
+    "pyarrow",
+    "pandas",
+    "onnx",
+    "onnxruntime",
+    "PIL",
+    "kubernetes.client.api.core_v1_api",
+    "edgepipe.config",
+    "edgepipe.resources",
+)
+
+# The console script's own path, in a fresh interpreter: --help, then a cluster command
+# (against an apiserver that refuses the connection at once), then the engine client.
+CLI_PROBE = """
+import json, os, sys
+heavy = %r
+def loaded():
+    return sorted(m for m in heavy if m in sys.modules)
+from edgepipe.cli import run
+def command(*args):
+    sys.argv = ["edgepipe", *args]
+    try:
+        run()
+    except SystemExit as exc:
+        return exc.code
+    return 0
+found = {"at_import": loaded(), "help": command("--help"), "after_help": loaded()}
+found["get"] = command("pipeline", "get", "p", "--kubeconfig", os.environ["PROBE_KUBECONFIG"])
+found["after_get"] = loaded()
+found["kubernetes"] = "kubernetes.client.api.custom_objects_api" in sys.modules
+from edgepipe.client import EngineClient, EngineClientError
+from edgepipe.cli.common import expected_errors
+found["engine_error"] = EngineClientError in expected_errors()
+found["after_engine"] = loaded()
+print("\\n" + json.dumps(found))
+"""
+
+REFUSING = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u, namespace: ns}}]
+current-context: x
+"""
+
+
+def test_cluster_commands_start_without_numpy_or_all_of_kubernetes(tmp_path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(REFUSING)
+    out = subprocess.run(
+        [sys.executable, "-c", CLI_PROBE % (CLI_HEAVY,)],
+        cwd=ROOT,
+        env={**os.environ, "PROBE_KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    found = json.loads(out.stdout.splitlines()[-1])
+    assert found["at_import"] == [] and found["after_help"] == [], found
+    assert found["help"] == 0 and found["get"] == 1
+    assert "cannot reach the cluster" in out.stderr  # the command did talk to the client
+    assert found["after_get"] == [], "loaded by 'pipeline get': " + ", ".join(found["after_get"])
+    assert found["kubernetes"]
+    # ... and the engine client's names still load numpy when used (the check can fail),
+    # after which its error is one of the CLI's one-line errors again.
+    assert found["after_engine"] == ["numpy"] and found["engine_error"]

@@ -20,19 +20,21 @@ class CliError(click.ClickException):
 def expected_errors() -> tuple[type[Exception], ...]:
     """Library errors that are the user's to fix: shown as one line, without a traceback.
 
-    Imported here, not at the top, so that ``edgepipe --help`` loads no Kubernetes client.
+    Imported here, not at the top, so that ``edgepipe --help`` loads no Kubernetes client;
+    the engine client's error only when its module (and numpy) is loaded: else none of it
+    was raised.
     """
-    from edgepipe.client import EngineClientError
-    from edgepipe.client.cluster import ClusterError
-    from edgepipe.config import ConfigError
+    from edgepipe.client.status import ClusterError
     from edgepipe.publish import PublishError
+    from edgepipe.spec import ConfigError
 
+    engine = sys.modules.get("edgepipe.client.engine")
     return (
         oci.OciError,
         ConfigError,
         PublishError,
         ClusterError,
-        EngineClientError,
+        *((engine.EngineClientError,) if engine else ()),
         OSError,
         ValueError,
     )

@@ -10,16 +10,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from edgepipe.config import ConfigError
-from edgepipe.manifests import autoscaling_patch
-from edgepipe.resources import API_VERSION, GROUP, VERSION, Autoscaling
+# Not edgepipe.config, .manifests or .resources, whose models a call that only reads or
+# waits does not need: each command imports what it checks (about 50 ms of CPU at start).
+from edgepipe.spec import API_VERSION, GROUP, VERSION, ConfigError
 
 from . import kubeconfig as kubeconfig_file
+from .core import Core
 from .publishes import PublishMixin
 from .rollouts import RolloutMixin
 from .status import WAIT_SECONDS, ClusterError, Progress, find_version, status_is_current
+
+if TYPE_CHECKING:
+    from edgepipe.resources import Autoscaling
 
 __all__ = ["Client", "ClusterError", "Progress", "find_version"]
 
@@ -54,12 +58,12 @@ class Client(PublishMixin, RolloutMixin):
         namespace: str | None = None,
         context: str | None = None,
     ) -> None:
-        import kubernetes
-
         in_pod = kubeconfig is None and Path("/var/run/secrets/kubernetes.io").exists()
         why = None if in_pod else kubeconfig_file.missing(kubeconfig)
         if why:
             raise ClusterError(why)
+        import kubernetes  # after the check: a missing kubeconfig is said at once
+
         try:
             if in_pod:
                 kubernetes.config.load_incluster_config()
@@ -75,7 +79,7 @@ class Client(PublishMixin, RolloutMixin):
         kubeconfig_file.warn_if_insecure(kubernetes.client.Configuration.get_default_copy())
         self.namespace = namespace or ns
         self.api = kubernetes.client.CustomObjectsApi()
-        self.core = kubernetes.client.CoreV1Api()
+        self.core = Core(self.api.api_client)
         self._exc = kubernetes.client.exceptions.ApiException
 
     # -- raw objects ----------------------------------------------------------------------
@@ -261,6 +265,8 @@ class Client(PublishMixin, RolloutMixin):
         """Set ``spec.deployed: true`` and wait until the pipeline is Running.
         ``autoscaling`` (an ``Autoscaling`` or its fields) sets spec.deployment.autoscaling,
         ``False`` removes it (back to ``replicas``), None leaves it."""
+        from edgepipe.manifests import autoscaling_patch
+
         spec: dict[str, Any] = {"deployed": True}
         if autoscaling is not None:
             try:
@@ -339,18 +345,19 @@ class Client(PublishMixin, RolloutMixin):
             self.core.list_namespaced_pod,
             self.namespace,
             label_selector=selector,
-        ).items
+        )["items"]
         if not pods:
             raise ClusterError(f"pipeline {name!r} has no engine pods (is it deployed?)")
+        names = [pod["metadata"]["name"] for pod in pods]
         return {
-            pod.metadata.name: self._call(
-                f"logs of {pod.metadata.name}",
+            pod: self._call(
+                f"logs of {pod}",
                 self.core.read_namespaced_pod_log,
-                pod.metadata.name,
+                pod,
                 self.namespace,
                 tail_lines=tail,
             )
-            for pod in pods
+            for pod in names
         }
 
 

@@ -21,7 +21,7 @@ class ClusterApi(Protocol):
     """What the Publish methods use of ``cluster.Client``."""
 
     namespace: str
-    core: Any  # kubernetes.client.CoreV1Api
+    core: Any  # edgepipe.client.core.Core
 
     def get(self, plural: str, name: str) -> dict[str, Any]: ...
 
@@ -180,7 +180,7 @@ def _publish_registry(
     if ref:
         try:
             secret = cluster.core.read_namespaced_secret(ref, cluster.namespace)
-            data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+            data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
             if "username" in data:
                 creds = oci.Credentials(data["username"], data.get("password"))
         except Exception:  # not allowed to read Secrets: the caller's own login

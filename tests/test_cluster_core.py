@@ -1,0 +1,92 @@
+"""The cluster client's four core/v1 reads (edgepipe.client.core) against the real test
+apiserver, side by side with kubernetes' CoreV1Api they replace: the same objects, the
+same log text, the same ApiException for what is not there."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pytest
+
+from tests.helpers.pipelines import pipeline
+
+pytestmark = pytest.mark.cluster
+
+ENGINE = {"app.kubernetes.io/instance": "p", "app.kubernetes.io/name": "edgepipe-engine"}
+SELECTOR = ",".join(f"{k}={v}" for k, v in ENGINE.items())
+
+
+def _pod(name: str, labels: dict[str, str]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"containers": [{"name": "engine", "image": "engine:x"}]},
+        }
+    )
+
+
+def _failure(call) -> tuple[int, str]:
+    from kubernetes.client.exceptions import ApiException
+
+    with pytest.raises(ApiException) as info:
+        call()
+    return info.value.status, json.loads(info.value.body)["message"]
+
+
+def test_core_reads_answer_as_core_v1_api(cluster, namespace, kubectl) -> None:
+    import kubernetes
+
+    from edgepipe.client.cluster import Client, ClusterError
+
+    client = Client(kubeconfig=str(cluster["kubeconfig"]), namespace=namespace)
+    reference = kubernetes.client.CoreV1Api(client.api.api_client)
+    plain = client.api.api_client.sanitize_for_serialization  # a model as its JSON
+    kubectl("apply", "-f", "-", stdin=_pod("engine-a", ENGINE))
+    kubectl("apply", "-f", "-", stdin=_pod("engine-b", ENGINE))
+    kubectl("apply", "-f", "-", stdin=_pod("other", {"app.kubernetes.io/name": "x"}))
+    kubectl("create", "secret", "generic", "creds", "--from-literal=username=ann")
+
+    ns = client.core.read_namespace(namespace)
+    assert ns["metadata"]["name"] == namespace
+    assert ns["metadata"]["uid"] == reference.read_namespace(namespace).metadata.uid
+
+    pods = client.core.list_namespaced_pod(namespace, label_selector=SELECTOR)["items"]
+    expected = reference.list_namespaced_pod(namespace, label_selector=SELECTOR).items
+    assert sorted(p["metadata"]["name"] for p in pods) == ["engine-a", "engine-b"]
+    assert [p["metadata"]["name"] for p in pods] == [p.metadata.name for p in expected]
+    assert pods[0]["metadata"]["labels"] == plain(expected[0])["metadata"]["labels"]
+
+    secret = client.core.read_namespaced_secret("creds", namespace)
+    assert secret["data"] == reference.read_namespaced_secret("creds", namespace).data
+    assert base64.b64decode(secret["data"]["username"]) == b"ann"
+
+    # kwok's pods have no container to read logs from: the apiserver's refusal, the same.
+    def log(api):
+        return lambda: api.read_namespaced_pod_log("engine-a", namespace, tail_lines=5)
+
+    kubectl("apply", "-f", "-", stdin=json.dumps(pipeline("p", deployed=False)))
+    try:
+        text = log(client.core)()
+    except Exception:
+        status, message = _failure(log(client.core))
+        assert (status, message) == _failure(log(reference))
+        with pytest.raises(ClusterError, match=f"^logs of engine-a: {re.escape(message)}$"):
+            client.engine_logs("p", tail=5)
+    else:
+        assert isinstance(text, str) and text == log(reference)()
+        assert client.engine_logs("p", tail=5)["engine-a"] == text
+
+    for what in (
+        lambda api: api.read_namespace("nosuchns-core"),
+        lambda api: api.read_namespaced_secret("nosuch", namespace),
+    ):
+        mine = _failure(lambda w=what: w(client.core))
+        assert mine[0] == 404
+        assert mine == _failure(lambda w=what: w(reference))
+    # An empty listing is an answer, not a failure.
+    empty = client.core.list_namespaced_pod("nosuchns-core", label_selector=SELECTOR)
+    assert empty["kind"] == "PodList" and empty["items"] == []
