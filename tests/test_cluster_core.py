@@ -90,3 +90,35 @@ def test_core_reads_answer_as_core_v1_api(cluster, namespace, kubectl) -> None:
     # An empty listing is an answer, not a failure.
     empty = client.core.list_namespaced_pod("nosuchns-core", label_selector=SELECTOR)
     assert empty["kind"] == "PodList" and empty["items"] == []
+
+
+def test_custom_object_calls_answer_as_custom_objects_api(cluster, namespace) -> None:
+    from edgepipe.client.cluster import Client
+    from edgepipe.resources import GROUP, VERSION
+
+    client = Client(kubeconfig=str(cluster["kubeconfig"]), namespace=namespace)
+    reference = client.api  # kubernetes' CustomObjectsApi on the same login
+    assert type(reference).__name__ == "CustomObjectsApi" and client.api is reference
+    where = (GROUP, VERSION, namespace, "pipelines")
+
+    applied = client.apply(pipeline("p", deployed=False))  # server-side apply, read back
+    assert applied["metadata"]["managedFields"][0]["manager"] == "edgepipe-cli"
+    assert applied["metadata"]["managedFields"][0]["operation"] == "Apply"
+    mine = client.custom.get_namespaced_custom_object(*where, "p")
+    assert mine == reference.get_namespaced_custom_object(*where, "p") == applied
+    assert client.custom.list_namespaced_custom_object(*where)["items"] == [mine]
+    assert reference.list_namespaced_custom_object(*where)["items"] == [mine]
+
+    merged = client.custom.patch_namespaced_custom_object(
+        *where, "p", {"metadata": {"labels": {"a": "1"}}}
+    )
+    assert merged["metadata"]["labels"] == {"a": "1"}
+    assert merged == reference.get_namespaced_custom_object(*where, "p")
+    again = reference.patch_namespaced_custom_object(
+        *where, "p", {"metadata": {"labels": {"a": "1"}}}
+    )
+    assert again == merged  # the same patch: nothing changed
+
+    assert _failure(lambda: client.custom.get_namespaced_custom_object(*where, "q")) == (
+        _failure(lambda: reference.get_namespaced_custom_object(*where, "q"))
+    )

@@ -67,7 +67,8 @@ def test_the_operator_starts_without_the_publish_stack() -> None:
 
 
 # What no `edgepipe` command that only talks to the cluster (or prints help) needs: the
-# engine client's arrays and tables, and kubernetes' CoreV1Api (~280 pydantic models).
+# engine client's arrays and tables, and kubernetes' CoreV1Api (~280 pydantic models) and
+# CustomObjectsApi.
 CLI_HEAVY = (
     "numpy",
     "pyarrow",
@@ -76,6 +77,7 @@ CLI_HEAVY = (
     "onnxruntime",
     "PIL",
     "kubernetes.client.api.core_v1_api",
+    "kubernetes.client.api.custom_objects_api",
     "edgepipe.config",
     "edgepipe.resources",
 )
@@ -98,7 +100,7 @@ def command(*args):
 found = {"at_import": loaded(), "help": command("--help"), "after_help": loaded()}
 found["get"] = command("pipeline", "get", "p", "--kubeconfig", os.environ["PROBE_KUBECONFIG"])
 found["after_get"] = loaded()
-found["kubernetes"] = "kubernetes.client.api.custom_objects_api" in sys.modules
+found["kubernetes"] = "kubernetes.client.api_client" in sys.modules
 from edgepipe.client import EngineClient, EngineClientError
 from edgepipe.cli.common import expected_errors
 found["engine_error"] = EngineClientError in expected_errors()
