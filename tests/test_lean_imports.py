@@ -82,8 +82,8 @@ CLI_HEAVY = (
     "edgepipe.resources",
 )
 
-# The console script's own path, in a fresh interpreter: --help, then a cluster command
-# (against an apiserver that refuses the connection at once), then the engine client.
+# The console script's own path, in a fresh interpreter: --help, a registry command and a
+# cluster command that fail at once (nothing listens), then the engine client.
 CLI_PROBE = """
 import json, os, sys
 heavy = %r
@@ -98,6 +98,8 @@ def command(*args):
         return exc.code
     return 0
 found = {"at_import": loaded(), "help": command("--help"), "after_help": loaded()}
+found["model_list"] = command("model", "list", "--registry", "127.0.0.1:1/x")
+found["spec_models"] = sorted(m for m in ("pydantic", "edgepipe.spec") if m in sys.modules)
 found["get"] = command("pipeline", "get", "p", "--kubeconfig", os.environ["PROBE_KUBECONFIG"])
 found["after_get"] = loaded()
 found["kubernetes"] = "kubernetes.client.api_client" in sys.modules
@@ -132,6 +134,9 @@ def test_cluster_commands_start_without_numpy_or_all_of_kubernetes(tmp_path) -> 
     found = json.loads(out.stdout.splitlines()[-1])
     assert found["at_import"] == [] and found["after_help"] == [], found
     assert found["help"] == 0 and found["get"] == 1
+    # A registry command that fails says so in one line without building the spec's models.
+    assert found["model_list"] == 1 and "cannot reach registry 127.0.0.1:1" in out.stderr
+    assert found["spec_models"] == [], found["spec_models"]
     assert "cannot reach the cluster" in out.stderr  # the command did talk to the client
     assert found["after_get"] == [], "loaded by 'pipeline get': " + ", ".join(found["after_get"])
     assert found["kubernetes"]

@@ -21,23 +21,26 @@ def expected_errors() -> tuple[type[Exception], ...]:
     """Library errors that are the user's to fix: shown as one line, without a traceback.
 
     Imported here, not at the top, so that ``edgepipe --help`` loads no Kubernetes client;
-    the engine client's error only when its module (and numpy) is loaded: else none of it
-    was raised.
+    the spec's and the engine client's errors only when their modules (pydantic, numpy) are
+    loaded: else none of them was raised.
     """
     from edgepipe.client.status import ClusterError
     from edgepipe.publish import PublishError
-    from edgepipe.spec import ConfigError
 
-    engine = sys.modules.get("edgepipe.client.engine")
     return (
         oci.OciError,
-        ConfigError,
+        *_if_loaded("edgepipe.spec", "ConfigError"),
         PublishError,
         ClusterError,
-        *((engine.EngineClientError,) if engine else ()),
+        *_if_loaded("edgepipe.client.engine", "EngineClientError"),
         OSError,
         ValueError,
     )
+
+
+def _if_loaded(module: str, name: str) -> tuple[type[Exception], ...]:
+    found = sys.modules.get(module)
+    return (getattr(found, name),) if found else ()
 
 
 def registry_options(fn):
