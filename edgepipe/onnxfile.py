@@ -3,6 +3,7 @@ message when a file is not an ONNX model."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,20 @@ def _what(path: Path) -> str:
     return "not a protobuf ONNX model"
 
 
+def runtime() -> Any:
+    """The onnxruntime module, its telemetry off (``ORT_DISABLE_TELEMETRY=1`` unless set,
+    as in the engine): else it keeps a device ID and event store under ~/.cache/Microsoft,
+    or uploads to Microsoft at exit (docs/security.md)."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 def signature(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(inputs, outputs) of an ONNX model, each ``{name, type, shape}``; a file that is not
     an ONNX model raises NotAnOnnxModel saying what it looks like instead."""
-    import onnxruntime as ort
+    ort = runtime()
 
     path = Path(path)
     try:

@@ -231,7 +231,7 @@ def class_names(metadata: dict[str, str]) -> list[str]:
 
 def class_names_from_onnx(path: str | Path) -> list[str]:
     """Class names that Ultralytics writes into an ONNX file's metadata (``names``)."""
-    import onnxruntime as ort
+    from edgepipe.onnxfile import runtime
 
-    meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    meta = runtime().InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
     return class_names(meta.custom_metadata_map)

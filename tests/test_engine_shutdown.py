@@ -1,8 +1,11 @@
-"""The engine's exit after SIGTERM: prompt, with nothing handed to onnxruntime's telemetry."""
+"""The engine's prompt exit after SIGTERM, and onnxruntime's telemetry off (engine, library)."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -39,3 +42,19 @@ def test_sigterm_exit_is_prompt_and_onnxruntime_keeps_no_telemetry(
     assert took < 3.0, f"SIGTERM -> exit took {took:.1f} s"
     left = sorted(str(p.relative_to(home)) for p in home.rglob("*"))
     assert not [p for p in left if "Microsoft" in p or "onnxruntime" in p], left
+
+
+def test_the_library_keeps_onnxruntime_telemetry_off(models_dir: Path, tmp_path: Path) -> None:
+    """The CLI's model checks (``edgepipe publish``, the operator's model signatures) load
+    models with onnxruntime too: with its telemetry off, nothing is left under HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    code = (
+        "import sys; from edgepipe import onnxfile, yolo; "
+        "onnxfile.signature(sys.argv[1]); yolo.class_names_from_onnx(sys.argv[1])"
+    )
+    env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    model = str(models_dir / "add1.onnx")
+    subprocess.run([sys.executable, "-c", code, model], env=env, check=True, timeout=60)
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
