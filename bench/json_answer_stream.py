@@ -60,6 +60,9 @@ def record(data) -> list[dict]:
 def serve(port: int, floats: int) -> None:
     from aiohttp import web
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from json_floor import answer_in_slices
+
     pool = ThreadPoolExecutor(1)
     y = (np.random.default_rng(1).random(84 * 8400, dtype=np.float32) * 640).astype(np.float32)
 
@@ -77,14 +80,8 @@ def serve(port: int, floats: int) -> None:
     length = len(whole())
 
     async def answer_whole(request: web.Request) -> web.StreamResponse:
-        body = memoryview(await asyncio.get_running_loop().run_in_executor(pool, whole))
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.content_length = body.nbytes
-        await response.prepare(request)
-        for start in range(0, body.nbytes, SLICE):
-            await response.write(body[start : start + SLICE])
-        await response.write_eof()
-        return response
+        body = await asyncio.get_running_loop().run_in_executor(pool, whole)
+        return await answer_in_slices(request, body)
 
     async def answer_streamed(request: web.Request) -> web.StreamResponse:
         loop = asyncio.get_running_loop()

@@ -26,6 +26,18 @@ from aiohttp import web
 SLICE = 1 << 20
 
 
+async def answer_in_slices(request: web.Request, answer: bytes) -> web.StreamResponse:
+    """Write a JSON answer as the engine does: its length, then 1 MiB slices."""
+    body = memoryview(answer)
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = body.nbytes
+    await response.prepare(request)
+    for start in range(0, body.nbytes, SLICE):
+        await response.write(body[start : start + SLICE])
+    await response.write_eof()
+    return response
+
+
 def main() -> None:
     model, port, cpus = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     opts = ort.SessionOptions()
@@ -61,14 +73,8 @@ def main() -> None:
         async for chunk in request.content.iter_any():
             view[pos : pos + len(chunk)] = chunk
             pos += len(chunk)
-        answer = memoryview(await asyncio.get_running_loop().run_in_executor(pool, work, body))
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.content_length = answer.nbytes
-        await response.prepare(request)
-        for start in range(0, answer.nbytes, SLICE):
-            await response.write(answer[start : start + SLICE])
-        await response.write_eof()
-        return response
+        answer = await asyncio.get_running_loop().run_in_executor(pool, work, body)
+        return await answer_in_slices(request, answer)
 
     app = web.Application(client_max_size=1 << 30)
     app.router.add_post("/infer", infer)
