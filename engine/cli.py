@@ -20,6 +20,9 @@ from .ports import ports
 from .server import ACCESS, DATAPLANE, create_app
 from .settings import Settings, SettingsError
 
+# After the port closes, how long connections accepted just before get to send their request.
+LAST_CONNECTIONS_S = 0.2
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -146,7 +149,12 @@ async def serve(settings: Settings) -> None:
         if settings.drain_seconds:
             log.info("shutting down: not ready; serving %ds more", settings.drain_seconds)
             await asyncio.sleep(settings.drain_seconds)
+        await site.stop()
         log.info("shutting down: port closed; finishing requests in flight")
+        # A connection accepted at the port's last instant has its request read before the
+        # idle ones are closed: aiohttp would take it for idle, drop its request and wait
+        # shutdown_timeout for it.
+        await asyncio.sleep(LAST_CONNECTIONS_S)
     finally:
         await runner.cleanup()
 

@@ -215,6 +215,20 @@ async def ready(request: web.Request) -> web.Response:
     return json_response({"status": "not ready", "errors": problems}, 503)
 
 
+async def close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """While the engine drains, every answer closes its connection (``Connection: close``).
+
+    A Service stops sending new connections to a terminating pod, but a client's keep-alive
+    connection stays on it; were it still open when the port closes, a request the client
+    sends on it just then is cut off unanswered. Closed after each answer while draining,
+    the client's next request opens a new connection, to another pod."""
+    plane = request.app.get(DATAPLANE)
+    if plane is not None and plane.draining:
+        response.force_close()
+        # aiohttp writes the headers it prepared before this hook: say it, too.
+        response.headers["Connection"] = "close"
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
     data = generate_latest(request.app[METRICS].registry)
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -328,6 +342,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[ACCESS] = guard
+    app.on_response_prepare.append(close_when_draining)
     app.cleanup_ctx.append(access.watch_context(guard))
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_dataplane_ctx)

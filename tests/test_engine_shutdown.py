@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -58,3 +59,46 @@ def test_the_library_keeps_onnxruntime_telemetry_off(models_dir: Path, tmp_path:
     model = str(models_dir / "add1.onnx")
     subprocess.run([sys.executable, "-c", code, model], env=env, check=True, timeout=60)
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
+
+
+def test_keep_alive_clients_are_moved_off_while_draining(
+    start_engine: EngineFactory, models_dir: Path
+) -> None:
+    """A client on a keep-alive connection, sending without pause through the drain: its
+    answers while draining close the connection (behind a Service its next one goes to
+    another pod), no request is ever cut off when the port closes (only a refused new
+    connection, which sent nothing), and the engine exits promptly after."""
+    engine = start_engine(
+        "--model", str(models_dir / "add1.onnx"), env={"EDGEPIPE_ENGINE_DRAIN_SECONDS": "1"}
+    )
+    assert engine.proc is not None
+    body = orjson.dumps([{"x": [1.0, 2.0, 3.0, 4.0]}])
+    conn = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=30)
+    seen: list[tuple[str, object, str | None]] = []  # (phase, status or error, Connection)
+    phase, signalled = "serving", 0.0
+    while engine.proc.poll() is None and time.monotonic() - (signalled or time.monotonic()) < 10:
+        if phase == "serving" and len(seen) >= 20:
+            engine.proc.send_signal(signal.SIGTERM)
+            phase, signalled = "draining", time.monotonic()
+        try:
+            conn.request("POST", "/pipelines/add1", body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            seen.append((phase, resp.status, resp.getheader("Connection")))
+        except OSError as exc:
+            seen.append((phase, type(exc).__name__, None))
+            conn.close()
+            time.sleep(0.01)
+    assert engine.proc.wait(15) == 0
+    took = time.monotonic() - signalled
+    conn.close()
+    before = [s for s in seen if s[0] == "serving"]
+    assert all(status == 200 and header != "close" for _, status, header in before), before
+    during = [s for s in seen if s[0] == "draining"]
+    answered = [s for s in during if s[1] == 200]
+    assert len(answered) >= 5, during
+    # The first answers may precede the signal's handling; every later one closes.
+    assert answered[-1][2] == "close" and answered[-5:] == [answered[-1]] * 5, answered[-10:]
+    cut_off = [s for s in during if s[1] not in (200, "ConnectionRefusedError")]
+    assert not cut_off, cut_off
+    assert took < 1 + 3.0, f"SIGTERM -> exit took {took:.1f} s with a 1 s drain"
