@@ -74,31 +74,41 @@ def test_keep_alive_clients_are_moved_off_while_draining(
     assert engine.proc is not None
     body = orjson.dumps([{"x": [1.0, 2.0, 3.0, 4.0]}])
     conn = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=30)
-    seen: list[tuple[str, object, str | None]] = []  # (phase, status or error, Connection)
+    # (phase, status or error, Connection, whether the request opened a new connection)
+    seen: list[tuple[str, object, str | None, bool]] = []
     phase, signalled = "serving", 0.0
     while engine.proc.poll() is None and time.monotonic() - (signalled or time.monotonic()) < 10:
         if phase == "serving" and len(seen) >= 20:
             engine.proc.send_signal(signal.SIGTERM)
             phase, signalled = "draining", time.monotonic()
+        fresh = conn.sock is None  # http.client reconnects after a "Connection: close"
         try:
             conn.request("POST", "/pipelines/add1", body, {"Content-Type": "application/json"})
             resp = conn.getresponse()
             resp.read()
-            seen.append((phase, resp.status, resp.getheader("Connection")))
+            seen.append((phase, resp.status, resp.getheader("Connection"), fresh))
         except OSError as exc:
-            seen.append((phase, type(exc).__name__, None))
+            seen.append((phase, type(exc).__name__, None, fresh))
             conn.close()
             time.sleep(0.01)
     assert engine.proc.wait(15) == 0
     took = time.monotonic() - signalled
     conn.close()
     before = [s for s in seen if s[0] == "serving"]
-    assert all(status == 200 and header != "close" for _, status, header in before), before
+    assert all(status == 200 and header != "close" for _, status, header, _ in before), before
     during = [s for s in seen if s[0] == "draining"]
     answered = [s for s in during if s[1] == 200]
     assert len(answered) >= 5, during
     # The first answers may precede the signal's handling; every later one closes.
     assert answered[-1][2] == "close" and answered[-5:] == [answered[-1]] * 5, answered[-10:]
-    cut_off = [s for s in during if s[1] not in (200, "ConnectionRefusedError")]
+    # A new connection made as the port closes may be refused, or reset by the kernel if it
+    # was still in the listen backlog (never accepted, its request never read); a request
+    # on a connection the engine has answered before is never cut off.
+    cut_off = [
+        s
+        for s in during
+        if s[1] not in (200, "ConnectionRefusedError")
+        and not (s[3] and s[1] == "ConnectionResetError")
+    ]
     assert not cut_off, cut_off
     assert took < 1 + 3.0, f"SIGTERM -> exit took {took:.1f} s with a 1 s drain"
