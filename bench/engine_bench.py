@@ -158,6 +158,13 @@ def main() -> None:
             engines[tag + key] = from_tree(
                 EngineProcess("--model", str(model), env={**env, **extra}, log_path=log), tree
             )
+    # The engines bind their ports before the floors' are picked: a port picked free but
+    # not yet bound could be picked twice.
+    startup_rss = {}
+    for key, proc in engines.items():
+        proc.start()
+        if key.endswith("engine"):
+            startup_rss[key] = rss_mb(proc.proc.pid)
     floor_port, gfloor_port, gmodel_port = free_port(), free_port(), free_port()
     tp_floor_port = free_port()
     floors = [
@@ -170,11 +177,6 @@ def main() -> None:
         spawn(str(ROOT / "bench/grpc_floor.py"), str(gfloor_port)),
         spawn(str(ROOT / "bench/grpc_floor.py"), str(gmodel_port), str(dyn_model), str(cpus)),
     ]
-    startup_rss = {}
-    for key, proc in engines.items():
-        proc.start()
-        if key.endswith("engine"):
-            startup_rss[key] = rss_mb(proc.proc.pid)
     import tritonclient.grpc as grpcclient
 
     try:
@@ -243,6 +245,28 @@ def main() -> None:
                 statistics.median(times[i * per : (i + 1) * per]) for i in range(args.rounds)
             ]
 
+        # RSS under mixed requests, one at a time (before the throughput rounds, whose
+        # concurrent calls leave their own heap): JSON and Arrow images, bad requests.
+        rss = {tag: {"start-up": startup_rss[tag + "engine"]} for tag in trees}
+        bad = b'[{"images": [[1, 2], [3]]}]'
+        for tag in trees:
+            ec = Client(engines[tag + "engine"].port)
+            for i in range(1, args.rss_requests + 1):
+                kind = i % 4
+                if kind == 0:
+                    ec.post(path, json_in, JSON)
+                elif kind == 1:
+                    ec.post(path, arrow_in, ARROW, ARROW)
+                elif kind == 2:
+                    ec.post(path, arrow_in, ARROW)
+                else:
+                    with contextlib.suppress(RuntimeError):
+                        ec.post(path, bad, JSON)
+                if i in (100, args.rss_requests):
+                    rss[tag][f"after {i}"] = rss_mb(engines[tag + "engine"].proc.pid)
+            time.sleep(2.5)  # the engine gives freed heap back after 1 s idle
+            rss[tag]["then 2.5 s idle"] = rss_mb(engines[tag + "engine"].proc.pid)
+
         tp = None
         if not args.skip_tp:
             s1 = session(args.model, 1)
@@ -268,27 +292,14 @@ def main() -> None:
                 args.tp_seconds,
                 args.tp_rounds,
             )
+            # The defaults' engines have just served 4 clients.
+            pids = {tag: engines[tag + "engine"].proc.pid for tag in trees}
+            for tag, pid in pids.items():
+                rss[tag]["after 4 clients"] = rss_mb(pid)
+            time.sleep(2.5)
+            for tag, pid in pids.items():
+                rss[tag]["then 2.5 s idle again"] = rss_mb(pid)
 
-        # RSS under mixed requests: JSON and Arrow images, plus bad requests.
-        rss = {tag: {"start-up": startup_rss[tag + "engine"]} for tag in trees}
-        bad = b'[{"images": [[1, 2], [3]]}]'
-        for tag in trees:
-            ec = Client(engines[tag + "engine"].port)
-            for i in range(1, args.rss_requests + 1):
-                kind = i % 4
-                if kind == 0:
-                    ec.post(path, json_in, JSON)
-                elif kind == 1:
-                    ec.post(path, arrow_in, ARROW, ARROW)
-                elif kind == 2:
-                    ec.post(path, arrow_in, ARROW)
-                else:
-                    with contextlib.suppress(RuntimeError):
-                        ec.post(path, bad, JSON)
-                if i in (100, args.rss_requests):
-                    rss[tag][f"after {i}"] = rss_mb(engines[tag + "engine"].proc.pid)
-            time.sleep(2.5)  # the engine gives freed heap back after 1 s idle
-            rss[tag]["then 2.5 s idle"] = rss_mb(engines[tag + "engine"].proc.pid)
         out = direct_s.run(None, {"images": x})[0]
         dec = timed(lambda: yolo.decode(out, confidence_thres=0.5, iou_thres=0.25), 50)
     finally:

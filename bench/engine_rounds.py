@@ -34,6 +34,10 @@ class Client:
             self.conn.close()
             self.conn.request("POST", path, body=body, headers=headers)
             resp = self.conn.getresponse()
+        except OSError:
+            # Refused (the server not up yet): closed, so that a retry can send again.
+            self.conn.close()
+            raise
         data = resp.read()
         if resp.status != 200:
             raise RuntimeError(f"{path}: HTTP {resp.status}: {data[:300]!r}")
