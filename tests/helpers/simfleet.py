@@ -59,7 +59,8 @@ class SimHeartbeat(edgestatus.Heartbeat):
 
 
 class CountingClient(oci.Client):
-    """A registry session that counts its requests by kind (poll, status, download)."""
+    """A registry session that counts its requests by kind (poll, status, download), and
+    apart those the registry refused (``"<METHOD> <kind> refused"``, an answer of 400 or more)."""
 
     def __init__(self, *args, counts: Counter, lock: threading.Lock, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -71,7 +72,13 @@ class CountingClient(oci.Client):
                 kind = "poll"
             with lock:
                 counts[f"{method} {kind}"] += 1
-            return do(url, method, *a, **kw)
+            response = do(url, method, *a, **kw)
+            if getattr(response, "status_code", 200) >= 400:
+                # Not done: docker-registry refuses a manifest DELETE with a 500 now and
+                # then while others write their tags, and the edge tries it again.
+                with lock:
+                    counts[f"{method} {kind} refused"] += 1
+            return response
 
         self.reg.do_request = counted
 
