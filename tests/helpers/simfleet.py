@@ -111,6 +111,7 @@ class SimFleet:
         self.current_at: dict[str, tuple[str, float]] = {}  # edge: (digest, when Current)
         self.bad: dict[str, str] = {}  # digest: why its probation fails
         self.counts: Counter[str] = Counter()
+        self.totals: Counter[str] = Counter()  # every count since the start, never reset
         self.lock = threading.Lock()
         self.n_clients, self.workers = clients, workers
         self.clients: list[CountingClient] = []
@@ -197,9 +198,11 @@ class SimFleet:
         self.thread.join(30)
 
     def reset_counts(self) -> dict[str, int]:
-        """The requests counted so far (and start counting from zero)."""
+        """The requests counted so far (and start counting from zero; ``totals`` keeps
+        them all)."""
         with self.lock:
             out = dict(self.counts)
+            self.totals.update(self.counts)
             self.counts.clear()
         return out
 
