@@ -16,6 +16,7 @@ import ctypes
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 
 # Where this process's cgroup shows its memory limit (a container's own, in its namespace).
@@ -108,6 +109,20 @@ def container_memory(root: Path | None = None) -> tuple[int, int] | None:
             pass
         return limit, max(0, used)
     return None
+
+
+@dataclass
+class SessionCost:
+    """What a second session of a model would cost, in bytes: the RSS its first session
+    added at load, the model file's size, and the RSS its first call added (-1 until a
+    call has run) for each call that may run on it at once."""
+
+    load: int
+    file: int
+    call: int = -1
+
+    def total(self, calls: int) -> int:
+        return self.load + self.file + calls * self.call
 
 
 def room_for(cost: int, root: Path | None = None) -> tuple[bool, tuple[int, int] | None]:

@@ -7,7 +7,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +187,9 @@ class OnnxModel:
         # What a second session would cost: the RSS this one added, its first call's, and
         # the file's size (a 192 MB model's second session took 422 MB under 3 calls, 346 MB
         # at load, and its first call showed none: the arena reused freed heap).
-        self._rss = [max(0, memory.rss() - before), -1, path.stat().st_size]
+        self._cost = memory.SessionCost(
+            load=max(0, memory.rss() - before), file=path.stat().st_size
+        )
         self._among: ort.InferenceSession | None = None  # cpus threads, once needed
         self._among_wanted = self._serial = lone > cpus
         self._one = threading.Lock()  # ``session`` runs one call at a time (``_serial``)
@@ -220,11 +222,11 @@ class OnnxModel:
             if session is not self.session or not self._serial:
                 return self._run(session, feeds)
             with self._one:
-                if self._rss[1] >= 0:
+                if self._cost.call >= 0:
                     return self._run(session, feeds)
                 before = memory.rss()  # the first call (the warm-up): its arena's growth
                 out = self._run(session, feeds)
-                self._rss[1] = max(0, memory.rss() - before)
+                self._cost.call = max(0, memory.rss() - before)
                 return out
         finally:
             with _running_lock:
@@ -265,27 +267,27 @@ class OnnxModel:
             return among
 
     def _room(self, now: float) -> bool:
-        """Whether the container's memory limit leaves room for a second session: its
-        load's RSS, the model file's size and a call's RSS for each of the calls that may
-        run on it at once, with a margin (``memory.room_for``); looked at again at most
-        every ``AMONG_KEEP_S``."""
-        if self._rss[1] < 0:
+        """Whether the container's memory limit leaves room for a second session
+        (``memory.SessionCost``, ``memory.room_for``); looked at again at most every
+        ``AMONG_KEEP_S``."""
+        if self._cost.call < 0:
             return False  # no call measured yet: this one waits for the first to end
         if self._refused_at is not None and now - self._refused_at < AMONG_KEEP_S:
             return False
         calls = -(-LONE.threads // self._threads)
-        cost = self._rss[0] + self._rss[2] + calls * self._rss[1]
+        cost = self._cost.total(calls)
         fits, figures = memory.room_for(cost)
         if fits or figures is None:
             return True
         if self._refused_at is None:  # said once
-            limit, used = (round(v / memory.MIB) for v in figures)
+            limit, used, total, load, file, call = (
+                round(v / memory.MIB) for v in (*figures, cost, *astuple(self._cost))
+            )
             log.info(
                 "model %r: no second session for concurrent calls: it would take ~%d MiB "
                 "(its load %d + its file %d + %d calls x %d MiB) and the memory limit of %d "
                 "MiB has %d MiB in use; concurrent calls take turns on its one session",
-                *(self.name, *(round(v / memory.MIB) for v in (cost, *self._rss[::2]))),
-                *(calls, round(self._rss[1] / memory.MIB), limit, used),
+                *(self.name, total, load, file, calls, call, limit, used),
             )
         self._refused_at = now
         return False
