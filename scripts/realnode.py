@@ -23,7 +23,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 # A sibling module: this one is loaded by scripts/testcluster, with scripts/ on sys.path.
@@ -127,6 +129,12 @@ def pause_image(node: Path, pause_bin: Path) -> None:
 
 
 def kubelet_config(node: Path, port: int, healthz: int) -> Path:
+    """The kubelet's settings. In-place pod resize is off: with cgroupsPerQOS off (no pod
+    cgroups here) the kubelet of 1.34 dereferences a pod cgroup's nil memory limit when,
+    after a node restart, it finds a container without its "actuated resources" record and
+    takes that for a resize (doPodResizeAction, kuberuntime_manager.go:839): it panicked
+    seconds after a restart, and every later pod stayed Pending. Nothing here resizes a
+    running pod."""
     config = node / "kubelet.yaml"
     config.write_text(
         json.dumps(
@@ -158,6 +166,7 @@ def kubelet_config(node: Path, port: int, healthz: int) -> Path:
                 "syncFrequency": "5s",
                 "volumeStatsAggPeriod": "0s",
                 "maxPods": 40,
+                "featureGates": {"InPlacePodVerticalScaling": False},
                 "resolvConf": "/etc/resolv.conf",
             },
             indent=2,
@@ -258,7 +267,9 @@ def start_agents(cluster, bins: Path, kubeconfig: Path, pause: bool = False) -> 
     """containerd, the kubelet (until the node is Ready) and kube-proxy."""
     node = cluster.base / "node"
     config = str(node / "containerd.toml")
-    containerd = cluster.spawn("containerd", ["containerd", "--config", config])
+    containerd = cluster.spawn(
+        "containerd", supervised("containerd", ["containerd", "--config", config])
+    )
     cluster.wait(
         "containerd",
         lambda: ctr(node, "version", check=False).returncode == 0,
@@ -267,16 +278,34 @@ def start_agents(cluster, bins: Path, kubeconfig: Path, pause: bool = False) -> 
     )
     if pause:
         pause_image(node, bins / "pause")
-    kubelet = cluster.spawn("kubelet", kubelet_argv(bins, node, kubeconfig, node / "kubelet.yaml"))
+    kubelet_cmd = kubelet_argv(bins, node, kubeconfig, node / "kubelet.yaml")
+    kubelet = cluster.spawn("kubelet", supervised("kubelet", kubelet_cmd))
 
     def node_ready() -> bool:
+        # The kubelet's own healthz first: after a restart the Node still reads Ready from
+        # the killed kubelet's last heartbeat.
+        if not kubelet_healthy(node):
+            return False
         jsonpath = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
         out = cluster.kubectl(kubeconfig, ["get", "node", NODE_NAME, "-o", jsonpath])
         return "True" in out
 
     cluster.wait("the real node", node_ready, kubelet, "kubelet")
     healthz, metrics = cluster.state()["proxy_ports"]
-    cluster.spawn("kube-proxy", kube_proxy_argv(bins, kubeconfig, healthz, metrics))
+    proxy = kube_proxy_argv(bins, kubeconfig, healthz, metrics)
+    cluster.spawn("kube-proxy", supervised("kube-proxy", proxy))
+
+
+def kubelet_healthy(node: Path) -> bool:
+    port = json.loads((node / "kubelet.yaml").read_text())["healthzPort"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+        return answer.read() == b"ok"
+
+
+def supervised(name: str, argv: list[str]) -> list[str]:
+    """``argv`` under scripts/supervise.py, which starts the agent again when it exits, as
+    systemd does on a real node."""
+    return [sys.executable, str(ROOT / "scripts" / "supervise.py"), name, "--", *argv]
 
 
 def restart(cluster, bins: Path, kubeconfig: Path) -> None:

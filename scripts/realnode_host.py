@@ -176,11 +176,28 @@ def _children(pid: int) -> list[int]:
 
 
 def kill_group(pid: int) -> None:
+    """SIGKILL to process group ``pid`` (an agent and its supervisor), and a wait until
+    every member of it has exited."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, 9)
     deadline = time.monotonic() + 10
-    while _running(pid) and time.monotonic() < deadline:
+    while any(_running(p) for p in _group(pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def _group(pgid: int) -> list[int]:
+    """The processes of group ``pgid``."""
+    members = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            members.append(int(proc.name))
+    return members
 
 
 def _running(pid: int) -> bool:

@@ -16,9 +16,11 @@ import pytest
 from edgepipe import yolo
 from tests.helpers import realnode_steps as rn
 from tests.helpers.kube import Kubectl, wait_for
+from tests.helpers.realnode_fixtures import agent_exits
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 X = [1.0, 2.0, 3.0, 4.0]
+REPLICAS_2 = '{"spec": {"deployment": {"replicas": 2}}}'
 SIDE = 160  # the answering YOLOv8n pipelines' input side
 
 
@@ -229,6 +231,7 @@ def test_edge_chart_pulls_with_its_secret_and_answers_the_same(
 def test_node_restart_brings_the_engines_back(
     operator_pod, node_registry, models, node_ns: Kubectl
 ):
+    exits_before = agent_exits(operator_pod.base)
     secret = rn.registry_secret(node_ns, node_registry)
     node_ns.apply(rn.pipeline("reboot", models["add1"], secret))
     rn.wait_running(node_ns, "reboot", timeout=240)
@@ -251,3 +254,12 @@ def test_node_restart_brings_the_engines_back(
         (rec,) = rn.infer(url, "reboot", [{"x": X}])
     assert rec["outputs"][0]["Float"]["data"] == [2.0, 3.0, 4.0, 5.0]
     print(f"\nnode restart -> serving again in {time.monotonic() - t0:.1f}s")
+    # The node goes on working: a new pod starts, and no agent exited meanwhile (the kubelet
+    # once panicked on its first sync of the restarted pod; its supervisor hid that).
+    node_ns("patch", "pipeline", "reboot", "--type=merge", "-p", REPLICAS_2)
+    wait_for("a second engine Ready", lambda: len(ready(node_ns, "reboot")) == 2, 120)
+    assert agent_exits(operator_pod.base) == exits_before
+
+
+def ready(kubectl: Kubectl, name: str) -> list[dict]:
+    return [p for p in rn.engine_pods(kubectl, name) if rn.pod_ready(p)]

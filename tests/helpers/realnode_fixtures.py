@@ -9,7 +9,9 @@ adapter) each module installs onto the cluster and removes again."""
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -56,8 +58,36 @@ def node(real_node_cluster: rn.NodeCluster) -> Iterator[rn.NodeCluster]:
     module = rn.NodeCluster(
         real_node_cluster.base, real_node_cluster.info, loading=real_node_cluster.loading
     )
+    seen = len(agent_exits(module.base))
     yield module
     module.delete_namespaces()
+    exits = agent_exits(module.base)[seen:]
+    if exits:
+        warnings.warn(
+            f"the real node's agents exited and were started again: {exits}; the kubelet's "
+            f"log ends:\n{agent_log(module.base, 'kubelet')[-3000:]}",
+            pytest.PytestWarning,
+            stacklevel=1,
+        )
+
+
+AGENTS = ("containerd", "kubelet", "kube-proxy")
+SUPERVISED = "[supervise]"  # scripts/supervise.py's lines in an agent's log
+
+
+def agent_log(base: Path, name: str) -> str:
+    log = base / "logs" / f"{name}.log"
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
+def agent_exits(base: Path) -> list[str]:
+    """Each exit of a node agent that its supervisor saw (and started it again after)."""
+    return [
+        line
+        for name in AGENTS
+        for line in agent_log(base, name).splitlines()
+        if line.startswith(SUPERVISED)
+    ]
 
 
 @pytest.fixture
