@@ -17,6 +17,7 @@ from edgepipe_operator import rollouts
 from edgepipe import fleet, oci
 from edgepipe.fleetstatus import EdgeReport
 from edgepipe.localengine import EngineProcess
+from edgepipe.timestamps import parse
 from tests.helpers.fleet import CountingProxy, edge_env, wait_status
 from tests.helpers.kube import KWOK_OPERATOR_ENV, OperatorProcess, wait_for
 from tests.helpers.pipelines import pipeline
@@ -106,6 +107,23 @@ def pointers(reg, edges: list[str]) -> dict[str, str | None]:
     return {e: fleet.pointer_digest(client, f"edge/pipelines/{PIPELINE}", e) for e in edges}
 
 
+def moved_to(kubectl, reg, edge: str, version: str) -> bool:
+    """Whether the rollout of ``version`` has moved ``edge``'s pointer to its digest."""
+    r = publish_status(kubectl, "fleet").get("rollout") or {}
+    try:
+        return r.get("version") == version and pointers(reg, [edge])[edge] == r["digest"]
+    except oci.RegistryUnavailable:  # a read racing a PUT of the same tag: a 500
+        return False
+
+
+def edge_record(reg, edge: str) -> dict | None:
+    """``edge``'s last status record (None while a read races a PUT of its tag)."""
+    try:
+        return fleet.read_status(client_of(reg), "edge", PIPELINE, edge)
+    except oci.RegistryUnavailable:
+        return None
+
+
 def sims(reg, edges: list[str]) -> list[SimEdge]:
     return [SimEdge(client_of(reg), "edge", PIPELINE, e) for e in edges]
 
@@ -129,24 +147,16 @@ def test_a_two_wave_rollout_to_real_edges_goes_in_order(
         rollout_status(kubectl, v1["pipelineVersion"], "Complete", 60)
         v2 = new_version(kubectl, 2)
         roll_out(kubectl, waves=[{"edges": ["dock-1"]}, {"percent": 100}])
-        # Sampled while it runs: dock-2's pointer leaves v1 only once dock-1 is Current on v2.
-        client, seen_current = client_of(reg), False
-        deadline = time.monotonic() + 60
-        while True:
-            assert time.monotonic() < deadline
-            try:
-                dock1 = fleet.read_status(client, "edge", PIPELINE, "dock-1") or {}
-                seen_current |= (
-                    dock1.get("state") == "Current" and dock1["running"]["version"] == v2
-                )
-                r = publish_status(kubectl, "fleet").get("rollout") or {}
-                ptr = pointers(reg, ["dock-2"])["dock-2"]
-            except oci.RegistryUnavailable:  # a read racing a PUT of the same tag: a 500
-                continue
-            if r.get("version") == v2 and ptr == r["digest"]:
-                assert seen_current, "dock-2 moved before dock-1 was Current"
-                break
-            time.sleep(0.1)
+        # dock-2's pointer leaves v1 only once dock-1 is Current on v2. Read in that order
+        # (the pointer seen moved, then dock-1's own record), the record must say Current on
+        # v2 already; its ``since`` is checked against the operator's movedAt below. (A
+        # record read before the pointer, in the same sample, may predate both: the operator
+        # polls every 0.5 s and moved dock-2 between the two reads.)
+        wait_for("dock-2's pointer on v2", lambda: moved_to(kubectl, reg, "dock-2", v2), 60, 0.1)
+        dock1 = wait_for("dock-1's record", lambda: edge_record(reg, "dock-1"), 20, 0.1)
+        assert dock1["state"] == "Current" and dock1["running"]["version"] == v2, (
+            f"dock-2 moved before dock-1 was Current: {dock1}"
+        )
         for engine in engines:
             wait_status(engine.url, "Current", v2, timeout=40)
         done = rollout_status(kubectl, v2, "Complete", 40)
@@ -158,6 +168,8 @@ def test_a_two_wave_rollout_to_real_edges_goes_in_order(
     assert [w["state"] for w in done["waves"]] == ["Done", "Done"]
     w1, w2 = done["waves"]
     assert w1["movedAt"] <= w1["doneAt"] <= w2["movedAt"] <= w2["doneAt"] <= done["finishedAt"]
+    # dock-1's clock and the operator's: Current (to the second) no later than the move.
+    assert parse(dock1["since"]) <= parse(w2["movedAt"]), (dock1["since"], w2["movedAt"])
     lines = publish_status(kubectl, "fleet")["edges"]
     assert [(e["name"], e["version"], e["state"], e["wave"]) for e in lines] == [
         ("dock-1", v2, "Current", 1),
