@@ -231,6 +231,8 @@ def operator(cluster: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             # Edges' log uploads show in a Publish's status within a second.
             "EDGEPIPE_OPERATOR_EDGE_POLL_SECONDS": "1",
             "EDGEPIPE_OPERATOR_EDGE_UPLOAD_SECONDS": "1",
+            # An unreachable model URL is Error after 1 + 2 s, not 5 + 10.
+            "EDGEPIPE_OPERATOR_RETRY_SECONDS": "1",
         },
     ).start()
     yield op

@@ -130,7 +130,7 @@ def _unreachable(why: str, event: PipelineEvent) -> NoReturn:
     event.patch.status.update(
         {"phase": "Pending", "message": why, "observedGeneration": generation}
     )
-    raise kopf.TemporaryError(why, delay=5 * 2**retry) from None
+    raise kopf.TemporaryError(why, delay=event.memo.settings.retry_seconds * 2**retry) from None
 
 
 @kopf.on.create(GROUP, VERSION, "pipelines")

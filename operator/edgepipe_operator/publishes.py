@@ -146,12 +146,12 @@ def reconcile_publish(
         )
         raise kopf.TemporaryError(exc.message, delay=exc.delay) from None
     except RETRIED as exc:
-        delay = min(60, 5 * 2**retry)
+        delay = min(60, memo.settings.retry_seconds * 2**retry)
         patch.status.update(
             {
                 "phase": "PendingPublish",
                 "reason": "RegistryUnavailable",
-                "message": f"{exc}; retrying in {delay}s",
+                "message": f"{exc}; retrying in {delay:g}s",
             }
         )
         raise kopf.TemporaryError(str(exc), delay=delay) from None

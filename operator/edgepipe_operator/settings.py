@@ -48,6 +48,14 @@ class OperatorSettings(EnvSettings):
         description="seconds to wait for a model URL to answer",
         json_schema_extra={"unit": "seconds"},
     )
+    retry_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="the first wait before a model URL or a registry that did not answer is "
+        "tried again, doubled at each retry (a Pipeline's model: 3 attempts, then Error; a "
+        "Publish's registry: until it answers, at most 60 s apart)",
+        json_schema_extra={"unit": "seconds"},
+    )
     probe_engines: Flag = Field(
         True,
         description="ask a running but unready engine pod for its `/health/ready` reason "
