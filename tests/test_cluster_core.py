@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
+import time
 
 import pytest
 
@@ -122,3 +124,29 @@ def test_custom_object_calls_answer_as_custom_objects_api(cluster, namespace) ->
     assert _failure(lambda: client.custom.get_namespaced_custom_object(*where, "q")) == (
         _failure(lambda: reference.get_namespaced_custom_object(*where, "q"))
     )
+
+
+SILENT = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "http://127.0.0.1:%d"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u, namespace: ns}}]
+current-context: x
+"""
+
+
+def test_an_apiserver_that_never_answers_is_an_error_within_the_timeout(tmp_path) -> None:
+    """A server that takes the connection and never answers (a hung apiserver): the call
+    is a ClusterError after the client's request timeout, not a wait without end."""
+    from edgepipe.client.cluster import Client, ClusterError
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)  # the kernel completes the handshakes; nothing reads or answers
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(SILENT % server.getsockname()[1])
+        client = Client(str(kubeconfig), request_timeout=0.5)
+        t0 = time.monotonic()
+        with pytest.raises(ClusterError, match="cannot reach the cluster"):
+            client.list("pipelines")
+        assert time.monotonic() - t0 < 10

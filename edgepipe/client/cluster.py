@@ -29,6 +29,8 @@ __all__ = ["Client", "ClusterError", "Progress", "find_version"]
 
 # A wait gives up early when nothing has acted on the object for this long: no operator.
 NO_OPERATOR_AFTER = 15.0
+# The longest one API request may take to answer (urllib3 tries a read up to 4 times).
+REQUEST_SECONDS = 15.0
 START_OPERATOR = (
     "start one with 'edgepipe-operator run', or in the cluster with "
     "'helm install edgepipe charts/edgepipe -n edgepipe-system --create-namespace'"
@@ -50,13 +52,15 @@ def _check(manifest: dict[str, Any]) -> None:
 
 
 class Client(PublishMixin, RolloutMixin):
-    """Pipelines and Publishes in a cluster, as a data scientist uses them."""
+    """Pipelines and Publishes in a cluster, as a data scientist uses them.
+    ``request_timeout``: seconds one API request may take before it is an error."""
 
     def __init__(
         self,
         kubeconfig: str | None = None,
         namespace: str | None = None,
         context: str | None = None,
+        request_timeout: float = REQUEST_SECONDS,
     ) -> None:
         in_pod = kubeconfig is None and Path("/var/run/secrets/kubernetes.io").exists()
         why = None if in_pod else kubeconfig_file.missing(kubeconfig)
@@ -79,8 +83,8 @@ class Client(PublishMixin, RolloutMixin):
         kubeconfig_file.warn_if_insecure(kubernetes.client.Configuration.get_default_copy())
         self.namespace = namespace or ns
         self.api_client = kubernetes.client.ApiClient.get_default()
-        self.custom = Custom(self.api_client)
-        self.core = Core(self.api_client)
+        self.custom = Custom(self.api_client, request_timeout)
+        self.core = Core(self.api_client, request_timeout)
         self._exc = kubernetes.client.exceptions.ApiException
         self._custom_objects_api: Any = None
 

@@ -17,8 +17,11 @@ class Calls:
     """One request as kubernetes' generated API methods make it: the JSON answer as plain
     dicts (``str`` a text answer as its text); a failure raises the same ``ApiException``."""
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, timeout: float | None = None) -> None:
         self.api_client = api_client
+        # (connect, read) seconds: an apiserver that accepts and never answers is an error
+        # after ``timeout``, not a command (or the console's page) that waits forever.
+        self.timeout = (min(5.0, timeout), timeout) if timeout else None
 
     def _send(
         self,
@@ -44,7 +47,7 @@ class Calls:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = client.call_api(*request)
+        response = client.call_api(*request, _request_timeout=self.timeout)
         response.read()
         return client.response_deserialize(
             response_data=response, response_types_map={"200": kind, "401": None}
