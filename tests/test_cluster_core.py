@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.helpers.kubeconfigs import write_kubeconfig
 from tests.helpers.pipelines import pipeline
 
 pytestmark = pytest.mark.cluster
@@ -126,15 +127,6 @@ def test_custom_object_calls_answer_as_custom_objects_api(cluster, namespace) ->
     )
 
 
-SILENT = """apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "http://127.0.0.1:%d"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: x, context: {cluster: c, user: u, namespace: ns}}]
-current-context: x
-"""
-
-
 def test_an_apiserver_that_never_answers_is_an_error_within_the_timeout(tmp_path) -> None:
     """A server that takes the connection and never answers (a hung apiserver): the call
     is a ClusterError after the client's request timeout, not a wait without end."""
@@ -143,8 +135,8 @@ def test_an_apiserver_that_never_answers_is_an_error_within_the_timeout(tmp_path
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(16)  # the kernel completes the handshakes; nothing reads or answers
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(SILENT % server.getsockname()[1])
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url)
         client = Client(str(kubeconfig), request_timeout=0.5)
         t0 = time.monotonic()
         with pytest.raises(ClusterError, match="cannot reach the cluster"):

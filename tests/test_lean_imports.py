@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+from tests.helpers.kubeconfigs import write_kubeconfig
 from tests.helpers.paths import ROOT
 
 # What only a Publish, a rollout's pointer moves or the edge poll's registry reads need.
@@ -110,18 +111,9 @@ found["after_engine"] = loaded()
 print("\\n" + json.dumps(found))
 """
 
-REFUSING = """apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: x, context: {cluster: c, user: u, namespace: ns}}]
-current-context: x
-"""
-
 
 def test_cluster_commands_start_without_numpy_or_all_of_kubernetes(tmp_path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(REFUSING)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "https://127.0.0.1:1")  # refused
     out = subprocess.run(
         [sys.executable, "-c", CLI_PROBE % (CLI_HEAVY,)],
         cwd=ROOT,
