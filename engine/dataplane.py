@@ -22,8 +22,9 @@ import numpy as np
 from edgepipe import __version__
 from edgepipe.yolo import Letterbox
 
-from . import batching, experiments, runtime
+from . import batching, experiments
 from .addressing import list_models, model_views
+from .calls import Calls
 from .chain import INLINE_BYTES, Chain
 from .codecs import Codec, Decoded, Encoded, InputField, Payload, Response, coerce, v2
 from .errors import BadRequest, NotFound, Unavailable
@@ -74,8 +75,11 @@ def prepare_rows(
 
 
 class DataPlane:
-    def __init__(self, settings: Settings, pipelines: dict[str, Pipeline], metrics: Metrics):
+    def __init__(
+        self, settings: Settings, pipelines: dict[str, Pipeline], metrics: Metrics, calls: Calls
+    ):
         self.settings = settings
+        self.calls = calls  # the model calls of the pipelines' models (engine/calls.py)
         self.pipelines = pipelines
         self.metrics = metrics
         self.models = model_views(pipelines.values())
@@ -92,10 +96,10 @@ class DataPlane:
         # only once its count is back to zero (engine/swap.py).
         self.leases: Counter[int] = Counter()
         self.idle_trim = IdleTrim()  # freed heap back to the OS when idle (engine/memory.py)
-        # A model call alone in the process gets the cores; the sessions for concurrent
-        # calls are dropped when idle (engine/runtime.py).
-        runtime.LONE.requests = lambda: self.idle_trim.busy
-        self.idle_trim.at_rest.append(runtime.rest)
+        # A model call alone in the engine gets the cores; the sessions for concurrent
+        # calls are dropped when idle (engine/calls.py).
+        calls.requests = lambda: self.idle_trim.busy
+        self.idle_trim.at_rest.append(calls.rest)
         for p in pipelines.values():
             self.attach_batchers(p)
             # At 0 from the start: an autoscaler on inflight needs the series while idle.

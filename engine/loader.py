@@ -13,10 +13,11 @@ from edgepipe.config import (
     resolve_local,
 )
 
+from .calls import Calls
 from .errors import StartupError
 from .pipeline import Pipeline
 from .settings import Settings
-from .wiring import load_pipeline
+from .wiring import Loading, load_pipeline
 
 log = logging.getLogger("edgepipe.engine")
 
@@ -36,12 +37,14 @@ def read_config(settings: Settings) -> PipelineConfig:
     )
 
 
-def load_pipelines(settings: Settings) -> list[Pipeline]:
-    """Load the pipeline. Model problems give a pipeline in Error, not an exception."""
+def load_pipelines(settings: Settings, calls: Calls) -> list[Pipeline]:
+    """Load the pipeline, its models sharing ``calls``. Model problems give a pipeline in
+    Error, not an exception."""
+    loading = Loading.of(settings, calls)
     if settings.edge is not None:
         from .edge import fetch_pipeline
 
-        return [_load(*fetch_pipeline(settings), settings)]
+        return [load_pipeline(*fetch_pipeline(settings), loading)]
     config = read_config(settings)
     try:
         resolved = resolve_local(config)
@@ -74,14 +77,4 @@ def load_pipelines(settings: Settings) -> list[Pipeline]:
     resolved = resolved.map_models(
         lambda where, ref: ref.model_copy(update={"sha256": shas[where]}) if where in shas else ref
     )
-    return [_load(resolved.with_version(), paths, settings)]
-
-
-def _load(config: PipelineConfig, paths: dict[str, Path], settings: Settings) -> Pipeline:
-    return load_pipeline(
-        config,
-        paths,
-        settings.threads_per_call,
-        settings.max_image_pixels,
-        settings.shadow_timeout_ms,
-    )
+    return [load_pipeline(resolved.with_version(), paths, loading)]

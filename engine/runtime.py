@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from edgepipe.outputs import DETECTIONS as DETECTIONS_NAME
 from edgepipe.yolo import Letterbox
 
 from . import memory
+from .calls import Calls
 from .errors import BadRequest, ModelFailure
 from .preprocess import ImageInput
 
@@ -103,54 +103,12 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
 
 log = logging.getLogger("edgepipe.engine")
 
-# Whether onnxruntime's intra-op threads spin for work: "on", "calls" (while a call runs,
-# stopped when the last call returns) or "off" (``Settings.intra_op_spinning``, set by
-# ``server.create_app`` for the process).
-SPINNING = {"intra_op": "calls"}
 
-
-@dataclass
-class Lone:
-    """When a model call counts as alone, and what it then gets: set for the process by
-    ``server.create_app`` (``threads``: ``CONFIG_CPUS``; 0: as many as any call's) and
-    the data plane (``requests``: how many are in flight)."""
-
-    threads: int = 0
-    requests: Callable[[], int] = lambda: 0
-
-
-LONE = Lone()
-
-# Model calls running now in the process, every model's: a call that starts alone (no
-# other call running, no other request in flight) takes the cores (``OnnxModel.session``),
-# one that starts beside others a call's share.
-_running = [0]
-_running_lock = threading.Lock()
-
-# The models that made a session for concurrent calls: ``rest`` drops those sessions when
-# the engine is idle (``memory.IdleTrim``), so RSS at rest is one session per model.
-_among_made: weakref.WeakSet[OnnxModel] = weakref.WeakSet()
-
-
-# A session for concurrent calls is dropped too when the calls have started alone for
-# this long (s): a lone client's requests do not keep it.
-AMONG_KEEP_S = 1.0
-
-
-def rest() -> None:
-    """Drop every model's session for concurrent calls (the next burst makes it again)."""
-    with _running_lock:
-        models = list(_among_made)
-    for model in models:
-        model.drop_among()
-
-
-def _session(path: Path, threads: int) -> ort.InferenceSession:
+def _session(path: Path, threads: int, spin: str) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    spin = SPINNING["intra_op"]
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0" if spin == "off" else "1")
     if spin == "calls":
         opts.add_session_config_entry("session.force_spinning_stop", "1")
@@ -163,27 +121,30 @@ class OnnxModel:
     ``cpus``: the intra-op threads of a call among others (``CONFIG_CPUS / INFER_WORKERS``).
     A ``shadow`` always runs on ``cpus`` threads and is not counted as another call: it
     takes the cores' spare time (``experiments.py``).
-    A call that starts alone (no other model call running, no other request in flight)
-    gets ``LONE.threads`` from ``session``. The session of ``cpus`` threads for the others
-    is made by the first call that starts beside another and dropped when the engine is
-    idle (``rest``) or the calls have started alone for ``AMONG_KEEP_S``: an engine that
-    never serves concurrent calls, or rests between bursts, holds one session per model.
+    ``calls``: the engine's model calls (``calls.Calls``). A call that starts alone (no
+    other model call running, no other request in flight) gets ``calls.lone_threads`` from
+    ``session``. The session of ``cpus`` threads for the others is made by the first call
+    that starts beside another and dropped when the engine is idle (``Calls.rest``) or the
+    calls have started alone for ``Calls.keep_among_s``: an engine that never serves
+    concurrent calls, or rests between bursts, holds one session per model.
     One intra-op pool shared by concurrent calls costs 1.5x the CPU per call of one thread
     each (``bench/README.md``), hence two sessions rather than one; but the second is made
     only where the container's memory limit has room for it (``_room``): else the calls
     take turns on ``session``, one at a time, as with ``INFER_WORKERS=1``.
     """
 
-    def __init__(self, ref: ModelRef, path: Path, cpus: int, shadow: bool = False) -> None:
+    def __init__(
+        self, ref: ModelRef, path: Path, cpus: int, calls: Calls, shadow: bool = False
+    ) -> None:
         self.ref = ref
         self.name = ref.name
         self.version = model_version(ref)
         self.sha256 = ref.sha256 or ""
         self._path, self._threads = path, cpus
-        self._shadow = shadow
-        lone = cpus if shadow else max(cpus, LONE.threads)
+        self._shadow, self._calls = shadow, calls
+        lone = cpus if shadow else max(cpus, calls.lone_threads)
         before = memory.rss()
-        self.session = _session(path, lone)
+        self.session = _session(path, lone, calls.spinning)
         # What a second session would cost: the RSS this one added, its first call's, and
         # the file's size (a 192 MB model's second session took 422 MB under 3 calls, 346 MB
         # at load, and its first call showed none: the arena reused freed heap).
@@ -214,9 +175,7 @@ class OnnxModel:
     def predict(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self._shadow:
             return self._run(self.session, feeds)
-        with _running_lock:
-            _running[0] += 1
-            alone = _running[0] == 1 and LONE.requests() <= 1
+        alone = self._calls.begin()
         try:
             session = self._pick(alone)
             if session is not self.session or not self._serial:
@@ -229,8 +188,7 @@ class OnnxModel:
                 self._cost.call = max(0, memory.rss() - before)
                 return out
         finally:
-            with _running_lock:
-                _running[0] -= 1
+            self._calls.end()
 
     def _run(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray]):
         try:
@@ -241,7 +199,8 @@ class OnnxModel:
     def _pick(self, alone: bool) -> ort.InferenceSession:
         now = time.monotonic()
         if alone or not self._among_wanted:
-            if alone and self._among is not None and now - self._beside_at > AMONG_KEEP_S:
+            keep = self._calls.keep_among_s
+            if alone and self._among is not None and now - self._beside_at > keep:
                 self.drop_among()  # the calls are alone again: give its memory back
             return self.session
         self._beside_at = now
@@ -257,24 +216,24 @@ class OnnxModel:
                 if not self._room(now):
                     return self.session  # the calls take turns on it, as INFER_WORKERS=1
                 try:
-                    among = self._among = _session(self._path, self._threads)
+                    among = self._among = _session(self._path, self._threads, self._calls.spinning)
                 except Exception:  # the calls take turns on ``session`` from now on
                     log.exception("model %r: no session for concurrent calls", self.name)
                     self._among_wanted = False
                     return self.session
-                with _running_lock:
-                    _among_made.add(self)
+                with self._calls.lock:
+                    self._calls.among_made.add(self)
             return among
 
     def _room(self, now: float) -> bool:
         """Whether the container's memory limit leaves room for a second session
         (``memory.SessionCost``, ``memory.room_for``); looked at again at most every
-        ``AMONG_KEEP_S``."""
+        ``Calls.keep_among_s``."""
         if self._cost.call < 0:
             return False  # no call measured yet: this one waits for the first to end
-        if self._refused_at is not None and now - self._refused_at < AMONG_KEEP_S:
+        if self._refused_at is not None and now - self._refused_at < self._calls.keep_among_s:
             return False
-        calls = -(-LONE.threads // self._threads)
+        calls = -(-self._calls.lone_threads // self._threads)
         cost = self._cost.total(calls)
         fits, figures = memory.room_for(cost)
         if fits or figures is None:
@@ -294,10 +253,10 @@ class OnnxModel:
 
     def drop_among(self) -> None:
         """Give the session for concurrent calls back (when no call runs: idle)."""
-        with _running_lock:
+        with self._calls.lock:
             if self._among is not None:
                 self._among = None
-                _among_made.discard(self)
+                self._calls.among_made.discard(self)
 
     def predict_stacked(
         self, feeds: list[dict[str, np.ndarray]], unit: str, advice: str

@@ -11,7 +11,8 @@ import pyarrow as pa
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import access, codecs, logservice, runtime
+from . import access, codecs, logservice
+from .calls import Calls
 from .codecs import Encoded, Payload
 from .dataplane import DataPlane
 from .errors import BadRequest, EngineError, NotFound, RequestTimeout
@@ -26,6 +27,7 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 DATAPLANE = web.AppKey("dataplane", DataPlane)
 ACCESS = web.AppKey("access", access.Access)
+CALLS = web.AppKey("calls", Calls)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -238,8 +240,8 @@ async def _dataplane_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     loop = asyncio.get_running_loop()
     # Loading reads model files and builds sessions: keep it off the loop.
-    pipelines = await loop.run_in_executor(None, load_pipelines, settings)
-    plane = DataPlane(settings, {p.name: p for p in pipelines}, app[METRICS])
+    pipelines = await loop.run_in_executor(None, load_pipelines, settings, app[CALLS])
+    plane = DataPlane(settings, {p.name: p for p in pipelines}, app[METRICS], app[CALLS])
     app[DATAPLANE] = plane
     for p in pipelines:
         if p.error:
@@ -334,14 +336,14 @@ def _follow_pointer(app: web.Application, settings: Settings) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     guard = access.Access.from_settings(settings)  # StartupError: a token file, TLS files
-    runtime.SPINNING["intra_op"] = settings.intra_op_spinning  # for the sessions it loads
-    runtime.LONE.threads = settings.cpus
     middlewares = [error_middleware]
     if guard.tokens.enabled:
         middlewares.append(access.middleware(guard.tokens, guard.metrics_open))
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[ACCESS] = guard
+    # The model calls of every model this app loads, now and after a swap.
+    app[CALLS] = Calls(lone_threads=settings.cpus, spinning=settings.intra_op_spinning)
     app.on_response_prepare.append(close_when_draining)
     app.cleanup_ctx.append(access.watch_context(guard))
     app[METRICS] = Metrics()

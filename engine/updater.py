@@ -28,7 +28,7 @@ from .edge import client_for, prune_cache, reference, verify_key
 from .metrics import Metrics
 from .settings import Settings, UpdatePolicy
 from .smoke import SmokeFailed, smoke_test
-from .wiring import load_pipeline
+from .wiring import Loading, load_pipeline
 
 log = logging.getLogger("edgepipe.engine")
 # Registry down: the wait doubles from the poll interval up to this.
@@ -188,12 +188,9 @@ class Updater:
 
     def _load(self, version: versions.Version):
         """Load and smoke-test beside the running version; UpdateFailed if it cannot serve."""
-        s = self.settings
         t = time.perf_counter()
-        pipeline = load_pipeline(
-            version.config, version.paths, s.threads_per_call, s.max_image_pixels,
-            s.shadow_timeout_ms,
-        )  # fmt: skip
+        loading = Loading.of(self.settings, self.plane.calls)
+        pipeline = load_pipeline(version.config, version.paths, loading)
         if pipeline.error:
             raise versions.UpdateFailed("load-failed", f"does not load: {pipeline.error}")
         loaded = time.perf_counter()

@@ -4,20 +4,44 @@ preprocess and batching checked against the models they serve."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgepipe.config import ModelRef, PipelineConfig, Step
 from edgepipe.expressions import ExpressionError, Rule, parse
 
+from .calls import Calls
 from .experiments import Shadows
 from .pipeline import Pipeline
 from .preprocess import ImageInput, PreprocessError
 from .runtime import OnnxModel, StepRuntime
 from .settings import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_SHADOW_TIMEOUT_MS
 
+if TYPE_CHECKING:
+    from .settings import Settings
+
 log = logging.getLogger("edgepipe.engine")
+
+
+@dataclass(frozen=True)
+class Loading:
+    """How a pipeline's models load: ``cpus``, a call's intra-op threads among others
+    (``Settings.threads_per_call``; a shadow gets one); ``calls``, the engine's model calls,
+    which they share; the image and shadow limits of its steps."""
+
+    cpus: int
+    calls: Calls
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    shadow_timeout_ms: int = DEFAULT_SHADOW_TIMEOUT_MS
+
+    @classmethod
+    def of(cls, settings: Settings, calls: Calls) -> Loading:
+        return cls(
+            settings.threads_per_call, calls, settings.max_image_pixels, settings.shadow_timeout_ms
+        )
 
 
 def _wire(step: Step, model: OnnxModel, previous: list[str] | None) -> list[str]:
@@ -84,12 +108,14 @@ def _check_batching(step: Step, model: OnnxModel, where: str) -> None:
 
 
 def _model(
-    ref: ModelRef, path: Path | None, cpus: int, where: str, shadow: bool = False
+    ref: ModelRef, path: Path | None, where: str, loading: Loading, shadow: bool = False
 ) -> OnnxModel:
     if path is None:
         raise ValueError(f"{where}: no file for model {ref.name!r}")
+    # One thread for a shadow: shadows use the cores' spare time, not the main model's.
+    cpus = 1 if shadow else loading.cpus
     try:
-        return OnnxModel(ref, path, cpus, shadow=shadow)
+        return OnnxModel(ref, path, cpus, loading.calls, shadow=shadow)
     except Exception as exc:
         raise ValueError(f"{where}: cannot load model {ref.name!r} from {path}: {exc}") from exc
 
@@ -114,27 +140,24 @@ def _sig(specs) -> str:
     return ", ".join(f"{s.name}{s.describe_shape()}:{s.dtype}" for s in specs)
 
 
-def _step(
-    step: Step, i: int, paths: dict[str, Path], cpus: int, previous, max_image_pixels: int
-) -> StepRuntime:
+def _step(step: Step, i: int, paths: dict[str, Path], loading: Loading, previous) -> StepRuntime:
     where = f"steps[{i}]"
-    model = _model(step.model, paths.get(f"{where}.model"), cpus, f"{where}.model")
+    model = _model(step.model, paths.get(f"{where}.model"), f"{where}.model", loading)
     sources = _wire(step, model, previous)
-    image = _image_input(step, model, sources, where, max_image_pixels)
+    image = _image_input(step, model, sources, where, loading.max_image_pixels)
     _check_batching(step, model, where)
     runtime = StepRuntime(step, model, sources, image=image)
     if step.split is not None:
         for j, variant in enumerate(step.split.variants):
             at = f"{where}.split.variants[{j}].model"
-            other = _model(variant.model, paths.get(at), cpus, at)
+            other = _model(variant.model, paths.get(at), at, loading)
             _same_signature(model, other, at, "variant")
             runtime.variants.append(other)
         weights = [step.split.weight, *(v.weight for v in step.split.variants)]
         runtime.weights = np.asarray(weights, dtype=np.float64)
     for j, ref in enumerate(step.shadows):
         at = f"{where}.shadows[{j}]"
-        # One thread each: shadows use the cores' spare time, not the main model's threads.
-        shadow = _model(ref, paths.get(at), 1, at, shadow=True)
+        shadow = _model(ref, paths.get(at), at, loading, shadow=True)
         _same_signature(model, shadow, at, "shadow")
         runtime.shadows.append(shadow)
     return runtime
@@ -153,16 +176,14 @@ def _rules(config: PipelineConfig, outputs: list[str]) -> list[tuple[str, Rule]]
 def load_pipeline(
     config: PipelineConfig,
     model_paths: dict[str, Path],
-    cpus: int,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    shadow_timeout_ms: int = DEFAULT_SHADOW_TIMEOUT_MS,
+    loading: Loading,
 ) -> Pipeline:
     """Load every step's models. A failure gives a Pipeline in Error rather than raising."""
     pipeline = Pipeline(config)
     previous: list[str] | None = None
     try:
         for i, step in enumerate(config.steps):
-            runtime = _step(step, i, model_paths, cpus, previous, max_image_pixels)
+            runtime = _step(step, i, model_paths, loading, previous)
             pipeline.steps.append(runtime)
             previous = [o.name for o in runtime.output_specs]
             for m in [*runtime.variants, *runtime.shadows]:
@@ -182,6 +203,6 @@ def load_pipeline(
         return pipeline
     if any(step.shadows for step in pipeline.steps):
         workers = min(4, sum(len(step.shadows) for step in pipeline.steps))
-        pipeline.shadows = Shadows(workers, shadow_timeout_ms / 1000, config.name)
+        pipeline.shadows = Shadows(workers, loading.shadow_timeout_ms / 1000, config.name)
     pipeline.warm_up()
     return pipeline

@@ -14,7 +14,8 @@ import orjson
 import pytest
 
 from edgepipe.config import parse_config
-from edgepipe.engine.wiring import load_pipeline
+from edgepipe.engine.calls import Calls
+from edgepipe.engine.wiring import Loading, load_pipeline
 from tests.helpers import onnx_models as m
 from tests.helpers.engine_http import JSON, get, post
 from tests.helpers.engines import EngineFactory
@@ -126,7 +127,7 @@ def test_preprocess_fields_are_checked_against_the_model(
             "steps": [{"model": {"name": "m", "path": str(model)}, "preprocess": preprocess}],
         }
     )
-    pipeline = load_pipeline(config, {"steps[0].model": model}, 1)
+    pipeline = load_pipeline(config, {"steps[0].model": model}, Loading(1, Calls()))
     assert pipeline.error is not None and words in pipeline.error, pipeline.error
 
 

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from edgepipe.engine.server import create_app
+from edgepipe.engine.calls import Calls
+from edgepipe.engine.server import CALLS, create_app
 from edgepipe.engine.settings import Settings
 from tests.helpers.engines import chain_config
 
@@ -211,7 +212,6 @@ def test_a_call_alone_gets_the_cores_and_calls_side_by_side_one_thread_each(
     beside another makes a one-thread session, which the calls that start beside others
     then use until the engine rests or the calls start alone again; every answer is its
     own."""
-    from edgepipe.engine import runtime
     from edgepipe.engine.server import DATAPLANE
     from tests.helpers import onnx_models
 
@@ -270,11 +270,8 @@ def test_a_call_alone_gets_the_cores_and_calls_side_by_side_one_thread_each(
         # Calls that start alone again drop it too, without waiting for the engine to rest.
         await asyncio.gather(*(ask(k) for k in range(13, 17)))
         assert onnx.concurrent_session is not None
-        keep, runtime.AMONG_KEEP_S = runtime.AMONG_KEEP_S, 0.0
-        try:
-            await ask(17)
-        finally:
-            runtime.AMONG_KEEP_S = keep
+        client.app[CALLS].keep_among_s = 0.0  # the app's own: nothing else shares it
+        await ask(17)
         assert onnx.concurrent_session is None
 
     serve(settings, check)
@@ -291,13 +288,9 @@ def test_a_shadow_keeps_one_thread_and_never_makes_the_model_share_the_cores(
     from tests.helpers import onnx_models
 
     path = onnx_models.scale(tmp_path_factory.mktemp("shadow") / "s.onnx", 2.0)
-    saved = (runtime.LONE.threads, runtime.LONE.requests)
-    runtime.LONE.threads, runtime.LONE.requests = 2, lambda: 1
-    try:
-        model = runtime.OnnxModel(ModelRef(name="m", path=str(path)), path, 1)
-        shadow = runtime.OnnxModel(ModelRef(name="s", path=str(path)), path, 1, shadow=True)
-    finally:
-        runtime.LONE.threads, runtime.LONE.requests = saved
+    calls = Calls(lone_threads=2, requests=lambda: 1)
+    model = runtime.OnnxModel(ModelRef(name="m", path=str(path)), path, 1, calls)
+    shadow = runtime.OnnxModel(ModelRef(name="s", path=str(path)), path, 1, calls, shadow=True)
     assert model.session.get_session_options().intra_op_num_threads == 2
     assert shadow.session.get_session_options().intra_op_num_threads == 1
     started = threading.Event()
@@ -325,7 +318,7 @@ def test_no_second_session_where_the_memory_limit_has_no_room_for_it(
     session, calls that start beside others take turns on the model's one session (one at
     a time), each answer its own, and the engine says so once at INFO with the figures;
     once the limit has room, the next burst makes the second session."""
-    from edgepipe.engine import memory, runtime
+    from edgepipe.engine import memory
     from edgepipe.engine.server import DATAPLANE
     from tests.helpers import onnx_models
 
@@ -381,7 +374,7 @@ def test_no_second_session_where_the_memory_limit_has_no_room_for_it(
         # refused, and the next burst makes it. (Waiting, not setting AMONG_KEEP_S to 0:
         # with 0, the burst's last call, starting alone, would drop it at once.)
         (cgroup / "memory.max").write_text("max\n")
-        await asyncio.sleep(runtime.AMONG_KEEP_S + 0.05)
+        await asyncio.sleep(client.app[CALLS].keep_among_s + 0.05)
         await asyncio.gather(*(ask(k) for k in range(13, 19)))
         assert onnx.concurrent_session is not None
         assert running[2] < 18, running
