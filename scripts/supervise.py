@@ -2,7 +2,7 @@
 """Keeps one of the real node's agents running, as systemd's ``Restart=always`` does on a
 real node.
 
-    scripts/supervise.py NAME -- COMMAND [ARG...]
+    scripts/supervise.py [--pause SECONDS] NAME -- COMMAND [ARG...]
 
 The kubelet exits by design on some faults and leaves its restart to a babysitter ("Fail
 kubelet and rely on the babysitter to retry starting kubelet", pkg/kubelet/kubelet.go). A
@@ -31,7 +31,7 @@ def describe(code: int) -> str:
     return f"signal {-code}" if code < 0 else f"code {code}"
 
 
-def supervise(name: str, command: list[str]) -> int:
+def supervise(name: str, command: list[str], pause: float = PAUSE_S) -> int:
     exits: list[float] = []
     while True:
         started = time.monotonic()
@@ -44,15 +44,18 @@ def supervise(name: str, command: list[str]) -> int:
                   f"{BURST} exits within {WINDOW_S:.0f}s, giving up", flush=True)  # fmt: skip
             return code if code > 0 else 1
         print(f"{MARK} {name} exited with {describe(code)} after {ran:.1f}s; "
-              f"starting it again in {PAUSE_S:.0f}s", flush=True)  # fmt: skip
-        time.sleep(PAUSE_S)
+              f"starting it again in {pause:g}s", flush=True)  # fmt: skip
+        time.sleep(pause)
 
 
 def main(argv: list[str]) -> int:
+    pause = PAUSE_S
+    if argv[:1] == ["--pause"] and len(argv) > 1:
+        pause, argv = float(argv[1]), argv[2:]
     if len(argv) < 3 or argv[1] != "--":
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
-    return supervise(argv[0], argv[2:])
+    return supervise(argv[0], argv[2:], pause)
 
 
 if __name__ == "__main__":
