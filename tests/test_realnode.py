@@ -255,7 +255,8 @@ def test_node_restart_brings_the_engines_back(
     assert rec["outputs"][0]["Float"]["data"] == [2.0, 3.0, 4.0, 5.0]
     print(f"\nnode restart -> serving again in {time.monotonic() - t0:.1f}s")
     # The node goes on working: a new pod starts, and no agent exited meanwhile (the kubelet
-    # once panicked on its first sync of the restarted pod; its supervisor hid that).
+    # once panicked on its first sync of the restarted pod; now its supervisor would start
+    # it again, and only its log would say so).
     node_ns("patch", "pipeline", "reboot", "--type=merge", "-p", REPLICAS_2)
     wait_for("a second engine Ready", lambda: len(ready(node_ns, "reboot")) == 2, 120)
     assert agent_exits(operator_pod.base) == exits_before
