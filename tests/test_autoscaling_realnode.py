@@ -65,10 +65,6 @@ def autoscaled(name: str, model: str, secret: str, **auto) -> dict:
     return manifest
 
 
-def ready_pods(node_ns: Kubectl, name: str) -> list[dict]:
-    return [p for p in rn.engine_pods(node_ns, name) if rn.pod_ready(p)]
-
-
 def test_cpu_load_scales_up_then_down_without_a_failed_request(
     operator, node_registry, add1, node_ns: Kubectl
 ) -> None:
@@ -91,7 +87,7 @@ def test_cpu_load_scales_up_then_down_without_a_failed_request(
     heavy.start()
     light.start()
     try:
-        wait_for("2 Ready replicas", lambda: len(ready_pods(node_ns, "busy")) >= 2, 300, 1)
+        wait_for("2 Ready replicas", lambda: len(rn.ready_pods(node_ns, "busy")) >= 2, 300, 1)
         up = time.time()
         wait_for(
             "the new pod serving", lambda: any("serving" in m for m in watch.pods.values()), 60
@@ -203,7 +199,7 @@ def test_inflight_load_scales_through_prometheus_and_the_adapter(
         load.url = f"http://{ip}:8080/pipelines/queue"
         t0 = time.time()
         load.start()
-        wait_for("2 Ready replicas", lambda: len(ready_pods(node_ns, "queue")) >= 2, 300, 1)
+        wait_for("2 Ready replicas", lambda: len(rn.ready_pods(node_ns, "queue")) >= 2, 300, 1)
         print(f"\ninflight: load start -> 2nd replica Ready in {time.time() - t0:.1f}s")
         assert "in flight" in rn.status(node_ns, "queue")["autoscaling"]["current"]
         load.stop()

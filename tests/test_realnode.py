@@ -258,9 +258,5 @@ def test_node_restart_brings_the_engines_back(
     # once panicked on its first sync of the restarted pod; now its supervisor would start
     # it again, and only its log would say so).
     node_ns("patch", "pipeline", "reboot", "--type=merge", "-p", REPLICAS_2)
-    wait_for("a second engine Ready", lambda: len(ready(node_ns, "reboot")) == 2, 120)
+    wait_for("a second engine Ready", lambda: len(rn.ready_pods(node_ns, "reboot")) == 2, 120)
     assert agent_exits(operator_pod.base) == exits_before
-
-
-def ready(kubectl: Kubectl, name: str) -> list[dict]:
-    return [p for p in rn.engine_pods(kubectl, name) if rn.pod_ready(p)]

@@ -167,14 +167,9 @@ def uninstall_operator(cluster: NodeCluster) -> None:
     The (empty) namespace stays."""
     kubeconfig = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", OPERATOR_NS]
     subprocess.run([HELM, "uninstall", "edgepipe", *kubeconfig], capture_output=True, timeout=120)
-    kubectl = cluster.kubectl(OPERATOR_NS)
-    force_delete_pods(kubectl, "app.kubernetes.io/name=edgepipe")
-    wait_for(
-        "the operator's pod gone",
-        lambda: not kubectl.items("pods", "app.kubernetes.io/name=edgepipe"),
-        120,
-        0.5,
-    )
+    kubectl, selector = cluster.kubectl(OPERATOR_NS), "app.kubernetes.io/name=edgepipe"
+    force_delete_pods(kubectl, selector)
+    wait_for("the operator's pod gone", lambda: not kubectl.items("pods", selector), 120, 0.5)
 
 
 def force_delete_pods(kubectl: Kubectl, selector: str | None = None) -> None:
@@ -240,6 +235,10 @@ def wait_running(kubectl: Kubectl, name: str, timeout: float = 180, version=None
 
 def engine_pods(kubectl: Kubectl, name: str) -> list[dict]:
     return kubectl.items("pods", f"app.kubernetes.io/instance={name}")
+
+
+def ready_pods(kubectl: Kubectl, name: str) -> list[dict]:
+    return [p for p in engine_pods(kubectl, name) if pod_ready(p)]
 
 
 def pod_ready(pod: dict) -> bool:
