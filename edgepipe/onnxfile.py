@@ -35,11 +35,16 @@ def _what(path: Path) -> str:
     return "not a protobuf ONNX model"
 
 
-def runtime() -> Any:
-    """The onnxruntime module, its telemetry off (``ORT_DISABLE_TELEMETRY=1`` unless set,
-    as in the engine): else it keeps a device ID and event store under ~/.cache/Microsoft,
+def telemetry_off() -> None:
+    """``ORT_DISABLE_TELEMETRY=1`` unless the environment sets it, for the onnxruntime this
+    process starts later: else it keeps a device ID and event store under ~/.cache/Microsoft,
     or uploads to Microsoft at exit (docs/security.md)."""
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+def runtime() -> Any:
+    """The onnxruntime module, its telemetry off (``telemetry_off``)."""
+    telemetry_off()
     import onnxruntime
 
     return onnxruntime

@@ -1,6 +1,6 @@
 """The edgepipe inference engine: an aiohttp server that runs pipelines of ONNX models."""
 
-import os
+from edgepipe.onnxfile import telemetry_off
 
 # onnxruntime (1.29 and later) collects telemetry on Linux and sends it to Microsoft, unless
 # ORT_DISABLE_TELEMETRY=1 is set before it starts. Left on, it keeps a device ID and an event
@@ -9,4 +9,4 @@ import os
 # process then hangs 10 s after it closed its port, on lookups of Microsoft's collector,
 # which every rollout and scale-down waits for. The engine opts out; ORT_DISABLE_TELEMETRY
 # set in the environment wins.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+telemetry_off()
