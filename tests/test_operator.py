@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -220,8 +221,12 @@ def test_bad_specs_reach_error_with_a_message(operator, kubectl) -> None:
     assert kubectl.get("deployment", "twins-engine") is None
 
     url = f"http://127.0.0.1:{_free_port()}/models/m.onnx"  # nothing listens there
+    t0 = time.monotonic()
     kubectl.apply(pipeline("lost", steps=[{"model": {"name": "m", "url": url}}]))
     st = wait_phase(kubectl, "lost", "Error", timeout=90)
+    # Three attempts, EDGEPIPE_OPERATOR_RETRY_SECONDS (1 here) and then 2 s apart; at the
+    # default 5 s they would take 15 s.
+    assert time.monotonic() - t0 < 12, "the retries did not follow RETRY_SECONDS"
     assert "spec.steps[0].model.url" in st["message"] and "unreachable" in st["message"]
     events = [e for e in kubectl.items("events") if e["involvedObject"]["name"] == "lost"]
     assert any(e["type"] == "Warning" for e in events)
