@@ -50,9 +50,12 @@ def supervise(name: str, command: list[str], pause: float = PAUSE_S) -> int:
 
 def main(argv: list[str]) -> int:
     pause = PAUSE_S
-    if argv[:1] == ["--pause"] and len(argv) > 1:
-        pause, argv = float(argv[1]), argv[2:]
-    if len(argv) < 3 or argv[1] != "--":
+    if argv[:1] == ["--pause"]:
+        try:
+            pause, argv = float(argv[1]), argv[2:]
+        except (IndexError, ValueError):
+            argv = []  # the usage below
+    if len(argv) < 3 or argv[1] != "--" or pause < 0:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
     return supervise(argv[0], argv[2:], pause)

@@ -30,6 +30,10 @@ def test_a_killed_agent_is_named_with_its_signal() -> None:
     assert "[supervise] demo exited with signal 9" in proc.stdout
 
 
-def test_a_command_line_without_its_separator_is_refused() -> None:
+def test_a_command_line_without_its_separator_or_with_a_bad_pause_is_refused() -> None:
     proc = subprocess.run([*SUPERVISE, "demo", "sh"], capture_output=True, text=True)
     assert proc.returncode == 2 and "NAME -- COMMAND" in proc.stderr
+    for pause in ("soon", "-1"):
+        argv = [*SUPERVISE[:2], "--pause", pause, "demo", "--", "true"]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        assert proc.returncode == 2 and "[--pause SECONDS]" in proc.stderr, pause
